@@ -1,0 +1,337 @@
+"""The activation catalogue: every point of a denoiser that autosel can take features from.
+
+Points are discovered by walking the module tree by module type (``ResnetBlock2D``,
+``Transformer2DModel``, ``BasicTransformerBlock``, ``Attention``, ``FeedForward``,
+``Downsample2D``, ``Upsample2D``), never from per-model tables, and named with the seed
+codebase's ids (generic-diffusion-feature)::
+
+    {down,up}-level{L}-repeat{R}-{res-out,res-increment,vit-out}
+    {down,up}-level{L}-repeat{R}-vit-block{i}-{self-q,self-k,self-v,self-map,cross-q,cross-map,ffn-inner,out}
+    {down,up}-level{L}-{downsampler,upsampler}-out
+    mid-repeat{R}-{res-out,res-increment}, mid-vit-out, mid-vit-block{i}-…
+    unet-in, unet-after-conv-in, unet-out
+
+Shapes and depths are measured, not computed by hand: the UNet is built on the meta device
+and run once through the same hooks that extraction uses (``autosel.capture``), so what the
+catalogue announces is what extraction returns.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from autosel.capture import ActivationCapture, Tap, TapKind
+from autosel.errors import UnknownActivationError, close_matches
+from autosel.models.architecture import Architecture, ImageSize
+from autosel.models.registry import ModelSpec, resolve_model
+
+BLOCK_KINDS = ("self-q", "self-k", "self-v", "self-map", "cross-q", "cross-map", "ffn-inner", "out")
+"""The per-transformer-block kinds, in the seed codebase's order."""
+
+
+@dataclass(frozen=True)
+class ActivationPoint:
+    """One place in the denoiser whose value can serve as a feature map.
+
+    Attributes:
+        id: the stable activation id (the contract between search, YAML and extractor).
+        kind: ``res-out``, ``res-increment``, ``vit-out``, ``vit-block-out``, ``self-q``,
+            ``self-k``, ``self-v``, ``self-map``, ``cross-q``, ``cross-map``, ``ffn-inner``,
+            ``downsampler-out``, ``upsampler-out``, ``unet-in``, ``unet-after-conv-in`` or
+            ``unet-out``.
+        stage: ``down``, ``mid``, ``up``, or ``unet`` for the model's input and output.
+        level: the down/up block index (``None`` for mid and unet points).
+        repeat: the resnet/attention pair index inside the block, when there is one.
+        block: the transformer block index inside an attention, when there is one.
+        module: the dotted module path where the value is captured.
+        channels, height, width: shape of the feature map for one image at the catalogue's
+            image size (tokens are folded onto the real latent grid, also for non-square input).
+        depth: fraction of the denoiser's forward (in FLOPs) that must run before the value
+            exists; an extraction can stop there.
+        extra: ``True`` for points beyond the seed codebase's id set.
+    """
+
+    id: str
+    kind: str
+    stage: str
+    level: int | None
+    repeat: int | None
+    block: int | None
+    module: str
+    channels: int
+    height: int
+    width: int
+    depth: float
+    extra: bool = False
+    tap: Tap = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data view (JSON/YAML friendly), without the capture internals."""
+        data = asdict(self)
+        data.pop("tap")
+        return data
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    id: str
+    kind: str
+    stage: str
+    level: int | None
+    repeat: int | None
+    block: int | None
+    tap: Tap
+
+
+_BLOCK_PATH = re.compile(r"^(?:(down|up)_blocks\.(\d+)|(mid)_block)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)$")
+
+
+def discover_taps(denoiser: nn.Module) -> list[_Candidate]:
+    """Every activation point of a diffusers UNet, found by module type (unordered by depth)."""
+    from diffusers.models.attention import BasicTransformerBlock
+    from diffusers.models.downsampling import Downsample2D
+    from diffusers.models.resnet import ResnetBlock2D
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+    from diffusers.models.upsampling import Upsample2D
+
+    candidates: list[_Candidate] = []
+    if hasattr(denoiser, "conv_in"):
+        candidates.append(_Candidate("unet-in", "unet-in", "unet", None, None, None, Tap("conv_in", TapKind.INPUT)))
+        candidates.append(
+            _Candidate("unet-after-conv-in", "unet-after-conv-in", "unet", None, None, None, Tap("conv_in", TapKind.OUTPUT))
+        )
+    for path, module in denoiser.named_modules():
+        match = _BLOCK_PATH.match(path)
+        if match is None:
+            continue
+        direction, level_text, mid, _, index_text = match.groups()
+        stage = direction or mid
+        level = int(level_text) if level_text is not None else None
+        index = int(index_text)
+        prefix = f"{stage}-level{level}" if stage != "mid" else "mid"
+        if isinstance(module, ResnetBlock2D):
+            base = f"{prefix}-repeat{index}-res"
+            scale = 1.0 / float(getattr(module, "output_scale_factor", 1.0))
+            candidates.append(_Candidate(f"{base}-out", "res-out", stage, level, index, None, Tap(path, TapKind.OUTPUT)))
+            candidates.append(
+                _Candidate(
+                    f"{base}-increment", "res-increment", stage, level, index, None,
+                    Tap(f"{path}.conv2", TapKind.OUTPUT, scale=scale),
+                )
+            )
+        elif isinstance(module, Transformer2DModel):
+            vit = f"{prefix}-repeat{index}-vit" if stage != "mid" or index > 0 else "mid-vit"
+            candidates.append(_Candidate(f"{vit}-out", "vit-out", stage, level, index, None, Tap(path, TapKind.OUTPUT)))
+            for block_index, block in enumerate(getattr(module, "transformer_blocks", [])):
+                if isinstance(block, BasicTransformerBlock):
+                    candidates.extend(_block_candidates(vit, stage, level, index, block_index, block, path))
+        elif isinstance(module, (Downsample2D, Upsample2D)):
+            kind = "downsampler-out" if isinstance(module, Downsample2D) else "upsampler-out"
+            candidates.append(_Candidate(f"{prefix}-{kind}", kind, stage, level, None, None, Tap(path, TapKind.OUTPUT)))
+    if hasattr(denoiser, "conv_out"):
+        candidates.append(_Candidate("unet-out", "unet-out", "unet", None, None, None, Tap("conv_out", TapKind.OUTPUT)))
+    return candidates
+
+
+def _block_candidates(
+    vit: str, stage: str, level: int | None, repeat: int, index: int, block: nn.Module, grid: str
+) -> list[_Candidate]:
+    path = f"{grid}.transformer_blocks.{index}"
+    name = f"{vit}-block{index}"
+    taps: dict[str, Tap] = {}
+    if block.attn1 is not None and not block.attn1.is_cross_attention:
+        for letter in "qkv":
+            taps[f"self-{letter}"] = Tap(f"{path}.attn1.to_{letter}", TapKind.TOKENS, grid_from=grid)
+        taps["self-map"] = Tap(f"{path}.attn1", TapKind.ATTENTION_MAP, grid_from=grid)
+    if getattr(block, "attn2", None) is not None:
+        taps["cross-q"] = Tap(f"{path}.attn2.to_q", TapKind.TOKENS, grid_from=grid)
+        taps["cross-map"] = Tap(f"{path}.attn2", TapKind.ATTENTION_MAP, grid_from=grid)
+    if getattr(block, "ff", None) is not None and hasattr(block.ff, "net"):
+        taps["ffn-inner"] = Tap(f"{path}.ff.net.0", TapKind.TOKENS, grid_from=grid)
+    taps["out"] = Tap(path, TapKind.TOKENS, grid_from=grid)
+    return [
+        _Candidate(f"{name}-{kind}", "vit-block-out" if kind == "out" else kind, stage, level, repeat, index, taps[kind])
+        for kind in BLOCK_KINDS
+        if kind in taps
+    ]
+
+
+def measure_catalogue(
+    architecture: Architecture, image_size: ImageSize | None = None, cache: bool = True
+) -> list[ActivationPoint]:
+    """The catalogue of an architecture at ``image_size`` (default: its native resolution).
+
+    The UNet is built on the meta device and run once through the capture hooks (shapes)
+    while a FLOP tally runs beside them (depths); no weights are needed. With ``cache``, a
+    catalogue measured before in this process is reused.
+    """
+    latent_hw = architecture.latent_size(image_size)
+    key = json.dumps(
+        [dict(architecture.unet_config), architecture.text_len, architecture.latent_channels, latent_hw],
+        sort_keys=True,
+        default=str,
+    )
+    if not cache or key not in _MEASURED:
+        _MEASURED[key] = _measure(architecture, latent_hw)
+    return list(_MEASURED[key])
+
+
+_MEASURED: dict[str, tuple[ActivationPoint, ...]] = {}
+"""Catalogues already measured in this process, keyed by architecture and latent size."""
+
+
+def _measure(architecture: Architecture, latent_hw: tuple[int, int]) -> tuple[ActivationPoint, ...]:
+    unet = architecture.build_unet(device="meta")
+    candidates = discover_taps(unet)
+    with torch.device("meta"):
+        sample = torch.zeros(1, architecture.latent_channels, *latent_hw)
+        timestep = torch.tensor([1])
+        conditioning = architecture.dummy_conditioning(1)
+    taps = {candidate.id: candidate.tap for candidate in candidates}
+    flops = _FlopTally(unet)  # registered first: its hooks run before the recorders read it
+    reached: dict[str, int] = {}
+    try:
+        flops.record_when_reached(candidates, reached)
+        with torch.no_grad(), ActivationCapture(unet, taps) as capture:
+            shapes = {name: tuple(value.shape) for name, value in capture.run(sample, timestep, **conditioning).items()}
+    finally:
+        flops.remove()
+    total = max(flops.total, 1)
+    points = [
+        ActivationPoint(
+            id=c.id, kind=c.kind, stage=c.stage, level=c.level, repeat=c.repeat, block=c.block,
+            module=c.tap.module, channels=int(shapes[c.id][1]), height=int(shapes[c.id][2]),
+            width=int(shapes[c.id][3]), depth=reached[c.id] / total, tap=c.tap,
+        )
+        for c in candidates
+    ]
+    order = {name: rank for rank, name in enumerate(sorted(reached, key=reached.__getitem__))}
+    return tuple(sorted(points, key=lambda point: order[point.id]))
+
+
+class _FlopTally:
+    """Counts the FLOPs of convolutions, linear layers and attention products during a forward.
+
+    Norms and elementwise operations are left out (well under 1% of a UNet's FLOPs). Works on
+    the meta device, where it only reads shapes.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        from diffusers.models.attention_processor import Attention
+
+        self.total = 0
+        self.modules = dict(model.named_modules())
+        self.handles: list[Any] = []
+        for module in self.modules.values():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                self.handles.append(module.register_forward_hook(self._count_layer))
+            elif isinstance(module, Attention):
+                self.handles.append(module.register_forward_hook(self._count_attention, with_kwargs=True))
+
+    def _count_layer(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d):
+            fan_in = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        else:
+            fan_in = module.in_features
+        self.total += 2 * output.numel() * fan_in
+
+    def _count_attention(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        context = kwargs.get("encoder_hidden_states")
+        batch = hidden.shape[0]
+        query_len = hidden.shape[1] if hidden.ndim == 3 else hidden.shape[-1] * hidden.shape[-2]
+        key_len = context.shape[1] if context is not None else query_len
+        self.total += 2 * 2 * batch * query_len * key_len * int(module.inner_dim)  # q·kᵀ and p·v
+
+    def record_when_reached(self, candidates: list[_Candidate], reached: dict[str, int]) -> None:
+        """Store in ``reached[id]`` the FLOPs done when each candidate's value first exists."""
+        by_hook: dict[tuple[str, bool], list[str]] = {}
+        for candidate in candidates:
+            is_input = candidate.tap.kind is TapKind.INPUT
+            by_hook.setdefault((candidate.tap.module, is_input), []).append(candidate.id)
+        for (path, is_input), names in by_hook.items():
+            module = self.modules[path]
+
+            def hook(*_: Any, names: list[str] = names) -> None:
+                for name in names:
+                    reached.setdefault(name, self.total)
+
+            register = module.register_forward_pre_hook if is_input else module.register_forward_hook
+            self.handles.append(register(hook))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+def list_activations(
+    model: str | ModelSpec | Architecture, image_size: ImageSize | None = None
+) -> list[ActivationPoint]:
+    """Every activation point of ``model``, in forward order, with shapes at ``image_size``.
+
+    Args:
+        model: a ``--model`` reference (registry name, hub id, local folder), a resolved
+            :class:`ModelSpec`, or an :class:`Architecture`.
+        image_size: image side in pixels (int) or ``(height, width)``; default: native.
+
+    Returns:
+        The points, ordered by depth (the order in which a forward produces them).
+
+    Raises:
+        UnknownModelError, NotAPipelineError, WeightsUnavailableError: see ``resolve_model``
+            and ``load_architecture``.
+        ValueError: an image side is not a multiple of the VAE scale factor.
+
+    Example:
+        >>> points = list_activations("sd15")
+        >>> len(points), points[0].id, (points[-1].channels, points[-1].height)
+        (197, 'unet-in', (4, 64))
+    """
+    from autosel.models.architecture import load_architecture
+
+    if isinstance(model, str):
+        model = resolve_model(model)
+    architecture = model if isinstance(model, Architecture) else load_architecture(model)
+    return measure_catalogue(architecture, image_size)
+
+
+def select_activations(
+    points: Iterable[ActivationPoint], selectors: Iterable[str], model_name: str = "MODEL"
+) -> list[ActivationPoint]:
+    """Resolve ids and globs (``up-level1-*-cross-q``) against a catalogue.
+
+    Args:
+        points: the catalogue (``list_activations``).
+        selectors: exact ids or shell-style globs; each must match at least one point.
+        model_name: used in the error's hint (``autosel catalog --model MODEL``).
+
+    Returns:
+        The matching points, deduplicated, in forward order (the last one is the deepest).
+
+    Raises:
+        UnknownActivationError: a selector matches nothing; names the closest ids.
+    """
+    catalogue = list(points)
+    ids = [point.id for point in catalogue]
+    chosen: set[str] = set()
+    for selector in selectors:
+        matched = fnmatch.filter(ids, selector) if any(ch in selector for ch in "*?[") else [selector]
+        matched = [name for name in matched if name in set(ids)]
+        if not matched:
+            suggestions = close_matches(selector, ids)
+            hint = f" Closest ids: {', '.join(suggestions)}." if suggestions else ""
+            raise UnknownActivationError(
+                f"activation '{selector}' is not in the catalogue of {model_name}.{hint} "
+                f"List them with `autosel catalog --model {model_name}`."
+            )
+        chosen.update(matched)
+    return [point for point in catalogue if point.id in chosen]

@@ -1,0 +1,64 @@
+"""Loading real pipelines: built-in tiny models, hub ids (through the HF cache) and folders.
+
+Weights always come with the checkpoint's own configs (``from_pretrained``); the shipped
+architecture JSONs serve the offline catalogue only.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from autosel.errors import NotAPipelineError
+from autosel.models.architecture import weights_unavailable
+from autosel.models.registry import ModelSpec, resolve_model
+
+
+def load_pipeline(
+    model: str | ModelSpec,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    revision: str | None = None,
+):
+    """Load a diffusers pipeline for ``model``, ready for feature extraction (eval mode).
+
+    Args:
+        model: a ``--model`` reference or a resolved spec.
+        dtype: weight dtype of the pipeline's modules.
+        device: where to put the modules.
+        revision: hub revision (branch, tag or commit) for hub and registry models.
+
+    Raises:
+        WeightsUnavailableError: the hub files are neither cached nor downloadable; the
+            message names the repo id and both ways out.
+        NotAPipelineError: a local folder that ``from_pretrained`` cannot load.
+    """
+    spec = resolve_model(model) if isinstance(model, str) else model
+    if spec.source == "builtin":
+        from autosel.models.tiny import build_tiny_pipeline
+
+        pipeline = build_tiny_pipeline(spec.name)
+        for component in pipeline.components.values():
+            if isinstance(component, torch.nn.Module):
+                component.to(dtype=dtype)
+    else:
+        pipeline = _from_pretrained(spec, dtype, revision)
+    pipeline = pipeline.to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def _from_pretrained(spec: ModelSpec, dtype: torch.dtype, revision: str | None):
+    from diffusers import DiffusionPipeline
+
+    source = str(spec.path) if spec.source == "folder" else spec.hub_id
+    try:
+        with warnings.catch_warnings():
+            # newer diffusers renamed torch_dtype to dtype; the old name works in every release
+            warnings.simplefilter("ignore", FutureWarning)
+            return DiffusionPipeline.from_pretrained(source, torch_dtype=dtype, revision=revision)
+    except (OSError, ValueError) as error:
+        if spec.source == "folder":
+            raise NotAPipelineError(f"cannot load a diffusers pipeline from '{source}': {error}") from None
+        raise weights_unavailable(spec.hub_id) from None

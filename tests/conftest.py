@@ -1,0 +1,45 @@
+"""Shared fixtures. Every test runs offline: no model hub is reachable on CI machines."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # inherited by the CLI subprocesses too
+
+
+@pytest.fixture(scope="session")
+def autosel_command() -> list[str]:
+    """The installed console script (falls back to ``python -m autosel.cli``)."""
+    script = Path(sys.executable).with_name("autosel")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("autosel")
+    return [found] if found else [sys.executable, "-m", "autosel.cli"]
+
+
+@pytest.fixture
+def run_cli(autosel_command):
+    """Run ``autosel ARGS…`` in a subprocess and return the completed process."""
+
+    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*autosel_command, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_xl_folder(tmp_path_factory) -> Path:
+    """The tiny SDXL-like pipeline saved as a local diffusers folder."""
+    from autosel.models import load_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny-xl-pipeline")
+    load_pipeline("tiny-xl-random").save_pretrained(folder)
+    return folder
