@@ -41,6 +41,21 @@ class Architecture:
     latent_channels: int = 4
     source: str = field(default="", compare=False)
 
+    @classmethod
+    def from_pipeline(cls, pipeline) -> Architecture:
+        """The architecture of a loaded pipeline, read from its components' own configs."""
+        unet_config = dict(pipeline.unet.config)
+        text_encoder = getattr(pipeline, "text_encoder", None)
+        text_len = int(getattr(getattr(text_encoder, "config", None), "max_position_embeddings", 77))
+        vae = pipeline.vae
+        return cls(
+            unet_config=unet_config,
+            text_len=text_len,
+            vae_scale_factor=2 ** (len(vae.config.block_out_channels) - 1),
+            latent_channels=int(vae.config.latent_channels),
+            source=f"loaded {type(pipeline).__name__}",
+        )
+
     @property
     def family(self) -> str:
         """``sdxl`` for text_time-conditioned UNets, ``sd`` otherwise."""

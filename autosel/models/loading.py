@@ -39,9 +39,10 @@ def load_pipeline(
         from autosel.models.tiny import build_tiny_pipeline
 
         pipeline = build_tiny_pipeline(spec.name)
-        for component in pipeline.components.values():
-            if isinstance(component, torch.nn.Module):
-                component.to(dtype=dtype)
+        if dtype != torch.float32:
+            for component in pipeline.components.values():
+                if isinstance(component, torch.nn.Module):
+                    component.to(dtype=dtype)
     else:
         pipeline = _from_pretrained(spec, dtype, revision)
     pipeline = pipeline.to(device)

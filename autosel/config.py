@@ -1,0 +1,254 @@
+"""The feature config: the product's output, a versioned and validated YAML document.
+
+A :class:`FeatureConfig` holds everything needed to reproduce a set of features: the model,
+how images become noisy latents, which activations at which timesteps, how they are
+aggregated, and (for search results) the score and provenance. It validates on construction,
+is immutable, and round-trips through ``to_dict``/``from_dict`` and YAML (safe loading only).
+
+Example:
+    >>> config = FeatureConfig.from_yaml("results/presets/meng-practical-sdxl.yaml")
+    >>> config.ids[:2], config.timesteps
+    (['up-level0-repeat0-vit-block7-out', 'up-level0-repeat0-vit-block5-out'], [50])
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from autosel.errors import AutoselError, did_you_mean
+
+CONFIG_VERSION = 1
+NUM_TRAIN_TIMESTEPS = 1000
+
+ImageSizeField = Union[int, tuple[int, int]]
+DType = Literal["float32", "float16", "bfloat16"]
+
+
+class ConfigError(AutoselError, ValueError):
+    """A feature config file is missing, not YAML, or not valid."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSection(_Section):
+    """Which model: a registry name, hub id or local folder, with revision and weight dtype."""
+
+    name: str = Field(min_length=1, description="registry short name, hub id or local pipeline folder")
+    revision: str | None = Field(default=None, description="hub revision (branch, tag or commit)")
+    dtype: DType = Field(default="float32", description="denoiser dtype (the VAE always runs in float32)")
+
+
+class ExtractionSection(_Section):
+    """How images become noisy latents."""
+
+    image_size: ImageSizeField | None = Field(
+        default=None, description="pixels: N (square) or [H, W]; default: the model's native size"
+    )
+    resize: Literal["stretch", "center-crop"] = Field(
+        default="stretch", description="stretch to image_size, or resize the short side and crop the centre"
+    )
+    prompt: str = Field(default="", description="text prompt, encoded once")
+    noise_seed: int = Field(default=0, ge=0, description="seed of the noise added to the latents")
+    ensemble: int = Field(default=1, ge=1, le=64, description="noise draws averaged per image")
+
+
+class Activation(_Section):
+    """One activation at one timestep."""
+
+    id: str = Field(min_length=1, description="activation id (see `autosel catalog`)")
+    timestep: int = Field(ge=0, lt=NUM_TRAIN_TIMESTEPS, description="diffusion timestep (0 = clean)")
+    weight: float = Field(default=1.0, gt=0, description="weight in the aggregated map")
+    post: Literal["none", "l2"] = Field(default="none", description="post-processing: none, or l2 over channels")
+
+
+class AggregationSection(_Section):
+    """How the activations become one feature map."""
+
+    resolution: ImageSizeField | None = Field(
+        default=None, description="target H×W (N or [H, W]); default: the largest activation's"
+    )
+    l2_normalize: bool = Field(default=True, description="L2-normalise each activation over channels first")
+    combine: Literal["concat", "weighted-sum"] = Field(default="concat")
+    pca_dim: int | None = Field(default=None, ge=1, description="reduce the combined map to this many channels")
+
+
+class ScoreSection(_Section):
+    """How good the config is, and on what (filled in by the search)."""
+
+    task: str
+    dataset: str
+    split: str
+    metric: str
+    normalisation: str | None = None
+    averaging: str | None = None
+    value: float
+    search_value: float | None = None
+    presets: dict[str, float] = Field(default_factory=dict)
+
+
+class ProvenanceSection(_Section):
+    """Where the config came from."""
+
+    source: str | None = None
+    study: str | None = None
+    storage: str | None = None
+    trial: int | None = None
+    date: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("storage")
+    @classmethod
+    def _mask_password(cls, url: str | None) -> str | None:
+        return mask_password(url) if url else url
+
+
+class FeatureConfig(_Section):
+    """A complete, validated feature config. Immutable: changes return a new object."""
+
+    version: Literal[1] = CONFIG_VERSION
+    model: ModelSection
+    extraction: ExtractionSection = Field(default_factory=ExtractionSection)
+    activations: list[Activation] = Field(min_length=1)
+    aggregation: AggregationSection = Field(default_factory=AggregationSection)
+    score: ScoreSection | None = None
+    provenance: ProvenanceSection | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureConfig:
+        seen: set[str] = set()
+        for activation in self.activations:
+            if activation.id in seen:
+                raise ValueError(f"activation '{activation.id}' is listed twice; each id may appear once")
+            seen.add(activation.id)
+        return self
+
+    @property
+    def ids(self) -> list[str]:
+        """Activation ids, in the order listed."""
+        return [activation.id for activation in self.activations]
+
+    @property
+    def timesteps(self) -> list[int]:
+        """Distinct timesteps, ascending: one denoiser forward each."""
+        return sorted({activation.timestep for activation in self.activations})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, dicts, scalars), leaving out empty optional blocks."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<config>") -> FeatureConfig:
+        """Validate ``data``; errors name ``source``, the field path and what is valid.
+
+        Raises:
+            ConfigError: on any invalid or unknown field.
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as error:
+            raise ConfigError(f"{source}: {_describe(error)}") from None
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """The YAML text; also written to ``path`` when given."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> FeatureConfig:
+        """Load and validate a YAML file (``yaml.safe_load``: no objects are constructed).
+
+        Raises:
+            ConfigError: missing or unreadable file, invalid YAML, or invalid content.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such feature config file") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read: {error}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+        return cls.from_dict(data if data is not None else {}, source=str(path))
+
+    def replace(self, **changes: Any) -> FeatureConfig:
+        """A validated copy with top-level fields replaced (sections as objects or dicts)."""
+        data = self.to_dict()
+        data.update({key: value.model_dump(mode="json") if isinstance(value, BaseModel) else value for key, value in changes.items()})
+        return FeatureConfig.from_dict(data)
+
+    def check_ids(self, known_ids: Iterable[str]) -> None:
+        """Raise if an activation id is not among ``known_ids`` (a model's catalogue).
+
+        Raises:
+            UnknownActivationError: naming the id, the closest catalogue ids and the command
+                that lists them.
+        """
+        from autosel.errors import UnknownActivationError, close_matches
+
+        known = list(known_ids)
+        known_set = set(known)
+        for index, activation in enumerate(self.activations):
+            if activation.id not in known_set:
+                suggestions = close_matches(activation.id, known)
+                hint = f" Closest ids: {', '.join(suggestions)}." if suggestions else ""
+                raise UnknownActivationError(
+                    f"activations[{index}].id: '{activation.id}' is not in the catalogue of "
+                    f"{self.model.name}.{hint} List them with `autosel catalog --model {self.model.name}`."
+                )
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "model": ModelSection,
+    "extraction": ExtractionSection,
+    "activations": Activation,
+    "aggregation": AggregationSection,
+    "score": ScoreSection,
+    "provenance": ProvenanceSection,
+}
+
+
+def _describe(error: ValidationError) -> str:
+    """One line for a pydantic error: field path, problem, and what would be valid."""
+    parts: dict[str, str] = {}
+    for detail in error.errors():
+        location = [str(part) for part in detail["loc"] if not str(part).startswith(("int", "tuple", "function"))]
+        path = ".".join(location) or "(top level)"
+        path = re.sub(r"\.(\d+)", r"[\1]", path)
+        if path in parts:
+            continue  # a union reports one error per member: the first says enough
+        message = detail["msg"]
+        if detail["type"] == "extra_forbidden":
+            section = _SECTIONS.get(location[0]) if len(location) > 1 else FeatureConfig
+            valid = list(section.model_fields) if section is not None else []
+            message = f"unknown field.{did_you_mean(location[-1], valid)} Valid fields: {', '.join(valid)}"
+        elif detail["type"] == "missing":
+            message = "required field is missing"
+        elif "Value error, " in message:
+            message = message.split("Value error, ", 1)[1]
+        parts[path] = f"{path}: {message}"
+    shown = list(parts.values())[:3]
+    more = len(parts) - len(shown)
+    return "; ".join(shown) + (f" (and {more} more)" if more > 0 else "")
+
+
+def mask_password(url: str) -> str:
+    """``scheme://user:secret@host/db`` → ``scheme://user:***@host/db`` (other text unchanged)."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)

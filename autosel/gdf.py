@@ -1,0 +1,154 @@
+"""Interop with the seed codebase, generic-diffusion-feature (gdf).
+
+gdf selects activations with a JSON dict ``{"<id>": true}`` and extracts them at one
+timestep ``t`` from square images of ``img_size`` with a fixed prompt. What it cannot express
+(several timesteps in one call, weights, post-processing, aggregation, ensembles, seeds,
+non-square sizes) is reported by :func:`export_gdf`, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from autosel.config import FeatureConfig
+from autosel.errors import AutoselError
+
+GDF_VERSIONS = {"sd15": "1-5", "sd21": "2-1", "sdxl": "xl"}
+"""autosel registry names → gdf ``version`` strings (gdf has no SDXL-Turbo, no SD3)."""
+
+
+class GdfError(AutoselError, ValueError):
+    """A gdf layer file cannot be read or does not fit the model."""
+
+
+@dataclass(frozen=True)
+class GdfExport:
+    """What :func:`export_gdf` wrote and what gdf could not express."""
+
+    files: list[Path]
+    notes: list[str]
+
+
+def export_gdf(config: FeatureConfig, out_dir: str | Path) -> GdfExport:
+    """Write ``config`` as gdf layer JSON(s), ``args.json`` and a README into ``out_dir``.
+
+    One timestep → ``layers.json``; several → ``layers-t{T}.json`` each (gdf extracts one
+    timestep per call). Everything gdf cannot express is listed in ``notes`` and the README.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    extraction, aggregation = config.extraction, config.aggregation
+    notes: list[str] = []
+    version = GDF_VERSIONS.get(config.model.name)
+    if version is None:
+        notes.append(f"gdf has no version for model '{config.model.name}' (it knows {', '.join(GDF_VERSIONS)})")
+    image_size = extraction.image_size
+    if isinstance(image_size, (list, tuple)) and image_size[0] != image_size[1]:
+        notes.append(f"gdf resizes to squares: image_size {image_size[0]}x{image_size[1]} becomes {max(image_size)}")
+    img_size = max(image_size) if isinstance(image_size, (list, tuple)) else image_size
+    timesteps = config.timesteps
+    if len(timesteps) > 1:
+        notes.append(f"gdf extracts one timestep per call: one layer file per timestep {timesteps}")
+    for activation in config.activations:
+        if activation.weight != 1.0:
+            notes.append(f"weight {activation.weight} of {activation.id} is not expressible (gdf has no weights)")
+        if activation.post != "none":
+            notes.append(f"post-processing '{activation.post}' of {activation.id} is not expressible")
+    if extraction.ensemble > 1:
+        notes.append(f"ensemble {extraction.ensemble} is not expressible (gdf draws one noise per call)")
+    if extraction.resize != "stretch":
+        notes.append(f"resize '{extraction.resize}' is not expressible (gdf stretches to a square)")
+    notes.append(f"noise seed {extraction.noise_seed} is not expressible (gdf's noise is unseeded)")
+    if aggregation.pca_dim or aggregation.combine != "concat" or aggregation.resolution is not None:
+        notes.append("aggregation (resolution, combine, PCA) is not expressible: gdf returns each activation as is")
+
+    files: list[Path] = []
+    for timestep in timesteps:
+        name = "layers.json" if len(timesteps) == 1 else f"layers-t{timestep}.json"
+        selection = {a.id: True for a in config.activations if a.timestep == timestep}
+        (out / name).write_text(json.dumps(selection, indent=4) + "\n")
+        files.append(out / name)
+    args = {"version": version, "img_size": img_size, "t": timesteps[0] if len(timesteps) == 1 else timesteps,
+            "prompt": extraction.prompt, "model": config.model.name}
+    (out / "args.json").write_text(json.dumps(args, indent=4) + "\n")
+    files.append(out / "args.json")
+    (out / "README.md").write_text(_readme(config, files, args, notes))
+    files.append(out / "README.md")
+    return GdfExport(files=files, notes=notes)
+
+
+def import_gdf(
+    layers_file: str | Path,
+    model: str | None = None,
+    timestep: int | None = None,
+    image_size: int | None = None,
+    prompt: str | None = None,
+) -> FeatureConfig:
+    """A feature config from a gdf layer JSON (``{"<id>": true, ...}``; false entries are off).
+
+    Settings not given are read from an ``args.json`` beside the file (as :func:`export_gdf`
+    writes it), else default to t=50, the native image size and the empty prompt.
+
+    Raises:
+        GdfError: the file is missing, not JSON, or not an id → bool dict; no model known.
+        ConfigError: the resulting config is not valid (e.g. timestep out of range).
+    """
+    path = Path(layers_file)
+    selection = _read_json(path)
+    if not isinstance(selection, dict) or not all(isinstance(v, bool) for v in selection.values()):
+        raise GdfError(f'{path}: expected a JSON object of activation ids to true/false, like {{"up-level1-repeat0-vit-out": true}}')
+    ids = [name for name, chosen in selection.items() if chosen]
+    if not ids:
+        raise GdfError(f"{path}: no activation is set to true")
+    args_file = path.with_name("args.json")
+    args = _read_json(args_file) if args_file.is_file() else {}
+    model = model or args.get("model") or {v: k for k, v in GDF_VERSIONS.items()}.get(args.get("version"))
+    if not model:
+        raise GdfError(f"{path}: no model given and no args.json beside it names one: pass --model")
+    if timestep is None:
+        timestep = args.get("t", 50) if isinstance(args.get("t", 50), int) else None
+    if timestep is None:
+        raise GdfError(f"{args_file}: several timesteps are listed: pass --t for this layer file")
+    image_size = image_size or args.get("img_size")
+    prompt = prompt if prompt is not None else args.get("prompt", "")
+    data = {
+        "model": {"name": model},
+        "extraction": {"prompt": prompt, **({"image_size": image_size} if image_size else {})},
+        "activations": [{"id": name, "timestep": timestep} for name in ids],
+        "provenance": {"source": f"imported from gdf layer file {path.name}"},
+    }
+    return FeatureConfig.from_dict(data, source=str(path))
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GdfError(f"{path}: no such file") from None
+    except (OSError, ValueError) as error:
+        raise GdfError(f"{path}: not valid JSON: {error}") from None
+
+
+def _readme(config: FeatureConfig, files: list[Path], args: dict, notes: list[str]) -> str:
+    layer_files = [f.name for f in files if f.name.startswith("layers")]
+    lines = [
+        f"# gdf export of an autosel feature config ({config.model.name})",
+        "",
+        "Use with generic-diffusion-feature:",
+        "",
+        "```python",
+        "from feature.diffusion_feature import FeatureExtractor",
+        f"extractor = FeatureExtractor(layer='{layer_files[0]}', version='{args['version']}', img_size={args['img_size']})",
+        f"features = extractor.extract(['{args['prompt']}'], images, t={config.timesteps[0]})",
+        "```",
+        "",
+    ]
+    if len(layer_files) > 1:
+        lines += ["One call per layer file, with its timestep:", ""]
+        lines += [f"- `{name}`: t={name.removeprefix('layers-t').removesuffix('.json')}" for name in layer_files]
+        lines.append("")
+    lines += ["Not expressible in gdf (autosel's extractor applies these):", ""]
+    lines += [f"- {note}" for note in notes] or ["- nothing"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,86 @@
+"""Turning user images (paths, PIL images, tensors) into model-ready pixel tensors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+ImageInput = Union[str, Path, Image.Image, torch.Tensor]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def find_images(sources: Iterable[str | Path]) -> list[Path]:
+    """Image files named by ``sources``: files as given, folders searched recursively (sorted).
+
+    Raises:
+        FileNotFoundError: a source does not exist.
+    """
+    found: list[Path] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"no such image file or folder: {path}")
+    return found
+
+
+def to_tensor(image: ImageInput) -> torch.Tensor:
+    """One image as a float32 3×H×W tensor in [0, 1] (paths are opened and converted to RGB).
+
+    Raises:
+        OSError: the file cannot be read as an image.
+        ValueError: a tensor that is not 3×H×W (or 1×3×H×W).
+    """
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as opened:
+            image = opened.convert("RGB")
+    if isinstance(image, Image.Image):
+        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    if isinstance(image, torch.Tensor):
+        tensor = image[0] if image.ndim == 4 and image.shape[0] == 1 else image
+        if tensor.ndim != 3 or tensor.shape[0] != 3:
+            raise ValueError(f"an image tensor must be 3×H×W in [0, 1], got shape {tuple(image.shape)}")
+        return tensor.detach().to("cpu", torch.float32)
+    raise TypeError(f"unsupported image type {type(image).__name__}: use a path, a PIL image or a tensor")
+
+
+def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
+    """Normalise a single image, a list, or a B×3×H×W batch tensor to a list of images."""
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        return list(images)
+    if isinstance(images, (str, Path, Image.Image, torch.Tensor)):
+        return [images]
+    return list(images)
+
+
+def resize(pixels: torch.Tensor, size: tuple[int, int], policy: str) -> torch.Tensor:
+    """Resize a 3×H×W image to ``size`` = (H, W): ``stretch``, or ``center-crop`` (keeps aspect)."""
+    height, width = size
+    batch = pixels.unsqueeze(0)
+    if policy == "center-crop":
+        scale = max(height / pixels.shape[1], width / pixels.shape[2])
+        scaled = (math.ceil(pixels.shape[1] * scale), math.ceil(pixels.shape[2] * scale))
+        batch = _interpolate(batch, scaled)
+        top, left = (scaled[0] - height) // 2, (scaled[1] - width) // 2
+        return batch[0, :, top : top + height, left : left + width]
+    if policy != "stretch":
+        raise ValueError(f"unknown resize policy '{policy}': use stretch or center-crop")
+    return _interpolate(batch, (height, width))[0]
+
+
+def _interpolate(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(batch.shape[-2:]) == tuple(size):
+        return batch
+    return F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)

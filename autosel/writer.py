@@ -1,0 +1,124 @@
+"""Writing extracted features of many images to one safetensors file, batch by batch."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from autosel.errors import AutoselError
+from autosel.extract import FeatureExtractor, reduce_pca
+from autosel.images import find_images, to_tensor
+
+
+@dataclass
+class ExtractionReport:
+    """What :func:`extract_to_file` wrote and skipped."""
+
+    images: int = 0
+    tensors: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def extract_to_file(
+    extractor: FeatureExtractor,
+    sources: Sequence[str | Path],
+    out: str | Path,
+    aggregate: bool = False,
+    progress: bool = True,
+) -> ExtractionReport:
+    """Extract features of every image under ``sources`` into the safetensors file ``out``.
+
+    Keys are ``IMAGE/ID`` (C×H×W each) or, with ``aggregate``, ``IMAGE`` (the aggregated
+    map; PCA, if configured, is fitted on all images together). IMAGE is the path relative to
+    the folder given (or the file name). The metadata holds the config YAML and the image
+    list. The file is written whole at the end, through a temporary name, so a failure never
+    leaves a partial file behind.
+
+    Raises:
+        AutoselError: no source exists, or no image could be read.
+    """
+    try:
+        paths = find_images(sources)
+    except FileNotFoundError as error:
+        raise AutoselError(str(error)) from None
+    names = _names(paths, sources)
+    report = ExtractionReport()
+    tensors: dict[str, torch.Tensor] = {}
+    combined: list[tuple[str, torch.Tensor]] = []
+    written: list[str] = []
+    batch = extractor.batch_size
+    with _progress(progress, len(paths)) as advance:
+        for start in range(0, len(paths), batch):
+            loaded, loaded_names = [], []
+            for path, name in zip(paths[start : start + batch], names[start : start + batch]):
+                try:
+                    loaded.append(to_tensor(path))
+                    loaded_names.append(name)
+                except (OSError, ValueError) as error:
+                    report.skipped.append((str(path), str(error).splitlines()[0]))
+            if loaded:
+                features = extractor(loaded)
+                if aggregate:
+                    maps = extractor.combine(features).cpu()
+                    combined.extend(zip(loaded_names, maps))
+                else:
+                    for index, name in enumerate(loaded_names):
+                        for activation_id, value in features.items():
+                            tensors[f"{name}/{activation_id}"] = value[index].cpu().contiguous()
+                written.extend(loaded_names)
+            advance(len(paths[start : start + batch]))
+    report.images = len(written)
+    if report.images == 0:
+        raise AutoselError(f"no readable image among {len(paths)} file(s) under {', '.join(map(str, sources))}")
+    if aggregate:
+        stacked = torch.stack([value for _, value in combined])
+        pca_dim = extractor.config.aggregation.pca_dim
+        if pca_dim:
+            stacked = reduce_pca(stacked, pca_dim)
+        tensors = {name: value.contiguous() for (name, _), value in zip(combined, stacked)}
+    metadata = {
+        "autosel.config": extractor.config.to_yaml(),
+        "autosel.images": json.dumps(written),
+        "autosel.layout": "aggregated" if aggregate else "per-image",
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    save_file(tensors, str(partial), metadata=metadata)
+    os.replace(partial, out)
+    report.tensors = len(tensors)
+    return report
+
+
+def _names(paths: list[Path], sources: Sequence[str | Path]) -> list[str]:
+    folders = [Path(s) for s in sources if Path(s).is_dir()]
+    names = []
+    for path in paths:
+        parent = next((folder for folder in folders if folder in path.parents), None)
+        names.append(str(path.relative_to(parent)) if parent else path.name)
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return unique
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar over images; yields ``advance(count)`` (a no-op when disabled)."""
+    if not enabled:
+        yield lambda count: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("extracting", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task("images", total=total)
+        yield lambda count: bar.advance(task, count)

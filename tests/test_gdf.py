@@ -1,0 +1,72 @@
+"""Interop with generic-diffusion-feature: export, import, and the round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from autosel.config import FeatureConfig
+from autosel.gdf import GdfError, export_gdf, import_gdf
+
+PRESETS = sorted((Path(__file__).parents[1] / "results" / "presets").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_round_trip_keeps_everything_gdf_can_express(preset, tmp_path):
+    original = FeatureConfig.from_yaml(preset)
+    export_gdf(original, tmp_path)
+    back = import_gdf(tmp_path / "layers.json")
+    assert back.model.name == original.model.name
+    assert back.ids == original.ids
+    assert back.timesteps == original.timesteps
+    assert back.extraction.prompt == original.extraction.prompt
+    assert back.extraction.image_size == original.extraction.image_size
+
+
+def test_export_writes_the_layer_dict_and_args(tmp_path):
+    result = export_gdf(FeatureConfig.from_yaml(PRESETS[0].with_name("meng-practical-sdxl.yaml")), tmp_path)
+    layers = json.loads((tmp_path / "layers.json").read_text())
+    args = json.loads((tmp_path / "args.json").read_text())
+    assert layers == {
+        "up-level0-repeat0-vit-block7-out": True,
+        "up-level0-repeat0-vit-block5-out": True,
+        "up-level1-repeat0-vit-block0-cross-q": True,
+        "up-level1-repeat0-vit-block0-out": True,
+    }
+    assert (args["version"], args["img_size"], args["t"]) == ("xl", 1024, 50)
+    assert (tmp_path / "README.md") in result.files
+
+
+def test_what_gdf_cannot_express_is_reported(tmp_path):
+    config = FeatureConfig.from_dict(
+        {
+            "model": {"name": "sd15"},
+            "extraction": {"ensemble": 4},
+            "activations": [
+                {"id": "up-level1-repeat1-res-out", "timestep": 50, "weight": 2.0},
+                {"id": "up-level2-repeat1-res-out", "timestep": 200, "post": "l2"},
+            ],
+        }
+    )
+    result = export_gdf(config, tmp_path)
+    notes = " | ".join(result.notes)
+    assert "weight 2.0" in notes and "post-processing 'l2'" in notes and "ensemble 4" in notes
+    assert "one timestep per call" in notes
+    assert json.loads((tmp_path / "layers-t50.json").read_text()) == {"up-level1-repeat1-res-out": True}
+    assert json.loads((tmp_path / "layers-t200.json").read_text()) == {"up-level2-repeat1-res-out": True}
+    assert "weight 2.0" in (tmp_path / "README.md").read_text()
+
+
+def test_import_skips_ids_set_to_false(tmp_path):
+    path = tmp_path / "layers.json"
+    path.write_text(json.dumps({"up-level1-repeat0-res-out": True, "up-level2-repeat0-res-out": False}))
+    assert import_gdf(path, model="sd15", timestep=10).ids == ["up-level1-repeat0-res-out"]
+
+
+def test_import_of_a_non_selection_json_says_what_is_expected(tmp_path):
+    path = tmp_path / "layers.json"
+    path.write_text(json.dumps(["up-level1-repeat0-res-out"]))
+    with pytest.raises(GdfError, match="expected a JSON object of activation ids"):
+        import_gdf(path, model="sd15")
