@@ -289,7 +289,7 @@ def list_activations(
     Raises:
         UnknownModelError, NotAPipelineError, WeightsUnavailableError: see ``resolve_model``
             and ``load_architecture``.
-        ValueError: an image side is not a multiple of the VAE scale factor.
+        InvalidInputError: an image side is not a multiple of the VAE scale factor.
 
     Example:
         >>> points = list_activations("sd15")

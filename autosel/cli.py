@@ -24,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -220,11 +221,6 @@ def main() -> None:
             raise
         typer.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
-    except ValueError as error:  # invalid values found by the library (e.g. image size)
-        if os.environ.get("AUTOSEL_DEBUG"):
-            raise
-        typer.echo(f"error: {error}", err=True)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

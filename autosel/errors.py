@@ -32,6 +32,10 @@ class UnsupportedModelError(AutoselError, ValueError):
     """The model loads, but its architecture is not one autosel can take features from yet."""
 
 
+class InvalidInputError(AutoselError, ValueError):
+    """A value given by the user is out of range or malformed (e.g. an image size)."""
+
+
 class UnknownActivationError(AutoselError, ValueError):
     """An activation id or glob matches nothing in the model's catalogue."""
 

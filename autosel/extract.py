@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from autosel.capture import ActivationCapture
 from autosel.catalog import ActivationPoint, measure_catalogue
-from autosel.config import FeatureConfig
+from autosel.config import ConfigError, FeatureConfig
 from autosel.images import ImageInput, as_image_list, resize, to_tensor
 from autosel.models import Architecture, load_pipeline, resolve_model
 
@@ -126,7 +126,7 @@ class FeatureExtractor:
             return torch.cat(maps, dim=1)
         channels = {m.shape[1] for m in maps}
         if len(channels) > 1:
-            raise ValueError(
+            raise ConfigError(
                 f"aggregation.combine: weighted-sum needs equal channel counts, got {sorted(channels)}; "
                 "use concat"
             )
@@ -266,7 +266,7 @@ def reduce_pca(maps: torch.Tensor, dim: int) -> torch.Tensor:
     """
     batch, channels, height, width = maps.shape
     if dim > channels:
-        raise ValueError(f"aggregation.pca_dim: {dim} is more than the {channels} channels to reduce")
+        raise ConfigError(f"aggregation.pca_dim: {dim} is more than the {channels} channels to reduce")
     pixels = maps.permute(0, 2, 3, 1).reshape(-1, channels).double()
     centred = pixels - pixels.mean(dim=0)
     _, vectors = torch.linalg.eigh(centred.T @ centred)

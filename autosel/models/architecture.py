@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from autosel.errors import UnsupportedModelError, WeightsUnavailableError
+from autosel.errors import InvalidInputError, UnsupportedModelError, WeightsUnavailableError
 from autosel.models.registry import ModelSpec
 
 ImageSize = int | tuple[int, int]
@@ -70,12 +70,12 @@ class Architecture:
         """Latent (height, width) for an image of ``image_size`` pixels (int: square).
 
         Raises:
-            ValueError: a side is not a positive multiple of the VAE scale factor.
+            InvalidInputError: a side is not a positive multiple of the VAE scale factor.
         """
         height, width = _as_hw(image_size if image_size is not None else self.native_resolution)
         for side in (height, width):
             if side <= 0 or side % self.vae_scale_factor:
-                raise ValueError(
+                raise InvalidInputError(
                     f"image size {height}x{width} is not valid: each side must be a positive "
                     f"multiple of {self.vae_scale_factor} (the VAE scale factor)"
                 )
