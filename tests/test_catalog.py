@@ -126,7 +126,7 @@ def test_every_point_fires_in_a_real_forward_with_the_announced_shape(model):
     unet = load_pipeline(model).unet
     architecture = load_architecture(resolve_model(model))
     generator = torch.Generator().manual_seed(0)
-    latents = torch.randn(2, 4, 8, 12, generator=generator)
+    latents = torch.randn(2, architecture.latent_channels, *architecture.latent_size(image_size), generator=generator)
     conditioning = architecture.dummy_conditioning(2, device="cpu")
     conditioning["encoder_hidden_states"].normal_(generator=generator)
     with torch.no_grad(), ActivationCapture(unet, {p.id: p.tap for p in catalogue}) as capture:
@@ -151,7 +151,7 @@ def test_self_map_rows_are_probability_distributions():
     point = next(p for p in list_activations("tiny-random") if p.kind == "self-map")
     conditioning = load_architecture(resolve_model("tiny-random")).dummy_conditioning(1, device="cpu")
     with torch.no_grad(), ActivationCapture(unet, {point.id: point.tap}) as capture:
-        attention = capture.run(torch.randn(1, 4, 8, 8), torch.tensor([10]), **conditioning)[point.id]
+        attention = capture.run(torch.randn(1, 4, 16, 16), torch.tensor([10]), **conditioning)[point.id]
     # channels are key positions: summing them gives each query position's total attention, 1
     assert torch.allclose(attention.sum(dim=1), torch.ones(1, point.height, point.width), atol=1e-5)
     assert point.channels == point.height * point.width

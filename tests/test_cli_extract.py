@@ -44,7 +44,7 @@ def test_extract_writes_one_tensor_per_image_and_id_and_skips_broken_images(run_
         shape = tuple(handle.get_tensor("sub/c.png/up-level1-repeat1-vit-block0-cross-q").shape)
     assert keys == {f"{image}/{i}" for image in ("a.png", "b.jpg", "sub/c.png")
                     for i in ("up-level1-repeat1-vit-block0-cross-q", "up-level2-repeat0-res-out")}
-    assert shape == (64, 4, 4)
+    assert shape == (64, 8, 8)
     assert json.loads(metadata["autosel.images"]) == ["a.png", "b.jpg", "sub/c.png"]
     assert "up-level2-repeat0-res-out" in metadata["autosel.config"]
 
@@ -56,7 +56,7 @@ def test_extract_aggregate_writes_one_map_per_image(run_cli, workspace):
     assert result.returncode == 0, result.stderr
     with safe_open(str(out), "pt") as handle:
         assert set(handle.keys()) == {"a.png", "c.png"}
-        assert tuple(handle.get_tensor("a.png").shape) == (4, 8, 8)
+        assert tuple(handle.get_tensor("a.png").shape) == (4, 16, 16)
         assert handle.metadata()["autosel.layout"] == "aggregated"
 
 

@@ -14,14 +14,14 @@ import torch
 
 from autosel.models.architecture import Architecture
 
-TEXT_LEN = 77
+TEXT_LEN = 16
 TEXT_DIM = 32
 VAE_CONFIG: dict[str, Any] = {
     "in_channels": 3,
     "out_channels": 3,
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "block_out_channels": [8, 16, 16, 16],
+    "down_block_types": ["DownEncoderBlock2D"] * 3,
+    "up_block_types": ["UpDecoderBlock2D"] * 3,
+    "block_out_channels": [16, 32, 32],
     "layers_per_block": 1,
     "latent_channels": 4,
     "norm_num_groups": 8,
@@ -40,20 +40,20 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 _UNET_CONFIGS: dict[str, dict[str, Any]] = {
     "tiny-random": {
         "_class_name": "UNet2DConditionModel",
-        "sample_size": 8,
+        "sample_size": 16,
         "in_channels": 4,
         "out_channels": 4,
         "block_out_channels": [32, 64, 64],
-        "layers_per_block": 2,
+        "layers_per_block": 1,
         "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
         "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
         "cross_attention_dim": TEXT_DIM,
-        "attention_head_dim": 4,
-        "norm_num_groups": 8,
+        "attention_head_dim": 2,
+        "norm_num_groups": 16,
     },
     "tiny-xl-random": {
         "_class_name": "UNet2DConditionModel",
-        "sample_size": 8,
+        "sample_size": 16,
         "in_channels": 4,
         "out_channels": 4,
         "block_out_channels": [32, 64, 64],
