@@ -2,6 +2,9 @@
 
     python experiments/train_tiny_model.py [--max-minutes 80] [--out autosel/models/tiny_pipeline]
 
+Measured on 2 CPU cores: about 9 min for the VAE (700 steps of 32) and 56 min for the UNet
+(4000 steps of 64, 0.83 s/step).
+
 Two stages, each resumable from checkpoints in --work (rerun the same command to continue):
 1. a light AutoencoderKL (64 px ↔ 4×16×16 latents, L1 + tiny KL), then its latent scaling
    factor (1/std of the train latents, as in Stable Diffusion);
@@ -35,8 +38,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("autosel/models/tiny_pipeline"))
     parser.add_argument("--work", type=Path, default=Path(".cache/tiny-training"))
     parser.add_argument("--images", type=int, default=20000, help="train-split images rendered once")
-    parser.add_argument("--vae-steps", type=int, default=1200)
-    parser.add_argument("--unet-steps", type=int, default=6000)
+    parser.add_argument("--vae-steps", type=int, default=700)
+    parser.add_argument("--unet-steps", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, default=float("inf"), help="checkpoint and stop after this long")

@@ -61,5 +61,13 @@ def _from_pretrained(spec: ModelSpec, dtype: torch.dtype, revision: str | None):
             return DiffusionPipeline.from_pretrained(source, torch_dtype=dtype, revision=revision)
     except (OSError, ValueError) as error:
         if spec.source == "folder":
-            raise NotAPipelineError(f"cannot load a diffusers pipeline from '{source}': {error}") from None
+            raise NotAPipelineError(f"cannot load a diffusers pipeline from '{source}': {_first_line(error)}") from None
         raise weights_unavailable(spec.hub_id) from None
+    except Exception as error:  # e.g. safetensors' own error type for a corrupt weights file
+        if spec.source == "folder":
+            raise NotAPipelineError(f"cannot load a diffusers pipeline from '{source}': {_first_line(error)}") from None
+        raise
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

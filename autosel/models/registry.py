@@ -16,6 +16,9 @@ from autosel.errors import NotAPipelineError, UnknownModelError, did_you_mean
 
 Source = Literal["builtin", "registry", "hub", "folder"]
 
+TINY_FOLDER = Path(__file__).resolve().parent / "tiny_pipeline"
+"""The committed weights of the embedded default model ``tiny`` (a diffusers folder)."""
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
@@ -25,7 +28,8 @@ class ModelSpec:
 
     Attributes:
         name: the registry short name, or the reference exactly as given (hub id, folder).
-        source: ``builtin`` (built in memory), ``registry``, ``hub`` or ``folder``.
+        source: ``builtin`` (built in memory), ``registry``, ``hub`` or ``folder`` (``tiny`` is a
+            folder that ships with the package).
         family: ``sd`` (SD 1.x/2.x-style UNet) or ``sdxl`` (text_time conditioning); ``None``
             until the architecture is read for hub ids and folders.
         hub_id: the Hugging Face repository id, when there is one.
@@ -52,10 +56,11 @@ REGISTRY: dict[str, ModelSpec] = {
     for spec in [
         ModelSpec(
             name="tiny",
-            source="builtin",
+            source="folder",
             family="sd",
+            path=TINY_FOLDER,
             resolution=64,
-            description="embedded default; until the trained tiny model lands, the same as tiny-random",
+            description="embedded default: SD layout trained on the built-in shapes data (experiments/train_tiny_model.py)",
         ),
         ModelSpec(
             name="tiny-random",
@@ -130,7 +135,10 @@ def resolve_model(reference: str) -> ModelSpec:
         'stabilityai/stable-diffusion-xl-base-1.0'
     """
     if reference in REGISTRY:
-        return REGISTRY[reference]
+        spec = REGISTRY[reference]
+        if spec.source == "folder" and spec.path is not None:
+            _folder_spec(str(spec.path), spec.path)  # a missing or broken folder fails here, by name
+        return spec
     path = Path(reference).expanduser()
     if path.is_dir():
         return _folder_spec(reference, path)

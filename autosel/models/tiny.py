@@ -70,18 +70,19 @@ _UNET_CONFIGS: dict[str, dict[str, Any]] = {
         "norm_num_groups": 8,
     },
 }
-_ALIASES = {"tiny": "tiny-random"}
 
 
 def tiny_architecture(name: str) -> Architecture:
-    """The architecture of built-in model ``name`` (``tiny``, ``tiny-random``, ``tiny-xl-random``)."""
-    key = _ALIASES.get(name, name)
+    """The architecture of built-in model ``name`` (``tiny-random`` or ``tiny-xl-random``).
+
+    ``tiny-random`` is the architecture of the trained ``tiny`` model, with seeded random weights.
+    """
     return Architecture(
-        unet_config=_UNET_CONFIGS[key],
+        unet_config=_UNET_CONFIGS[name],
         text_len=TEXT_LEN,
         vae_scale_factor=2 ** (len(VAE_CONFIG["block_out_channels"]) - 1),
         latent_channels=VAE_CONFIG["latent_channels"],
-        source=f"built-in {key}",
+        source=f"built-in {name}",
     )
 
 
