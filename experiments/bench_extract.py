@@ -2,7 +2,7 @@
 
     python experiments/bench_extract.py [--model tiny] [--image-size 256] [--batch 4] [--repeats 15]
 
-(a) hook overhead: a forward capturing 1, a handful (4) and all catalogue ids (with and
+(a) hook overhead: a forward capturing 1, a handful (4, no attention maps) and all catalogue ids (with and
 without attention maps, which cost real compute) against a plain forward, measured
 interleaved in one run; (b) early exit: a down-stage-only capture that stops after its
 deepest id against the same capture running the whole forward; (c) memory: bytes captured per
@@ -41,7 +41,7 @@ def main() -> None:
     conditioning = architecture.dummy_conditioning(args.batch, device="cpu")
     timestep = torch.full((args.batch,), 100)
 
-    up = [p for p in catalogue if p.stage == "up"]
+    up = [p for p in catalogue if p.stage == "up" and not p.kind.endswith("-map")]
     handful = [up[len(up) // 5], up[len(up) // 2], up[3 * len(up) // 4], up[-1]]
     no_maps = [p for p in catalogue if not p.kind.endswith("-map")]
     down_only = [p for p in catalogue if p.stage == "down"]

@@ -46,7 +46,7 @@ def main() -> None:
     rows = []
     for model in (args.model, args.control):
         best = choose_activation(model, search, timesteps)
-        value = score(model, heldout, *best)
+        value = score(model, heldout, best[0], best[1])
         rows.append((f"{model}: {best[0]} @ t={best[1]}", value, best[2]))
     rows.append(("raw RGB pixels", score_rgb(heldout), None))
     rows.append(("same position (no features)", same_position(heldout), None))
@@ -134,7 +134,7 @@ def choose_activation(model: str, pairs, timesteps: list[int]) -> tuple[str, int
     return best
 
 
-def score(model: str, pairs, name: str, timestep: int, _search_value: float | None = None) -> float:
+def score(model: str, pairs, name: str, timestep: int) -> float:
     return _pck_of(pairs, _extract(model, pairs, [name], timestep)[name])
 
 

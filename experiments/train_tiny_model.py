@@ -124,7 +124,7 @@ def train_unet(pipeline, images: torch.Tensor, labels: torch.Tensor, args, deadl
         log(f"encoded {len(latents)} latents, std {latents.std():.3f}")
     with torch.no_grad():
         prompts = pipeline.encode_prompt(PROMPTS + [""], "cpu", 1, False)[0]  # 5×L×C, text encoder frozen
-    alphas = torch.tensor(pipeline.scheduler.alphas_cumprod, dtype=torch.float32)
+    alphas = pipeline.scheduler.alphas_cumprod.clone().float()
     snr = alphas / (1 - alphas)
     weights = torch.clamp(snr, max=5.0) / snr  # min-SNR-5 for epsilon prediction
 
@@ -154,7 +154,10 @@ def train_unet(pipeline, images: torch.Tensor, labels: torch.Tensor, args, deadl
         decay = min(0.999, (1 + step) / (10 + step))
         with torch.no_grad():
             for name, value in unet.state_dict().items():
-                ema[name].mul_(decay).add_(value.detach(), alpha=1 - decay) if value.is_floating_point() else ema[name].copy_(value)
+                if value.is_floating_point():
+                    ema[name].mul_(decay).add_(value.detach(), alpha=1 - decay)
+                else:
+                    ema[name].copy_(value)
         if step % 50 == 0:
             rate = (time.time() - started) / max(step - start_step, 1)
             log(f"unet step {step}/{args.unet_steps} loss {loss.item():.4f} ({rate:.2f} s/step)")
