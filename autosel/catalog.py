@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from autosel.capture import ActivationCapture, Tap, TapKind
-from autosel.errors import UnknownActivationError, close_matches
+from autosel.errors import unknown_activation
 from autosel.models.architecture import Architecture, ImageSize
 from autosel.models.registry import ModelSpec, resolve_model
 
@@ -322,16 +322,12 @@ def select_activations(
     """
     catalogue = list(points)
     ids = [point.id for point in catalogue]
+    known = set(ids)
     chosen: set[str] = set()
     for selector in selectors:
         matched = fnmatch.filter(ids, selector) if any(ch in selector for ch in "*?[") else [selector]
-        matched = [name for name in matched if name in set(ids)]
+        matched = [name for name in matched if name in known]
         if not matched:
-            suggestions = close_matches(selector, ids)
-            hint = f" Closest ids: {', '.join(suggestions)}." if suggestions else ""
-            raise UnknownActivationError(
-                f"activation '{selector}' is not in the catalogue of {model_name}.{hint} "
-                f"List them with `autosel catalog --model {model_name}`."
-            )
+            raise unknown_activation(selector, ids, model_name, where="activation ")
         chosen.update(matched)
     return [point for point in catalogue if point.id in chosen]

@@ -201,18 +201,13 @@ class FeatureConfig(_Section):
             UnknownActivationError: naming the id, the closest catalogue ids and the command
                 that lists them.
         """
-        from autosel.errors import UnknownActivationError, close_matches
+        from autosel.errors import unknown_activation
 
         known = list(known_ids)
         known_set = set(known)
         for index, activation in enumerate(self.activations):
             if activation.id not in known_set:
-                suggestions = close_matches(activation.id, known)
-                hint = f" Closest ids: {', '.join(suggestions)}." if suggestions else ""
-                raise UnknownActivationError(
-                    f"activations[{index}].id: '{activation.id}' is not in the catalogue of "
-                    f"{self.model.name}.{hint} List them with `autosel catalog --model {self.model.name}`."
-                )
+                raise unknown_activation(activation.id, known, self.model.name, where=f"activations[{index}].id: ")
 
 
 _SECTIONS: dict[str, type[BaseModel]] = {

@@ -40,6 +40,16 @@ class UnknownActivationError(AutoselError, ValueError):
     """An activation id or glob matches nothing in the model's catalogue."""
 
 
+def unknown_activation(name: str, known: Iterable[str], model_name: str, where: str = "") -> UnknownActivationError:
+    """The one message for an id outside a catalogue: closest ids and the command listing them."""
+    suggestions = close_matches(name, known)
+    hint = f" Closest ids: {', '.join(suggestions)}." if suggestions else ""
+    return UnknownActivationError(
+        f"{where}'{name}' is not in the catalogue of {model_name}.{hint} "
+        f"List them with `autosel catalog --model {model_name}`."
+    )
+
+
 def close_matches(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """The closest spellings of ``word`` among ``choices``, best first (may be empty)."""
     return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)

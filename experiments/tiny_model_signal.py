@@ -108,15 +108,22 @@ def _extract(model: str, pairs, ids: list[str], timestep: int) -> dict[str, dict
 
 
 def _pck_of(pairs, prepared: dict[int, torch.Tensor]) -> float:
-    correct = total = 0
-    for pair in pairs:
-        visible = torch.from_numpy(pair.source.visible & pair.target.visible)
-        predicted = match_prepared(
+    def predict(pair) -> torch.Tensor:
+        return match_prepared(
             prepared[id(pair.source)].float(), prepared[id(pair.target)].float(),
             torch.from_numpy(pair.source.keypoints), (SIZE, SIZE), (SIZE, SIZE),
         )
+
+    return _pck_with(pairs, predict)
+
+
+def _pck_with(pairs, predict) -> float:
+    """PCK@0.1 (target bbox, per point) of ``predict(pair) -> K×2 target points`` over ``pairs``."""
+    correct = total = 0
+    for pair in pairs:
+        visible = torch.from_numpy(pair.source.visible & pair.target.visible)
         x1, y1, x2, y2 = pair.target.bbox
-        hits, count = pck(predicted, torch.from_numpy(pair.target.keypoints), visible, max(x2 - x1, y2 - y1))
+        hits, count = pck(predict(pair), torch.from_numpy(pair.target.keypoints), visible, max(x2 - x1, y2 - y1))
         correct, total = correct + hits, total + count
     return correct / max(total, 1)
 
@@ -145,13 +152,7 @@ def score_rgb(pairs) -> float:
 
 
 def same_position(pairs) -> float:
-    correct = total = 0
-    for pair in pairs:
-        visible = torch.from_numpy(pair.source.visible & pair.target.visible)
-        x1, y1, x2, y2 = pair.target.bbox
-        hits, count = pck(torch.from_numpy(pair.source.keypoints), torch.from_numpy(pair.target.keypoints), visible, max(x2 - x1, y2 - y1))
-        correct, total = correct + hits, total + count
-    return correct / max(total, 1)
+    return _pck_with(pairs, lambda pair: torch.from_numpy(pair.source.keypoints))
 
 
 if __name__ == "__main__":
