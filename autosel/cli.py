@@ -137,6 +137,62 @@ def extract_command(
     typer.echo(f"wrote {report.tensors} tensors for {report.images} images to {out}")
 
 
+@app.command("evaluate")
+def evaluate_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Feature config YAML.")],
+    task: Annotated[str, typer.Option("--task", "-t", help="Proxy task: correspondence or segmentation.")] = "correspondence",
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="shapes, spair:PATH[:trn|val|test] or folder:PATH.")
+    ] = "shapes",
+    role: Annotated[str, typer.Option("--role", help="Which part of the dataset: search or heldout.")] = "heldout",
+    pairs: Annotated[Optional[int], typer.Option("--max-pairs", min=1, help="Correspondence: at most N pairs (shapes: 100).")] = None,
+    pairs_per_category: Annotated[
+        Optional[int], typer.Option("--pairs-per-category", min=1, help="Correspondence: balanced subset, N per category.")
+    ] = None,
+    soft_window: Annotated[
+        Optional[int], typer.Option("--soft-window", min=0, help="Correspondence: soft-argmax window radius (0: argmax).")
+    ] = None,
+    train_images: Annotated[
+        Optional[int], typer.Option("--train-images", min=1, help="Segmentation: labelled images to train on.")
+    ] = None,
+    test_images: Annotated[Optional[int], typer.Option("--test-images", min=1, help="Segmentation: at most N scored images.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser batch.")] = 8,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    output_format: FormatOpt = OutputFormat.table,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Score a feature config on a proxy task: every PCK variant, or mIoU with per-class IoU.
+
+    Examples: autosel evaluate --config results/presets/meng-practical-sd15.yaml --dataset spair:~/SPair-71k:test ;
+    autosel evaluate --config best.yaml --task segmentation --dataset folder:horse21/ --train-images 30
+    """
+    from autosel.config import FeatureConfig
+    from autosel.evaluate import evaluate_config
+    from autosel.extract import FeatureExtractor
+    from autosel.output import print_document
+    from autosel.tasks import make_task
+
+    feature_config = FeatureConfig.from_yaml(config)
+    size = feature_config.extraction.image_size
+    options = {
+        "pairs": pairs, "pairs_per_category": pairs_per_category, "soft_window": soft_window,
+        "train_images": train_images, "test_images": test_images,
+        "image_size": size if isinstance(size, int) else 64,
+    }
+    proxy = make_task(task, dataset, role, **options)
+    extractor = FeatureExtractor(feature_config, device=device, batch_size=batch_size)
+    result = evaluate_config(extractor, proxy, progress=not quiet)
+    if output_format is not OutputFormat.table:
+        print_document(result.to_dict(), output_format)
+        return
+    records = [
+        {"metric": name, "value": f"{100 * value:.1f}", "meaning": result.descriptions.get(name, "")}
+        for name, value in result.metrics.items()
+    ]
+    title = f"{task} on {dataset} ({role}): {result.n_items} {result.unit}; primary {result.primary} = {100 * result.value:.1f}"
+    print_records(records, output_format, [("metric", "metric"), ("value", "%"), ("meaning", "meaning")], title=title)
+
+
 class ExportTarget(str, Enum):
     """Formats ``autosel export`` writes."""
 

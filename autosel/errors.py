@@ -36,6 +36,10 @@ class InvalidInputError(AutoselError, ValueError):
     """A value given by the user is out of range or malformed (e.g. an image size)."""
 
 
+class DatasetError(AutoselError, ValueError):
+    """A proxy dataset is missing, malformed or empty; the message names the file and the reason."""
+
+
 class UnknownActivationError(AutoselError, ValueError):
     """An activation id or glob matches nothing in the model's catalogue."""
 

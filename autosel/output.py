@@ -19,6 +19,14 @@ class OutputFormat(str, Enum):
     yaml = "yaml"
 
 
+def print_document(document: dict[str, Any], output_format: OutputFormat) -> None:
+    """Print one nested document as JSON or YAML (callers print tables themselves)."""
+    if output_format is OutputFormat.yaml:
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=False))
+    else:
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
 def print_records(
     records: Sequence[dict[str, Any]],
     output_format: OutputFormat,

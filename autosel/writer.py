@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from safetensors.torch import save_file
 from autosel.errors import AutoselError
 from autosel.extract import FeatureExtractor, reduce_pca
 from autosel.images import find_images, to_tensor
+from autosel.progress import progress_bar
 
 
 @dataclass
@@ -54,7 +54,7 @@ def extract_to_file(
     combined: list[tuple[str, torch.Tensor]] = []
     written: list[str] = []
     batch = extractor.batch_size
-    with _progress(progress, len(paths)) as advance:
+    with progress_bar("extracting", len(paths), progress) as advance:
         for start in range(0, len(paths), batch):
             loaded, loaded_names = [], []
             for path, name in zip(paths[start : start + batch], names[start : start + batch]):
@@ -109,16 +109,3 @@ def _names(paths: list[Path], sources: Sequence[str | Path]) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         unique.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
     return unique
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar over images; yields ``advance(count)`` (a no-op when disabled)."""
-    if not enabled:
-        yield lambda count: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    with Progress("extracting", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task("images", total=total)
-        yield lambda count: bar.advance(task, count)

@@ -43,3 +43,19 @@ def tiny_xl_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-xl-pipeline")
     load_pipeline("tiny-xl-random").save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def spair_root(tmp_path) -> Path:
+    """A small SPair-71k-format dataset (3 categories, 6 pairs per split, 96×64 images)."""
+    from fixture_data import write_spair
+
+    return write_spair(tmp_path / "SPair-71k")
+
+
+@pytest.fixture
+def label_folder(tmp_path) -> Path:
+    """A segmentation folder: images/ + labels/ (PNG), classes.txt, train.txt (4 train, 8 test)."""
+    from fixture_data import write_label_folder
+
+    return write_label_folder(tmp_path / "parts")

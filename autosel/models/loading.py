@@ -6,7 +6,9 @@ architecture JSONs serve the offline catalogue only.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 
 import torch
 
@@ -55,7 +57,7 @@ def _from_pretrained(spec: ModelSpec, dtype: torch.dtype, revision: str | None):
 
     source = str(spec.path) if spec.source == "folder" else spec.hub_id
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _no_loading_bars():
             # newer diffusers renamed torch_dtype to dtype; the old name works in every release
             warnings.simplefilter("ignore", FutureWarning)
             return DiffusionPipeline.from_pretrained(source, torch_dtype=dtype, revision=revision)
@@ -67,6 +69,24 @@ def _from_pretrained(spec: ModelSpec, dtype: torch.dtype, revision: str | None):
         if spec.source == "folder":
             raise NotAPipelineError(f"cannot load a diffusers pipeline from '{source}': {_first_line(error)}") from None
         raise
+
+
+@contextlib.contextmanager
+def _no_loading_bars() -> Iterator[None]:
+    """diffusers' and transformers' per-component loading bars off (autosel shows its own)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_on, transformers_on = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if diffusers_on:
+            diffusers_logging.enable_progress_bar()
+        if transformers_on:
+            transformers_logging.enable_progress_bar()
 
 
 def _first_line(error: Exception) -> str:

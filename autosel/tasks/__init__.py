@@ -1,5 +1,38 @@
-"""Proxy tasks that score feature maps (they never run the diffusion model themselves)."""
+"""Proxy tasks that score feature maps (they never run the diffusion model themselves).
 
-from autosel.tasks.correspondence import match_points, match_prepared, pck, prepare_features
+``get_task("correspondence")`` / ``get_task("segmentation")`` give the registered classes;
+add a task with :func:`register_task`.
+"""
 
-__all__ = ["match_points", "match_prepared", "pck", "prepare_features"]
+from autosel.tasks.base import TASKS, FeatureMaps, Task, TaskResult, feature_map, get_task, make_task, register_task
+from autosel.tasks.correspondence import (
+    CorrespondenceTask,
+    match_points,
+    match_prepared,
+    match_queries,
+    metric_name,
+    pck,
+    prepare_features,
+    source_queries,
+)
+from autosel.tasks.segmentation import SegmentationTask
+
+__all__ = [
+    "TASKS",
+    "CorrespondenceTask",
+    "FeatureMaps",
+    "SegmentationTask",
+    "Task",
+    "TaskResult",
+    "feature_map",
+    "get_task",
+    "make_task",
+    "match_points",
+    "match_prepared",
+    "match_queries",
+    "metric_name",
+    "pck",
+    "prepare_features",
+    "register_task",
+    "source_queries",
+]

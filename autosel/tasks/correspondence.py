@@ -2,13 +2,38 @@
 
 As in DIFT, SD+DINO and the seed codebase's ``nn`` mode: both feature maps are bilinearly
 upsampled to a working resolution and L2-normalised over channels; each source point takes
-the target location of highest cosine similarity.
+the target location of highest cosine similarity (optionally refined by a soft-argmax in a
+small window around it).
+
+PCK@α counts a predicted point as correct when its distance to the truth is at most α·L,
+measured in the target image's own pixels, with L the longer side of the target's bounding
+box (``bbox``) or of the target image (``img``). It is averaged over all visible keypoints
+(``point``) or per pair first, then over pairs (``image``). Metric names spell all three:
+``pck@0.1/bbox/point`` is the search's primary metric.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from autosel.data.records import CorrespondenceData, ImageSource
+from autosel.data.specs import load_correspondence
+from autosel.errors import InvalidInputError
+from autosel.tasks.base import FeatureMaps, Task, TaskResult, feature_map, register_task
+
+ALPHAS = (0.05, 0.1, 0.15)
+NORMALISATIONS = {"bbox": "the longer side of the target bounding box", "img": "the longer side of the target image"}
+AVERAGINGS = {"point": "over all visible keypoints", "image": "per pair, then over pairs"}
+
+
+def metric_name(alpha: float, normalisation: str = "bbox", averaging: str = "point") -> str:
+    """The name of a PCK metric, e.g. ``pck@0.1/bbox/point``."""
+    return f"pck@{alpha:g}/{normalisation}/{averaging}"
 
 
 def match_points(
@@ -18,6 +43,8 @@ def match_points(
     source_size: tuple[int, int],
     target_size: tuple[int, int],
     working_size: tuple[int, int] | None = None,
+    soft_window: int = 0,
+    temperature: float = 0.05,
 ) -> torch.Tensor:
     """Predict where ``source_points`` land in the target image.
 
@@ -26,14 +53,17 @@ def match_points(
         source_points: K×2 (x, y) pixel coordinates in the source image.
         source_size, target_size: (height, width) of the two images in pixels.
         working_size: (height, width) the maps are upsampled to; default: the target image size.
+        soft_window: 0 for the plain argmax; r > 0 refines it by a soft-argmax over the
+            (2r+1)² working cells around it.
+        temperature: softmax temperature of the soft-argmax (cosine similarities).
 
     Returns:
-        K×2 (x, y) pixel coordinates in the target image (centres of the matched cells).
+        K×2 (x, y) pixel coordinates in the target image.
     """
     size = working_size or target_size
     return match_prepared(
         prepare_features(source_features, size), prepare_features(target_features, size),
-        source_points, source_size, target_size,
+        source_points, source_size, target_size, soft_window, temperature,
     )
 
 
@@ -42,9 +72,32 @@ def prepare_features(features: torch.Tensor, working_size: tuple[int, int]) -> t
     channels: do it once per image when an image takes part in several pairs."""
     batch = features.float() if features.ndim == 4 else features.float()[None]
     if tuple(batch.shape[-2:]) != tuple(working_size):
-        batch = F.interpolate(batch, size=working_size, mode="bilinear", align_corners=False)
+        rows, cols = _upsampling(batch.shape[-2], working_size[0]), _upsampling(batch.shape[-1], working_size[1])
+        batch = rows @ batch @ cols.T  # = bilinear upsampling (align_corners=False), as two small matmuls
     batch = F.normalize(batch, dim=1)
     return batch if features.ndim == 4 else batch[0]
+
+
+def source_queries(
+    features: torch.Tensor, points: torch.Tensor, source_size: tuple[int, int], working_size: tuple[int, int]
+) -> torch.Tensor:
+    """K×C unit query vectors: the prepared source map (:func:`prepare_features`) sampled
+    bilinearly at ``points`` — computed from the few working cells around each point only."""
+    features = features.float()
+    height, width = working_size
+    x = (points[:, 0].float() + 0.5) * width / source_size[1] - 0.5
+    y = (points[:, 1].float() + 0.5) * height / source_size[0] - 0.5
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    cell_x = torch.stack([x0, x0 + 1, x0, x0 + 1], 1).long()
+    cell_y = torch.stack([y0, y0, y0 + 1, y0 + 1], 1).long()
+    weights = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], 1)
+    inside = (cell_x >= 0) & (cell_x < width) & (cell_y >= 0) & (cell_y < height)
+    weights = weights * inside  # cells outside the map count as zeros, as in grid_sample
+    rows = _upsampling(features.shape[-2], height)[cell_y.clamp(0, height - 1)]  # K×4×h
+    cols = _upsampling(features.shape[-1], width)[cell_x.clamp(0, width - 1)]  # K×4×w
+    cells = F.normalize(torch.einsum("kni,cij,knj->knc", rows, features, cols), dim=2)
+    return F.normalize((weights[..., None] * cells).sum(1), dim=1)
 
 
 def match_prepared(
@@ -53,16 +106,53 @@ def match_prepared(
     source_points: torch.Tensor,
     source_size: tuple[int, int],
     target_size: tuple[int, int],
+    soft_window: int = 0,
+    temperature: float = 0.05,
 ) -> torch.Tensor:
     """:func:`match_points` on maps already passed through :func:`prepare_features`."""
-    work_h, work_w = target.shape[-2:]
     # pixel centres → grid_sample's [-1, 1] coordinates (align_corners=False), any working size
     grid_xy = 2 * (source_points.float() + 0.5) / torch.tensor([source_size[1], source_size[0]]) - 1
     sampled = F.grid_sample(source[None], grid_xy.view(1, 1, -1, 2), mode="bilinear", align_corners=False)
     queries = F.normalize(sampled[0, :, 0].T, dim=1)  # K×C
-    best = (queries @ target.reshape(target.shape[0], -1)).argmax(dim=1)  # over h·w
-    rows, cols = best // work_w, best % work_w
+    return match_queries(queries, target, target_size, soft_window, temperature)
+
+
+def match_queries(
+    queries: torch.Tensor, target: torch.Tensor, target_size: tuple[int, int], soft_window: int = 0, temperature: float = 0.05
+) -> torch.Tensor:
+    """K×2 target pixels of the cells most similar to K unit ``queries`` in a prepared target map."""
+    work_h, work_w = target.shape[-2:]
+    similarity = queries @ target.reshape(target.shape[0], -1)  # K×(h·w)
+    best = similarity.argmax(dim=1)
+    rows, cols = (best // work_w).float(), (best % work_w).float()
+    if soft_window > 0:
+        rows, cols = _soft_argmax(similarity.view(-1, work_h, work_w), best, soft_window, temperature)
     return torch.stack([(cols + 0.5) * target_size[1] / work_w - 0.5, (rows + 0.5) * target_size[0] / work_h - 0.5], dim=1)
+
+
+@functools.lru_cache(maxsize=64)
+def _upsampling(size_in: int, size_out: int) -> torch.Tensor:
+    """The size_out×size_in matrix of 1-D linear upsampling (align_corners=False); bilinear
+    upsampling of a map is ``rows @ map @ cols.T``."""
+    identity = torch.eye(size_in)[None]  # one batch, size_in channels: the unit impulses
+    return F.interpolate(identity, size=size_out, mode="linear", align_corners=False)[0].T.contiguous()
+
+
+def _soft_argmax(
+    similarity: torch.Tensor, best: torch.Tensor, radius: int, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax-weighted mean (row, col) over the window around each argmax (cells outside the
+    map are left out)."""
+    _, height, width = similarity.shape
+    offsets = torch.arange(-radius, radius + 1)
+    rows = (best // width)[:, None, None] + offsets[None, :, None]
+    cols = (best % width)[:, None, None] + offsets[None, None, :]
+    rows, cols = torch.broadcast_tensors(rows, cols)
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    flat = rows.clamp(0, height - 1) * width + cols.clamp(0, width - 1)
+    values = similarity.reshape(len(best), -1).gather(1, flat.reshape(len(best), -1)).view_as(flat.float())
+    weights = torch.softmax(values.masked_fill(~inside, float("-inf")).reshape(len(best), -1) / temperature, dim=1)
+    return (weights * rows.reshape(len(best), -1)).sum(1), (weights * cols.reshape(len(best), -1)).sum(1)
 
 
 def pck(
@@ -73,3 +163,107 @@ def pck(
     errors = (predicted.float() - truth.float()).norm(dim=1)
     correct = (errors <= alpha * reference_length) & visible
     return int(correct.sum()), int(visible.sum())
+
+
+@register_task("correspondence")
+class CorrespondenceTask(Task):
+    """Semantic correspondence on keypoint pairs, scored by PCK at every α, normalisation and
+    averaging (see the module docstring).
+
+    Args:
+        data: the pairs and their images.
+        alphas: PCK thresholds.
+        working_size: side (or (height, width)) of the grid the maps are upsampled to.
+        soft_window: soft-argmax window radius in working cells (0: plain argmax).
+        temperature: soft-argmax temperature.
+
+    Example:
+        >>> task = CorrespondenceTask.from_spec("shapes", role="search", pairs=100)
+        >>> result = task.evaluate(features)        # features[i]: C×H×W map of task.images[i]
+        >>> result.metrics["pck@0.1/bbox/point"]
+    """
+
+    primary_metric = metric_name(0.1, "bbox", "point")
+
+    def __init__(
+        self,
+        data: CorrespondenceData,
+        alphas: tuple[float, ...] = ALPHAS,
+        working_size: int | tuple[int, int] = 64,
+        soft_window: int = 0,
+        temperature: float = 0.05,
+    ) -> None:
+        if not data.pairs:
+            raise InvalidInputError(f"dataset {data.name} has no pairs to score")
+        if 0.1 not in alphas:
+            alphas = tuple(sorted({*alphas, 0.1}))  # the primary metric is always there
+        self.data = data
+        self.alphas = tuple(alphas)
+        self.working_size = (working_size, working_size) if isinstance(working_size, int) else tuple(working_size)
+        self.soft_window = soft_window
+        self.temperature = temperature
+
+    @classmethod
+    def from_spec(
+        cls,
+        dataset: str,
+        role: str = "search",
+        pairs: int | None = None,
+        pairs_per_category: int | None = None,
+        image_size: int = 64,
+        seed: int = 0,
+        **options: Any,
+    ) -> CorrespondenceTask:
+        data = load_correspondence(dataset, role, pairs, pairs_per_category, image_size, seed)
+        return cls(data, **options)
+
+    @property
+    def images(self) -> list[ImageSource]:  # type: ignore[override]
+        return self.data.images
+
+    def predict(self, features: FeatureMaps) -> list[torch.Tensor]:
+        """Predicted target points (K×2 pixels) of every pair."""
+        targets: dict[int, torch.Tensor] = {}
+        predictions = []
+        for pair in self.data.pairs:
+            if pair.target not in targets:
+                targets[pair.target] = prepare_features(feature_map(features, pair.target), self.working_size)
+            points = torch.from_numpy(np.asarray(pair.source_points, dtype=np.float32))
+            queries = source_queries(feature_map(features, pair.source), points, pair.source_size, self.working_size)
+            predictions.append(match_queries(queries, targets[pair.target], pair.target_size, self.soft_window, self.temperature))
+        return predictions
+
+    def evaluate(self, features: FeatureMaps) -> TaskResult:
+        errors, lengths, categories = [], [], []
+        for pair, predicted in zip(self.data.pairs, self.predict(features)):
+            truth = torch.from_numpy(np.asarray(pair.target_points, dtype=np.float32))
+            visible = torch.from_numpy(np.asarray(pair.visible, dtype=bool))
+            errors.append((predicted - truth).norm(dim=1)[visible].numpy())
+            x1, y1, x2, y2 = pair.target_bbox
+            lengths.append({"bbox": max(x2 - x1, y2 - y1), "img": float(max(pair.target_size))})
+            categories.append(pair.category)
+        metrics = self._metrics(errors, lengths)
+        per_category = {}
+        for category in sorted(set(categories)):
+            chosen = [i for i, c in enumerate(categories) if c == category]
+            per_category[category] = self._metrics([errors[i] for i in chosen], [lengths[i] for i in chosen])
+        descriptions = {
+            metric_name(a, n, v): f"PCK@{a:g}: error ≤ {a:g} × {NORMALISATIONS[n]}, averaged {AVERAGINGS[v]}"
+            for a in self.alphas for n in NORMALISATIONS for v in AVERAGINGS
+        }
+        return TaskResult(
+            task=self.name, metrics=metrics, primary=self.primary_metric, n_items=int(sum(len(e) for e in errors)),
+            unit="keypoints", per_category=per_category, descriptions=descriptions,
+        )
+
+    def _metrics(self, errors: list[np.ndarray], lengths: list[dict[str, float]]) -> dict[str, float]:
+        scored = [i for i, e in enumerate(errors) if len(e)]
+        total = sum(len(errors[i]) for i in scored)
+        metrics = {}
+        for alpha in self.alphas:
+            for normalisation in NORMALISATIONS:
+                correct = [int((errors[i] <= alpha * lengths[i][normalisation]).sum()) for i in scored]
+                metrics[metric_name(alpha, normalisation, "point")] = sum(correct) / total if total else float("nan")
+                per_pair = [c / len(errors[i]) for c, i in zip(correct, scored)]
+                metrics[metric_name(alpha, normalisation, "image")] = float(np.mean(per_pair)) if per_pair else float("nan")
+        return metrics

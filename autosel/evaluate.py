@@ -1,0 +1,46 @@
+"""Scoring a feature config on a proxy task: extract the task's images, then let it score them.
+
+The task never runs the model; this is the one place that joins the two. Combined maps are
+kept on the CPU in float16 (a few MB per image at proxy sizes) until the task has scored them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from autosel.data.records import ImageSource, read_image
+from autosel.extract import FeatureExtractor, reduce_pca
+from autosel.progress import progress_bar
+from autosel.tasks.base import Task, TaskResult
+
+
+def image_tensor(source: ImageSource) -> torch.Tensor:
+    """A dataset image as a float32 3×H×W tensor in [0, 1]."""
+    array = np.ascontiguousarray(read_image(source))
+    return torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
+
+
+def extract_combined(
+    extractor: FeatureExtractor, images: Sequence[ImageSource], progress: bool = True
+) -> list[torch.Tensor]:
+    """The config's combined (and, if configured, PCA-reduced) C×H×W map of every image."""
+    maps: list[torch.Tensor] = []
+    with progress_bar("extracting", len(images), progress) as advance:
+        for start in range(0, len(images), extractor.batch_size):
+            chunk = [image_tensor(source) for source in images[start : start + extractor.batch_size]]
+            combined = extractor.combine(extractor(chunk)).cpu()
+            maps.extend(value.to(torch.float16) for value in combined)
+            advance(len(chunk))
+    pca_dim = extractor.config.aggregation.pca_dim
+    if pca_dim:  # fitted on all images together, as `autosel extract --aggregate` does
+        reduced = reduce_pca(torch.stack([m.float() for m in maps]), pca_dim)
+        maps = [value.to(torch.float16) for value in reduced]
+    return maps
+
+
+def evaluate_config(extractor: FeatureExtractor, task: Task, progress: bool = True) -> TaskResult:
+    """Extract ``task.images`` with ``extractor`` and score them with ``task``."""
+    return task.evaluate(extract_combined(extractor, task.images, progress))
