@@ -193,6 +193,116 @@ def evaluate_command(
     print_records(records, output_format, [("metric", "metric"), ("value", "%"), ("meaning", "meaning")], title=title)
 
 
+@app.command("sweep")
+def sweep_command(
+    model: ModelOpt = "tiny",
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Proxy task; default: the space file's.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset spec; default: the space file's.")] = None,
+    timesteps: Annotated[
+        Optional[str], typer.Option("--timesteps", help="Comma-separated grid, e.g. 10,50,100; default: the space file's.")
+    ] = None,
+    include: Annotated[Optional[list[str]], typer.Option("--include", help="Candidate id glob (repeatable); replaces the space's.")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Id glob to leave out (repeatable); replaces the space's.")] = None,
+    space_file: Annotated[Optional[Path], typer.Option("--space", help="Search space YAML; default search_spaces/<model>.yaml.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("results"),
+    storage: Annotated[
+        Optional[str], typer.Option("--storage", help="SQLAlchemy URL; default sqlite:///OUT/autosel.db (shared with search).")
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="How many of the best to print.")] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser forward.")] = 16,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Score every candidate activation alone at every timestep on the search split (screening).
+
+    One denoiser forward per image batch and timestep, whatever the number of candidates.
+    Writes OUT/MODEL/TASK/sweep.csv and sweep.png, stores rows in the SQL store (a rerun
+    reuses them) and prints the best.
+
+    Example: autosel sweep --model tiny --timesteps 10,50,150 --include 'up-*'
+    """
+    from autosel.search import run_sweep
+
+    space = _space_for(model, space_file)
+    candidates = None
+    if include or exclude:
+        candidates = {"include": include or space.candidates.include, "exclude": exclude or space.candidates.exclude}
+    space = space.replace(task=task, dataset=dataset, timesteps=_parse_timesteps(timesteps), candidates=candidates)
+    result = run_sweep(space, out=out, storage=storage, device=device, batch_size=batch_size, progress=not quiet)
+    best = result.top(top)
+    records = [
+        {"rank": n + 1, "id": row.id, "timestep": int(row.timestep), "channels": int(row.channels), "value": f"{100 * row.value:.1f}"}
+        for n, row in enumerate(best.itertuples())
+    ]
+    title = f"Top {len(records)} of {result.computed + result.reused} (id, t) by {result.metric}"
+    print_records(records, OutputFormat.table, [("rank", "#"), ("id", "id"), ("timestep", "t"), ("channels", "C"), ("value", "%")], title=title)
+    typer.echo(
+        f"{result.computed} (id, t) scored now with {result.forwards} denoiser forwards, {result.reused} reused from the store; "
+        f"wrote {result.csv} and {result.heatmap}"
+    )
+
+
+def _space_for(model: str, path: Path | None):
+    from autosel.config import ConfigError
+    from autosel.search import load_space
+
+    space = load_space(model, path)
+    if path is not None and space.model != model:
+        raise ConfigError(f"{path}: this space is for model '{space.model}', not '{model}'")
+    return space.replace(model=model)
+
+
+def _parse_timesteps(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        values = []
+    if not values:
+        raise typer.BadParameter(f"'{text}' is not a comma-separated list of integers", param_hint="--timesteps")
+    return values
+
+
+cache_app = typer.Typer(help="Inspect or clear the activation cache of the search stage.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+CacheDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--cache-dir", help="Cache folder; default $AUTOSEL_CACHE_DIR or ~/.cache/autosel/activations."),
+]
+
+
+@cache_app.command("info")
+def cache_info_command(cache_dir: CacheDirOpt = None, output_format: FormatOpt = OutputFormat.table) -> None:
+    """List cached activation entries (model, id, t, dataset, shape, size) and the total.
+
+    Example: autosel cache info --format json
+    """
+    from autosel.search import ActivationCache, default_cache_dir
+
+    cache = ActivationCache(cache_dir or default_cache_dir())
+    entries = cache.entries()
+    records = [{**e, "shape": "×".join(map(str, e["shape"])), "MB": round(e["bytes"] / 1e6, 2)} for e in entries]
+    total = sum(e["bytes"] for e in entries) / 1e6
+    columns = [("model", "model"), ("activation", "id"), ("timestep", "t"), ("dataset", "dataset"), ("role", "role"), ("shape", "N×C×H×W"), ("MB", "MB")]
+    print_records(records, output_format, columns, title=f"{len(records)} entries, {total:.1f} MB in {cache.root}")
+
+
+@cache_app.command("clear")
+def cache_clear_command(
+    cache_dir: CacheDirOpt = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Only this model's entries.")] = None,
+) -> None:
+    """Delete cached entries (all, or one model's) and leftovers of interrupted writers.
+
+    Example: autosel cache clear --model tiny
+    """
+    from autosel.search import ActivationCache, default_cache_dir
+
+    cache = ActivationCache(cache_dir or default_cache_dir())
+    typer.echo(f"deleted {cache.clear(model)} entries from {cache.root}")
+
+
 class ExportTarget(str, Enum):
     """Formats ``autosel export`` writes."""
 

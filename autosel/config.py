@@ -221,7 +221,15 @@ _SECTIONS: dict[str, type[BaseModel]] = {
 
 
 def _describe(error: ValidationError) -> str:
-    """One line for a pydantic error: field path, problem, and what would be valid."""
+    return describe_validation_error(error, FeatureConfig, _SECTIONS)
+
+
+def describe_validation_error(
+    error: ValidationError, root: type[BaseModel], sections: Mapping[str, type[BaseModel]]
+) -> str:
+    """One line for a pydantic error: field path, problem, and what would be valid.
+
+    ``sections`` maps a top-level field of ``root`` to its model, for listing valid fields."""
     parts: dict[str, str] = {}
     for detail in error.errors():
         location = [str(part) for part in detail["loc"] if not str(part).startswith(("int", "tuple", "function"))]
@@ -231,7 +239,7 @@ def _describe(error: ValidationError) -> str:
             continue  # a union reports one error per member: the first says enough
         message = detail["msg"]
         if detail["type"] == "extra_forbidden":
-            section = _SECTIONS.get(location[0]) if len(location) > 1 else FeatureConfig
+            section = sections.get(location[0]) if len(location) > 1 else root
             valid = list(section.model_fields) if section is not None else []
             message = f"unknown field.{did_you_mean(location[-1], valid)} Valid fields: {', '.join(valid)}"
         elif detail["type"] == "missing":

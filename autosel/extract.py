@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from autosel.capture import ActivationCapture
 from autosel.catalog import ActivationPoint, measure_catalogue
 from autosel.config import ConfigError, FeatureConfig
+from autosel.errors import InvalidInputError, unknown_activation
 from autosel.images import ImageInput, as_image_list, resize, to_tensor
 from autosel.models import Architecture, load_pipeline, resolve_model
 
@@ -77,10 +78,13 @@ class FeatureExtractor:
         self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         catalogue = measure_catalogue(self.architecture, self.image_size)
         config.check_ids(point.id for point in catalogue)
-        by_id = {point.id: point for point in catalogue}
-        self.points: dict[str, ActivationPoint] = {name: by_id[name] for name in config.ids}
+        self.catalogue: dict[str, ActivationPoint] = {point.id: point for point in catalogue}
+        self.points: dict[str, ActivationPoint] = {name: self.catalogue[name] for name in config.ids}
         self.noise_schedule = _noise_schedule(pipeline.scheduler)
+        self.num_train_timesteps = int(pipeline.scheduler.config.num_train_timesteps)
         self._conditioning: dict[str, Any] | None = None
+        self.forward_count = 0
+        """Denoiser forwards run so far (one per batch and timestep)."""
 
     @classmethod
     def from_yaml(cls, path: str | Path, **kwargs: Any) -> FeatureExtractor:
@@ -95,42 +99,48 @@ class FeatureExtractor:
         Returns:
             ``{activation id: float32 tensor B×C×H×W}`` in the config's order, on ``device``.
         """
-        pixels = self.preprocess(images)
-        latents = self.encode(pixels)
-        noise = self.noise(pixels, latents.shape[1:])
+        by_timestep: dict[int, list[str]] = {}
+        for activation in self.config.activations:
+            by_timestep.setdefault(activation.timestep, []).append(activation.id)
         features: dict[str, torch.Tensor] = {}
-        with self._eval_mode():
-            for timestep in self.config.timesteps:
-                names = [a.id for a in self.config.activations if a.timestep == timestep]
-                features.update(self._extract_at(latents, noise, timestep, names))
+        for captured in self.extract_timesteps(images, by_timestep).values():
+            features.update(captured)
         post = {a.id: a.post for a in self.config.activations}
         return {name: _post_process(features[name], post[name]) for name in self.config.ids}
 
+    def extract_timesteps(
+        self, images: ImageInput | Sequence[ImageInput], ids_by_timestep: dict[int, Sequence[str]]
+    ) -> dict[int, dict[str, torch.Tensor]]:
+        """Raw activations ``{t: {id: B×C×H×W}}`` of any catalogue ids at any timesteps: each
+        image is encoded and noised once, then one denoiser forward per timestep (per batch)
+        captures all of that timestep's ids. No post-processing."""
+        for timestep, names in ids_by_timestep.items():
+            self.check_request(timestep, names)
+        latents, noise = self.latents_and_noise(images)
+        return {t: self.capture_at(latents, noise, t, list(names)) for t, names in sorted(ids_by_timestep.items())}
+
+    def check_request(self, timestep: int, names: Sequence[str]) -> None:
+        """Raise unless ``timestep`` is in the scheduler's range and every id is in the catalogue.
+
+        Raises:
+            InvalidInputError: the timestep is out of range (the message gives the range).
+            UnknownActivationError: an id is unknown (with the closest ids).
+        """
+        if not 0 <= timestep < self.num_train_timesteps:
+            raise InvalidInputError(f"timestep {timestep} is outside the scheduler's range 0…{self.num_train_timesteps - 1}")
+        for name in names:
+            if name not in self.catalogue:
+                raise unknown_activation(name, self.catalogue, self.config.model.name)
+
+    def latents_and_noise(self, images: ImageInput | Sequence[ImageInput]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean VAE latents (B×C×h×w) and the seeded noise (B×K×C×h×w, K ensemble draws) of
+        ``images``: all that :meth:`capture_at` needs, small enough to keep for a whole split."""
+        pixels = self.preprocess(images)
+        latents = self.encode(pixels)
+        return latents, self.noise(pixels, latents.shape[1:])
     def combine(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Resize, normalise, weight and combine the activations into one B×C×H×W map (no PCA)."""
-        aggregation = self.config.aggregation
-        if aggregation.resolution is not None:
-            size = aggregation.resolution
-            target = (size, size) if isinstance(size, int) else tuple(size)
-        else:
-            target = max((tuple(value.shape[-2:]) for value in features.values()), key=lambda hw: hw[0] * hw[1])
-        maps = []
-        for activation in self.config.activations:
-            value = features[activation.id].float()
-            if tuple(value.shape[-2:]) != target:
-                value = F.interpolate(value, size=target, mode="bilinear", align_corners=False)
-            if aggregation.l2_normalize:
-                value = F.normalize(value, dim=1)
-            maps.append(value * activation.weight)
-        if aggregation.combine == "concat":
-            return torch.cat(maps, dim=1)
-        channels = {m.shape[1] for m in maps}
-        if len(channels) > 1:
-            raise ConfigError(
-                f"aggregation.combine: weighted-sum needs equal channel counts, got {sorted(channels)}; "
-                "use concat"
-            )
-        return torch.stack(maps).sum(dim=0) / sum(a.weight for a in self.config.activations)
+        return combine_features(self.config, features)
 
     def aggregate(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """:meth:`combine`, then PCA to ``aggregation.pca_dim`` channels fitted on this batch."""
@@ -186,7 +196,19 @@ class FeatureExtractor:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _extract_at(
+    def capture_at(
+        self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, names: Sequence[str]
+    ) -> dict[str, torch.Tensor]:
+        """``{id: B×C×H×W}`` (float32, ensemble-averaged) of catalogue ids ``names`` from
+        latents and noise of :meth:`latents_and_noise`, noised to ``timestep``: one denoiser
+        forward per batch, stopped after the deepest id when ``stop_early``."""
+        self.check_request(timestep, names)
+        for name in names:
+            self.points.setdefault(name, self.catalogue[name])
+        with self._eval_mode():
+            return self._capture(latents, noise, timestep, list(names))
+
+    def _capture(
         self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, names: list[str]
     ) -> dict[str, torch.Tensor]:
         images, members = noise.shape[:2]
@@ -200,6 +222,7 @@ class FeatureExtractor:
                 steps = torch.full((stop - start,), timestep, dtype=torch.long, device=self.device)
                 noisy = self.noise_schedule(rows[start:stop], flat_noise[start:stop], steps)
                 captured = capture.run(noisy.to(self.dtype), steps, **self.conditioning(stop - start))
+                self.forward_count += 1
                 for name in names:
                     sums[name].append(captured[name].float())
         return {
@@ -230,6 +253,35 @@ class FeatureExtractor:
             yield
         finally:
             self.unet.train(was_training)
+
+
+def combine_features(config: FeatureConfig, features: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The config's aggregation of ``{id: B×C×H×W}``: each activation resized to the target
+    resolution (default: the largest activation's), optionally L2-normalised over channels,
+    weighted, then concatenated or summed (no PCA: see :func:`reduce_pca`)."""
+    aggregation = config.aggregation
+    if aggregation.resolution is not None:
+        size = aggregation.resolution
+        target = (size, size) if isinstance(size, int) else tuple(size)
+    else:
+        target = max((tuple(value.shape[-2:]) for value in features.values()), key=lambda hw: hw[0] * hw[1])
+    maps = []
+    for activation in config.activations:
+        value = features[activation.id].float()
+        if tuple(value.shape[-2:]) != target:
+            value = F.interpolate(value, size=target, mode="bilinear", align_corners=False)
+        if aggregation.l2_normalize:
+            value = F.normalize(value, dim=1)
+        maps.append(value * activation.weight)
+    if aggregation.combine == "concat":
+        return torch.cat(maps, dim=1)
+    channels = {m.shape[1] for m in maps}
+    if len(channels) > 1:
+        raise ConfigError(
+            f"aggregation.combine: weighted-sum needs equal channel counts, got {sorted(channels)}; "
+            "use concat"
+        )
+    return torch.stack(maps).sum(dim=0) / sum(a.weight for a in config.activations)
 
 
 def _noise_schedule(scheduler: Any) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:

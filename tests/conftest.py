@@ -59,3 +59,30 @@ def label_folder(tmp_path) -> Path:
     from fixture_data import write_label_folder
 
     return write_label_folder(tmp_path / "parts")
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh, empty PostgreSQL database on the machine's server (dropped afterwards).
+
+    The server (127.0.0.1:5432, trust auth, database ``test``) runs on every project machine
+    and in CI, so there the test fails instead of skipping when it cannot be reached.
+    """
+    import uuid
+
+    import sqlalchemy as sa
+
+    admin_url = os.environ.get("AUTOSEL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            name = f"autosel_test_{uuid.uuid4().hex[:12]}"
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except Exception as error:  # noqa: BLE001 - any failure to reach the server
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {admin_url} is required in CI: {error}")
+        pytest.skip(f"no PostgreSQL server at {admin_url} on this machine: {str(error).splitlines()[0]}")
+    yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

@@ -161,3 +161,11 @@ def test_queries_from_raw_maps_equal_sampling_the_upsampled_normalised_map():
     sampled = torch.nn.functional.grid_sample(prepared[None], grid.view(1, 1, -1, 2), align_corners=False)[0, :, 0].T
     expected = torch.nn.functional.normalize(sampled, dim=1)
     assert torch.allclose(source_queries(features, points, (16, 28), (16, 20)), expected, atol=1e-6)
+
+
+def test_target_cells_are_the_prepared_map_as_rows_of_cells():
+    from autosel.tasks import prepare_features, target_cells
+
+    features = unique_features(5, 7, channels=6)
+    prepared = prepare_features(features, (16, 20))
+    assert torch.allclose(target_cells(features, (16, 20)), prepared.reshape(6, -1).T, atol=1e-6)

@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from autosel.errors import InvalidInputError
-from autosel.tasks import TASKS, CorrespondenceTask, SegmentationTask, Task, TaskResult, get_task, make_task, register_task
+from autosel.tasks import TASKS, CorrespondenceTask, Scorer, SegmentationTask, Task, TaskResult, get_task, make_task, register_task
 
 
 def test_both_proxy_tasks_are_registered_by_name():
@@ -33,9 +34,17 @@ def test_a_user_task_registers_without_touching_the_search_code():
         def from_spec(cls, dataset, role="search", count=2):
             return cls([np.zeros((4, 4, 3), np.uint8)] * count)
 
-        def evaluate(self, features):
-            mean = float(np.mean([features[i].float().mean() for i in range(len(self.images))]))
-            return TaskResult(self.name, {"mean": mean}, "mean", len(self.images), "images")
+        def scorer(self):
+            task, means = self, []
+
+            class MeanScorer(Scorer):
+                def add(self, index, features):
+                    means.append(float(features.mean()))
+
+                def result(self):
+                    return TaskResult(task.name, {"mean": float(np.mean(means))}, "mean", len(means), "images")
+
+            return MeanScorer()
 
     try:
         import torch
@@ -54,6 +63,22 @@ def test_options_a_task_does_not_take_are_refused_by_name():
 def test_none_options_take_the_task_defaults():
     task = make_task("correspondence", "shapes", pairs=None, soft_window=None, image_size=32)
     assert len(task.data.pairs) == 100 and task.soft_window == 0
+
+
+def test_the_correspondence_scorer_forgets_images_once_their_pairs_are_scored():
+    task = CorrespondenceTask.from_spec("shapes", pairs=12)
+    scorer = task.scorer()
+    held = []
+    for index in task.image_order():
+        scorer.add(index, torch.randn(4, 8, 8))
+        held.append(len(scorer.raw))
+    assert max(held) <= 2 and held[-1] == 0 and scorer.result().n_items > 0
+
+
+def test_segmentation_refuses_a_test_image_before_the_training_images():
+    task = SegmentationTask.from_spec("shapes", train_images=2, test_images=2)
+    with pytest.raises(InvalidInputError, match="came before every labelled training image"):
+        task.scorer().add(task.data.test[0], torch.randn(4, 8, 8))
 
 
 def test_result_dicts_are_json_ready():

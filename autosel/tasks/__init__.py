@@ -4,7 +4,7 @@
 add a task with :func:`register_task`.
 """
 
-from autosel.tasks.base import TASKS, FeatureMaps, Task, TaskResult, feature_map, get_task, make_task, register_task
+from autosel.tasks.base import TASKS, FeatureMaps, Scorer, Task, TaskResult, feature_map, get_task, make_task, register_task
 from autosel.tasks.correspondence import (
     CorrespondenceTask,
     match_points,
@@ -14,6 +14,7 @@ from autosel.tasks.correspondence import (
     pck,
     prepare_features,
     source_queries,
+    target_cells,
 )
 from autosel.tasks.segmentation import SegmentationTask
 
@@ -21,6 +22,7 @@ __all__ = [
     "TASKS",
     "CorrespondenceTask",
     "FeatureMaps",
+    "Scorer",
     "SegmentationTask",
     "Task",
     "TaskResult",
@@ -35,4 +37,5 @@ __all__ = [
     "prepare_features",
     "register_task",
     "source_queries",
+    "target_cells",
 ]

@@ -69,11 +69,25 @@ class TaskResult:
         }
 
 
+class Scorer(ABC):
+    """Scores one feature choice image by image, in the task's :meth:`Task.image_order`, holding
+    only what is still needed (a pair's first image until its second arrives, the classifier's
+    training pixels until it is fitted): the sweep streams a whole dataset through one."""
+
+    @abstractmethod
+    def add(self, index: int, features: torch.Tensor) -> None:
+        """Take the C×H×W feature map of image ``index``."""
+
+    @abstractmethod
+    def result(self) -> TaskResult:
+        """The result, once every image of the order has been added."""
+
+
 class Task(ABC):
     """A proxy task: scores feature maps of its images.
 
-    Subclasses set ``name`` and ``primary_metric`` and implement :meth:`evaluate`;
-    :meth:`from_spec` builds one from a dataset spec (see :mod:`autosel.data.specs`).
+    Subclasses set ``primary_metric`` and implement :meth:`scorer` and :meth:`from_spec`
+    (see :mod:`autosel.data.specs` for dataset specs); ``name`` is set by :func:`register_task`.
     """
 
     name: ClassVar[str]
@@ -87,8 +101,19 @@ class Task(ABC):
         """The task on dataset ``dataset`` (a spec string) in ``role`` (search / heldout)."""
 
     @abstractmethod
+    def scorer(self) -> Scorer:
+        """A fresh streaming scorer for one feature choice."""
+
+    def image_order(self) -> list[int]:
+        """The images the task needs, in the order its scorer takes them."""
+        return list(range(len(self.images)))
+
     def evaluate(self, features: FeatureMaps) -> TaskResult:
         """Score ``features[i]``, the feature map of ``self.images[i]``."""
+        scorer = self.scorer()
+        for index in self.image_order():
+            scorer.add(index, feature_map(features, index))
+        return scorer.result()
 
 
 TASKS: dict[str, type[Task]] = {}

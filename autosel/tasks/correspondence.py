@@ -15,16 +15,17 @@ box (``bbox``) or of the target image (``img``). It is averaged over all visible
 from __future__ import annotations
 
 import functools
+from collections import defaultdict
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from autosel.data.records import CorrespondenceData, ImageSource
+from autosel.data.records import CorrespondenceData, ImageSource, KeypointPair
 from autosel.data.specs import load_correspondence
 from autosel.errors import InvalidInputError
-from autosel.tasks.base import FeatureMaps, Task, TaskResult, feature_map, register_task
+from autosel.tasks.base import Scorer, Task, TaskResult, register_task
 
 ALPHAS = (0.05, 0.1, 0.15)
 NORMALISATIONS = {"bbox": "the longer side of the target bounding box", "img": "the longer side of the target image"}
@@ -118,16 +119,41 @@ def match_prepared(
 
 
 def match_queries(
-    queries: torch.Tensor, target: torch.Tensor, target_size: tuple[int, int], soft_window: int = 0, temperature: float = 0.05
+    queries: torch.Tensor,
+    target: torch.Tensor,
+    target_size: tuple[int, int],
+    soft_window: int = 0,
+    temperature: float = 0.05,
+    working_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """K×2 target pixels of the cells most similar to K unit ``queries`` in a prepared target map."""
-    work_h, work_w = target.shape[-2:]
-    similarity = queries @ target.reshape(target.shape[0], -1)  # K×(h·w)
+    """K×2 target pixels of the cells most similar to K unit ``queries``.
+
+    ``target`` is a prepared C×h×w map (:func:`prepare_features`), or its (h·w)×C cell matrix
+    (:func:`target_cells`) together with ``working_size`` = (h, w).
+    """
+    if target.ndim == 3:
+        work_h, work_w = target.shape[-2:]
+        similarity = queries @ target.reshape(target.shape[0], -1)  # K×(h·w)
+    else:
+        work_h, work_w = working_size  # type: ignore[misc]
+        similarity = (target @ queries.T).T
     best = similarity.argmax(dim=1)
     rows, cols = (best // work_w).float(), (best % work_w).float()
     if soft_window > 0:
         rows, cols = _soft_argmax(similarity.view(-1, work_h, work_w), best, soft_window, temperature)
     return torch.stack([(cols + 0.5) * target_size[1] / work_w - 0.5, (rows + 0.5) * target_size[0] / work_h - 0.5], dim=1)
+
+
+def target_cells(features: torch.Tensor, working_size: tuple[int, int]) -> torch.Tensor:
+    """The (h·w)×C unit vectors of :func:`prepare_features`'s map, cells as contiguous rows
+    (normalising along contiguous memory is several times faster than across channels)."""
+    channels, height, width = features.shape
+    cells = features.float().permute(1, 2, 0).contiguous()  # h×w×C
+    if (height, width) != tuple(working_size):
+        rows, cols = _upsampling(height, working_size[0]), _upsampling(width, working_size[1])
+        cells = (rows @ cells.reshape(height, width * channels)).reshape(working_size[0], width, channels)
+        cells = torch.matmul(cols, cells)  # working_h × working_w × C
+    return F.normalize(cells.reshape(-1, channels), dim=1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -221,24 +247,20 @@ class CorrespondenceTask(Task):
     def images(self) -> list[ImageSource]:  # type: ignore[override]
         return self.data.images
 
-    def predict(self, features: FeatureMaps) -> list[torch.Tensor]:
-        """Predicted target points (K×2 pixels) of every pair."""
-        targets: dict[int, torch.Tensor] = {}
-        predictions = []
-        for pair in self.data.pairs:
-            if pair.target not in targets:
-                targets[pair.target] = prepare_features(feature_map(features, pair.target), self.working_size)
-            points = torch.from_numpy(np.asarray(pair.source_points, dtype=np.float32))
-            queries = source_queries(feature_map(features, pair.source), points, pair.source_size, self.working_size)
-            predictions.append(match_queries(queries, targets[pair.target], pair.target_size, self.soft_window, self.temperature))
-        return predictions
+    def scorer(self) -> Scorer:
+        return _CorrespondenceScorer(self)
 
-    def evaluate(self, features: FeatureMaps) -> TaskResult:
-        errors, lengths, categories = [], [], []
-        for pair, predicted in zip(self.data.pairs, self.predict(features)):
-            truth = torch.from_numpy(np.asarray(pair.target_points, dtype=np.float32))
-            visible = torch.from_numpy(np.asarray(pair.visible, dtype=bool))
-            errors.append((predicted - truth).norm(dim=1)[visible].numpy())
+    def predict_pair(self, pair: KeypointPair, source: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """Predicted K×2 target pixels of ``pair`` from the raw source map and the target's
+        :func:`target_cells`."""
+        points = torch.from_numpy(np.asarray(pair.source_points, dtype=np.float32))
+        queries = source_queries(source, points, pair.source_size, self.working_size)
+        return match_queries(queries, cells, pair.target_size, self.soft_window, self.temperature, self.working_size)
+
+    def result(self, errors: list[np.ndarray]) -> TaskResult:
+        """The result from every pair's visible-keypoint errors (in target pixels)."""
+        lengths, categories = [], []
+        for pair in self.data.pairs:
             x1, y1, x2, y2 = pair.target_bbox
             lengths.append({"bbox": max(x2 - x1, y2 - y1), "img": float(max(pair.target_size))})
             categories.append(pair.category)
@@ -267,3 +289,46 @@ class CorrespondenceTask(Task):
                 per_pair = [c / len(errors[i]) for c, i in zip(correct, scored)]
                 metrics[metric_name(alpha, normalisation, "image")] = float(np.mean(per_pair)) if per_pair else float("nan")
         return metrics
+
+
+class _CorrespondenceScorer(Scorer):
+    """Scores each pair as soon as both of its images have arrived; forgets an image once all
+    of its pairs are scored."""
+
+    def __init__(self, task: CorrespondenceTask) -> None:
+        self.task = task
+        self.errors: list[np.ndarray | None] = [None] * len(task.data.pairs)
+        self.pairs_of: dict[int, list[int]] = defaultdict(list)
+        for number, pair in enumerate(task.data.pairs):
+            self.pairs_of[pair.source].append(number)
+            if pair.target != pair.source:
+                self.pairs_of[pair.target].append(number)
+        self.remaining = {index: len(numbers) for index, numbers in self.pairs_of.items()}
+        self.raw: dict[int, torch.Tensor] = {}
+        self.prepared: dict[int, torch.Tensor] = {}
+
+    def add(self, index: int, features: torch.Tensor) -> None:
+        self.raw[index] = features
+        for number in self.pairs_of.get(index, []):
+            pair = self.task.data.pairs[number]
+            if pair.source in self.raw and pair.target in self.raw and self.errors[number] is None:
+                self._score(number, pair)
+
+    def _score(self, number: int, pair: KeypointPair) -> None:
+        if pair.target not in self.prepared:
+            self.prepared[pair.target] = target_cells(self.raw[pair.target], self.task.working_size)
+        predicted = self.task.predict_pair(pair, self.raw[pair.source], self.prepared[pair.target])
+        truth = torch.from_numpy(np.asarray(pair.target_points, dtype=np.float32))
+        visible = torch.from_numpy(np.asarray(pair.visible, dtype=bool))
+        self.errors[number] = (predicted - truth).norm(dim=1)[visible].numpy()
+        for index in {pair.source, pair.target}:
+            self.remaining[index] -= 1
+            if self.remaining[index] == 0:
+                self.raw.pop(index, None)
+                self.prepared.pop(index, None)
+
+    def result(self) -> TaskResult:
+        missing = [self.task.data.pairs[i].name or str(i) for i, e in enumerate(self.errors) if e is None]
+        if missing:
+            raise InvalidInputError(f"{len(missing)} pairs were not scored (features missing), e.g. {missing[0]}")
+        return self.task.result(self.errors)  # type: ignore[arg-type]

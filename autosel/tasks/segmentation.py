@@ -10,6 +10,7 @@ mean over the classes present in the truth or the prediction. Everything is seed
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from torch import nn
 from autosel.data.records import ImageSource, SegmentationData, read_label
 from autosel.data.specs import load_segmentation
 from autosel.errors import InvalidInputError
-from autosel.tasks.base import FeatureMaps, Task, TaskResult, feature_map, register_task
+from autosel.tasks.base import Scorer, Task, TaskResult, register_task
 
 CLASSIFIERS = ("linear", "mlp")
 
@@ -102,37 +103,47 @@ class SegmentationTask(Task):
             self._labels[index] = values
         return self._labels[index]
 
-    def pixel_features(self, features: FeatureMaps, index: int) -> torch.Tensor:
-        """(H·W)×C features of image ``index`` on its label grid."""
-        value = feature_map(features, index)
+    def pixel_features(self, features: torch.Tensor, index: int) -> torch.Tensor:
+        """(H·W)×C features of image ``index`` (a C×h×w map) on its label grid."""
         size = tuple(self.labels(index).shape)
+        value = features.float()
         if tuple(value.shape[-2:]) != size:
             value = F.interpolate(value[None], size=size, mode="bilinear", align_corners=False)[0]
         return value.reshape(value.shape[0], -1).T
 
-    def evaluate(self, features: FeatureMaps) -> TaskResult:
-        inputs, targets = self._training_pixels(features)
+    def image_order(self) -> list[int]:
+        return list(self.data.train) + list(self.data.test)
+
+    def scorer(self) -> Scorer:
+        return _SegmentationScorer(self)
+
+    def fit(self, inputs: torch.Tensor, targets: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The trained ensemble as a function: (N×C pixel features) → N×classes probabilities."""
         mean, std = inputs.mean(0), inputs.std(0).clamp_min(1e-6)
         members = [self._fit((inputs - mean) / std, targets, member) for member in range(self.ensemble)]
-        count = len(self.class_names)
-        confusion = torch.zeros(count, count, dtype=torch.long)
-        with torch.no_grad():
-            for index in self.data.test:
-                truth = self.labels(index).reshape(-1)
-                pixels = (self.pixel_features(features, index) - mean) / std
-                probabilities = torch.stack([torch.softmax(m(pixels), dim=1) for m in members]).mean(0)
-                keep = truth != self.data.ignore_index if self.data.ignore_index is not None else torch.ones_like(truth, dtype=torch.bool)
-                confusion += torch.bincount(truth[keep] * count + probabilities.argmax(1)[keep], minlength=count * count).view(count, count)
-        return self._result(confusion)
 
-    def _training_pixels(self, features: FeatureMaps) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets = [], []
-        for index in self.data.train:
-            labels = self.labels(index).reshape(-1)
-            chosen = self._sample(index, labels)
-            inputs.append(self.pixel_features(features, index)[chosen])
-            targets.append(labels[chosen])
-        return torch.cat(inputs), torch.cat(targets)
+        @torch.no_grad()
+        def predict(pixels: torch.Tensor) -> torch.Tensor:
+            standardised = (pixels - mean) / std
+            return torch.stack([torch.softmax(m(standardised), dim=1) for m in members]).mean(0)
+
+        return predict
+
+    def confusion(self, predict: Callable[[torch.Tensor], torch.Tensor], index: int, features: torch.Tensor) -> torch.Tensor:
+        """classes×classes counts (truth × prediction) of image ``index``, ignored pixels left out."""
+        count = len(self.class_names)
+        truth = self.labels(index).reshape(-1)
+        predicted = predict(self.pixel_features(features, index)).argmax(1)
+        if self.data.ignore_index is not None:
+            keep = truth != self.data.ignore_index
+            truth, predicted = truth[keep], predicted[keep]
+        return torch.bincount(truth * count + predicted, minlength=count * count).view(count, count)
+
+    def training_pixels(self, index: int, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The seeded training pixels of labelled image ``index``: (N×C features, N labels)."""
+        labels = self.labels(index).reshape(-1)
+        chosen = self._sample(index, labels)
+        return self.pixel_features(features, index)[chosen], labels[chosen]
 
     def _sample(self, index: int, labels: torch.Tensor) -> torch.Tensor:
         """Seeded training pixels of a labelled image (ignored pixels left out), fixed per task."""
@@ -164,7 +175,7 @@ class SegmentationTask(Task):
                 optimiser.step()
         return model.eval()
 
-    def _result(self, confusion: torch.Tensor) -> TaskResult:
+    def result(self, confusion: torch.Tensor) -> TaskResult:
         true_positive = confusion.diag().double()
         union = confusion.sum(0).double() + confusion.sum(1).double() - true_positive
         present = union > 0
@@ -183,3 +194,38 @@ class SegmentationTask(Task):
             task=self.name, metrics=metrics, primary=self.primary_metric, n_items=total, unit="pixels",
             per_category=per_class, descriptions=descriptions,
         )
+
+
+class _SegmentationScorer(Scorer):
+    """Keeps only the sampled training pixels until every labelled image has arrived, fits the
+    classifier, then accumulates the confusion matrix image by image."""
+
+    def __init__(self, task: SegmentationTask) -> None:
+        self.task = task
+        self.waiting = set(task.data.train)
+        self.inputs: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+        self.predict: Callable[[torch.Tensor], torch.Tensor] | None = None
+        count = len(task.class_names)
+        self.counts = torch.zeros(count, count, dtype=torch.long)
+        self.scored = 0
+
+    def add(self, index: int, features: torch.Tensor) -> None:
+        if index in self.waiting:
+            inputs, targets = self.task.training_pixels(index, features)
+            self.inputs.append(inputs)
+            self.targets.append(targets)
+            self.waiting.discard(index)
+            if not self.waiting:
+                self.predict = self.task.fit(torch.cat(self.inputs), torch.cat(self.targets))
+                self.inputs, self.targets = [], []
+            return
+        if self.predict is None:
+            raise InvalidInputError(f"image {index} came before every labelled training image: follow task.image_order()")
+        self.counts += self.task.confusion(self.predict, index, features)
+        self.scored += 1
+
+    def result(self) -> TaskResult:
+        if self.scored < len(self.task.data.test):
+            raise InvalidInputError(f"only {self.scored} of {len(self.task.data.test)} test images were scored")
+        return self.task.result(self.counts)

@@ -1,0 +1,95 @@
+"""Filling the activation cache: one denoiser forward per (image batch, timestep) for all the
+(id, timestep) pairs that are missing, written entry by entry through the cache's writers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from autosel.evaluate import image_tensor
+from autosel.extract import FeatureExtractor
+from autosel.progress import progress_bar
+from autosel.search.cache import ActivationCache, CacheKey, images_digest, project, proxy_map
+from autosel.tasks import Task
+
+
+def cache_keys(
+    extractor: FeatureExtractor,
+    task: Task,
+    dataset: str,
+    role: str,
+    pairs: Sequence[tuple[str, int]],
+    resolution: int,
+    projection: int | None,
+    seed: int,
+) -> dict[tuple[str, int], CacheKey]:
+    """The cache key of each (id, timestep) for this model, task images and proxy settings."""
+    config = extractor.config
+    images = images_digest(task.images)
+    extraction = json.dumps(config.extraction.model_dump(mode="json"), sort_keys=True)
+    size = tuple(extractor.image_size)
+    return {
+        (name, timestep): CacheKey(
+            model=config.model.name, revision=config.model.revision, activation=name, timestep=timestep,
+            dataset=dataset, role=role, images=images, image_size=size, resolution=resolution,
+            projection=projection, seed=seed, extraction=extraction + f":{config.model.dtype}",
+        )
+        for name, timestep in pairs
+    }
+
+
+def fill_cache(
+    cache: ActivationCache,
+    extractor: FeatureExtractor,
+    task: Task,
+    keys: dict[tuple[str, int], CacheKey],
+    progress: bool = True,
+) -> tuple[dict[tuple[str, int], np.ndarray], int]:
+    """Every key's N×C×H×W float16 array (N = ``len(task.images)``), computing the missing ones.
+
+    Returns:
+        The arrays by (id, timestep), and the number of denoiser forwards run.
+    """
+    found = {pair: cache.get(key) for pair, key in keys.items()}
+    missing: dict[int, list[str]] = {}
+    for (name, timestep), array in found.items():
+        if array is None:
+            missing.setdefault(timestep, []).append(name)
+    before = extractor.forward_count
+    if missing:
+        found.update(_compute(cache, extractor, task, keys, missing, progress))
+    return found, extractor.forward_count - before  # type: ignore[return-value]
+
+
+def _compute(
+    cache: ActivationCache,
+    extractor: FeatureExtractor,
+    task: Task,
+    keys: dict[tuple[str, int], CacheKey],
+    missing: dict[int, list[str]],
+    progress: bool,
+) -> dict[tuple[str, int], Any]:
+    order = task.image_order()
+    batches = [order[start : start + extractor.batch_size] for start in range(0, len(order), extractor.batch_size)]
+    writers = {}
+    for timestep, names in missing.items():
+        for name in names:
+            point = extractor.catalogue[name]
+            key = keys[(name, timestep)]
+            channels = point.channels if key.projection is None else min(point.channels, key.projection)
+            shape = (len(task.images), channels, min(point.height, key.resolution), min(point.width, key.resolution))
+            writers[(name, timestep)] = cache.create(key, shape)
+    with progress_bar("caching", len(batches) * len(missing), progress) as advance:
+        for batch in batches:
+            latents, noise = extractor.latents_and_noise([image_tensor(task.images[i]) for i in batch])
+            for timestep, names in missing.items():
+                captured = extractor.capture_at(latents, noise, timestep, names)
+                for name in names:
+                    key = keys[(name, timestep)]
+                    value = project(proxy_map(captured[name], key.resolution), key.projection, key.seed, name)
+                    writers[(name, timestep)].array[batch] = value.cpu().numpy().astype(np.float16)
+                advance(1)
+    return {pair: writer.commit() for pair, writer in writers.items()}

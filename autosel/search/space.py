@@ -1,0 +1,132 @@
+"""Search spaces: which candidates, timesteps and proxy data a model's sweep and search use.
+
+One YAML per model under ``search_spaces/`` (``search_spaces/<model>.yaml``); ``--space FILE``
+takes any other. Unknown keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from autosel.config import ConfigError, describe_validation_error
+
+SPACES_FOLDER = "search_spaces"
+DEFAULT_TIMESTEPS = (10, 50, 150, 300, 500)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CandidateSection(_Section):
+    """Catalogue ids to consider: those matching an ``include`` glob and no ``exclude`` glob."""
+
+    include: list[str] = Field(default_factory=lambda: ["up-*"], min_length=1)
+    exclude: list[str] = Field(default_factory=lambda: ["*-map"])
+
+
+class ProxySection(_Section):
+    """How much proxy data a candidate is scored on (``None``: the loader's default)."""
+
+    pairs: int | None = Field(default=100, ge=1, description="correspondence: pairs (at most)")
+    pairs_per_category: int | None = Field(default=None, ge=1, description="correspondence: balanced subset")
+    train_images: int | None = Field(default=None, ge=1, description="segmentation: labelled images")
+    test_images: int | None = Field(default=None, ge=1, description="segmentation: scored images")
+    shapes_size: int = Field(default=64, ge=16, description="side of generated shapes images")
+
+
+class SearchSection(_Section):
+    """The combination search after the screen."""
+
+    top_m: int = Field(default=12, ge=1, description="best screened candidates kept for the search")
+    timesteps_per_candidate: int = Field(default=2, ge=1, description="best timesteps of each kept candidate")
+    max_activations: int = Field(default=3, ge=1, description="activations per config, at most")
+    channel_budget: int | None = Field(default=None, ge=1, description="total channels allowed in best.yaml")
+    trials: int = Field(default=100, ge=1)
+    cache_resolution: int = Field(default=32, ge=1, description="cached maps are at most this many cells per side")
+    cache_dim: int | None = Field(default=256, ge=1, description="random projection of wider activations")
+    confirm_top: int = Field(default=3, ge=1, description="configs re-run at full channels on held-out data")
+
+
+class SearchSpace(_Section):
+    """A model's search space (see ``search_spaces/README.md``)."""
+
+    model: str = Field(min_length=1)
+    task: str = "correspondence"
+    dataset: str = "shapes"
+    image_size: int | None = Field(default=None, ge=8, description="extraction image size; default native")
+    timesteps: list[int] = Field(default_factory=lambda: list(DEFAULT_TIMESTEPS), min_length=1)
+    candidates: CandidateSection = Field(default_factory=CandidateSection)
+    proxy: ProxySection = Field(default_factory=ProxySection)
+    search: SearchSection = Field(default_factory=SearchSection)
+    seed: int = 0
+
+    @field_validator("timesteps")
+    @classmethod
+    def _distinct_sorted(cls, values: list[int]) -> list[int]:
+        if any(v < 0 for v in values):
+            raise ValueError(f"timesteps must be ≥ 0, got {values}")
+        return sorted(set(values))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SearchSpace:
+        """Load and validate a space file (safe YAML).
+
+        Raises:
+            ConfigError: missing file, invalid YAML, unknown key or invalid value (one line).
+        """
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such search space file") from None
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"{path}: not a readable YAML file: {str(error).splitlines()[0]}") from None
+        return cls.from_dict(data or {}, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "search space") -> SearchSpace:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping at the top level")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            sections = {"candidates": CandidateSection, "proxy": ProxySection, "search": SearchSection}
+            raise ConfigError(f"{source}: {describe_validation_error(error, cls, sections)}") from None
+
+    def replace(self, **changes: Any) -> SearchSpace:
+        """A validated copy with top-level fields replaced (``None`` values are ignored)."""
+        data = self.model_dump()
+        data.update({k: v for k, v in changes.items() if v is not None})
+        return SearchSpace.from_dict(data)
+
+    def task_options(self) -> dict[str, Any]:
+        """Keyword options for :func:`autosel.tasks.make_task` from the proxy section."""
+        proxy = self.proxy
+        if self.task == "segmentation":
+            return {"train_images": proxy.train_images, "test_images": proxy.test_images, "image_size": proxy.shapes_size}
+        return {"pairs": proxy.pairs, "pairs_per_category": proxy.pairs_per_category, "image_size": proxy.shapes_size}
+
+
+def space_file(model: str) -> Path | None:
+    """``search_spaces/<model>.yaml`` in the working directory or beside the package, if any."""
+    if "/" in model or "\\" in model or Path(model).exists():
+        return None  # hub ids and folders have no space file of their own
+    name = f"{model}.yaml"
+    for folder in (Path.cwd() / SPACES_FOLDER, Path(__file__).resolve().parents[2] / SPACES_FOLDER):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def load_space(model: str, path: str | Path | None = None) -> SearchSpace:
+    """The search space for ``model``: ``path`` if given, else the model's own file, else the
+    generic default (up-stage candidates, no attention maps, t ∈ {10, 50, 150, 300, 500})."""
+    if path is not None:
+        return SearchSpace.from_yaml(path)
+    found = space_file(model)
+    return SearchSpace.from_yaml(found) if found else SearchSpace(model=model)

@@ -1,0 +1,106 @@
+"""The SQL store of screening results: one table beside the Optuna study, any SQLAlchemy URL.
+
+``sqlite:///results/autosel.db`` (the embedded default: one writer), ``postgresql://…`` or
+``mysql+pymysql://…`` for several machines. Rows are tidy: one per (sweep, activation,
+timestep, metric). A sweep is identified by a key over everything that changes its scores, so
+a rerun finds and reuses its rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from autosel.config import mask_password
+from autosel.errors import AutoselError
+
+SWEEP_COLUMNS = (
+    "model", "revision", "task", "dataset", "role", "id", "kind", "stage", "level", "channels",
+    "height", "width", "depth", "timestep", "metric", "value", "n_items", "seconds",
+)
+
+_metadata = sa.MetaData()
+sweep_table = sa.Table(
+    "autosel_sweep",
+    _metadata,
+    sa.Column("row", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sweep_key", sa.String(64), nullable=False, index=True),
+    sa.Column("model", sa.String(512), nullable=False),
+    sa.Column("revision", sa.String(128)),
+    sa.Column("task", sa.String(64), nullable=False),
+    sa.Column("dataset", sa.String(1024), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("id", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(64)),
+    sa.Column("stage", sa.String(16)),
+    sa.Column("level", sa.Integer),
+    sa.Column("channels", sa.Integer),
+    sa.Column("height", sa.Integer),
+    sa.Column("width", sa.Integer),
+    sa.Column("depth", sa.Float),
+    sa.Column("timestep", sa.Integer, nullable=False),
+    sa.Column("metric", sa.String(64), nullable=False),
+    sa.Column("value", sa.Float),
+    sa.Column("n_items", sa.Integer),
+    sa.Column("seconds", sa.Float),
+    sa.Column("created", sa.DateTime),
+    sa.UniqueConstraint("sweep_key", "id", "timestep", "metric", name="autosel_sweep_unique"),
+)
+
+
+class StorageError(AutoselError):
+    """The SQL store cannot be reached or used (the message masks any password)."""
+
+
+def default_storage(out: str | Path) -> str:
+    """The embedded default: a SQLite file in the output folder (shared with the study)."""
+    path = Path(out).resolve() / "autosel.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def connect(url: str) -> sa.Engine:
+    """An engine for ``url`` whose tables exist; fails with a one-line, password-masked error."""
+    try:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+        _metadata.create_all(engine)
+    except (sa.exc.SQLAlchemyError, ImportError, ValueError) as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise StorageError(f"cannot use storage {mask_password(url)}: {mask_password(reason)}") from None
+    return engine
+
+
+class SweepStore:
+    """Read and append screening rows."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = connect(url)
+
+    def rows(self, sweep_key: str | None = None) -> pd.DataFrame:
+        """All rows of one sweep (or of every sweep), in insertion order."""
+        query = sa.select(sweep_table).order_by(sweep_table.c.row)
+        if sweep_key is not None:
+            query = query.where(sweep_table.c.sweep_key == sweep_key)
+        with self.engine.connect() as connection:
+            return pd.read_sql(query, connection)
+
+    def done(self, sweep_key: str) -> set[tuple[str, int]]:
+        """(id, timestep) pairs already scored in this sweep."""
+        query = sa.select(sweep_table.c.id, sweep_table.c.timestep).where(sweep_table.c.sweep_key == sweep_key).distinct()
+        with self.engine.connect() as connection:
+            return {(name, int(t)) for name, t in connection.execute(query)}
+
+    def add(self, sweep_key: str, records: Iterable[dict[str, Any]]) -> int:
+        """Append rows in one transaction (all or nothing); returns how many."""
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        rows = [{**{k: r.get(k) for k in SWEEP_COLUMNS}, "sweep_key": sweep_key, "created": now} for r in records]
+        if rows:
+            with self.engine.begin() as connection:
+                connection.execute(sa.insert(sweep_table), rows)
+        return len(rows)

@@ -1,0 +1,230 @@
+"""The screening sweep: every candidate activation alone at every timestep, on the search split.
+
+One denoiser forward per (image batch, timestep) captures all candidates at once; each
+candidate's map goes straight into its own streaming task scorer, so memory stays bounded by
+what the scorers still need. Scores land in the SQL store (one transaction per timestep, so an
+interrupted sweep keeps what it finished) and a rerun scores only what is missing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from autosel.catalog import ActivationPoint
+from autosel.config import FeatureConfig
+from autosel.data.records import ImageSource
+from autosel.errors import UnknownActivationError, close_matches
+from autosel.evaluate import image_tensor
+from autosel.extract import FeatureExtractor, combine_features
+from autosel.progress import progress_bar
+from autosel.search.cache import images_digest
+from autosel.search.space import SearchSpace
+from autosel.search.store import SweepStore, default_storage
+from autosel.tasks import Task, make_task
+
+
+@dataclass
+class SweepResult:
+    """A finished sweep: its rows (every metric) and what it cost.
+
+    Attributes:
+        rows: tidy rows (model, revision, id, kind, stage, level, channels, timestep, metric,
+            value, n_items, seconds, …) of every candidate × timestep × metric.
+        metric: the task's primary metric.
+        forwards: denoiser forwards run now (0 when everything was reused).
+        computed, reused: (id, timestep) pairs scored now / found in the store.
+        csv, heatmap: the files written.
+    """
+
+    rows: pd.DataFrame
+    metric: str
+    forwards: int
+    computed: int
+    reused: int
+    csv: Path | None = None
+    heatmap: Path | None = None
+
+    @property
+    def primary(self) -> pd.DataFrame:
+        """Rows of the primary metric only."""
+        return self.rows[self.rows["metric"] == self.metric].reset_index(drop=True)
+
+    def top(self, count: int = 10) -> pd.DataFrame:
+        """The ``count`` best (id, timestep) by the primary metric."""
+        return self.primary.sort_values("value", ascending=False, kind="stable").head(count).reset_index(drop=True)
+
+
+def select_candidates(
+    catalogue: Sequence[ActivationPoint], include: Sequence[str], exclude: Sequence[str], model: str
+) -> list[ActivationPoint]:
+    """Points matching an ``include`` glob and no ``exclude`` glob, in forward order.
+
+    Raises:
+        UnknownActivationError: a glob matches no id (lists a few valid ids), or nothing is left.
+    """
+    ids = [point.id for point in catalogue]
+    for kind, globs in (("include", include), ("exclude", exclude)):
+        for glob in globs:
+            if not fnmatch.filter(ids, glob):
+                examples = close_matches(glob.replace("*", ""), ids) or ids[:2] + ids[len(ids) // 2 : len(ids) // 2 + 2]
+                raise UnknownActivationError(
+                    f"{kind} glob '{glob}' matches no activation of {model}; valid ids are like "
+                    f"{', '.join(examples)} (see `autosel catalog --model {model}`)"
+                )
+    chosen = [p for p in catalogue if any(fnmatch.fnmatch(p.id, g) for g in include) and not any(fnmatch.fnmatch(p.id, g) for g in exclude)]
+    if not chosen:
+        raise UnknownActivationError(f"the include/exclude globs leave no candidate activation of {model}")
+    return chosen
+
+
+def base_config(space: SearchSpace, activation: str, timestep: int) -> FeatureConfig:
+    """The single-activation feature config a sweep scores for one candidate."""
+    return FeatureConfig.from_dict({
+        "model": {"name": space.model},
+        "extraction": {"image_size": space.image_size},
+        "activations": [{"id": activation, "timestep": timestep}],
+    })
+
+
+def sweep_key(space: SearchSpace, task: Task, extractor: FeatureExtractor, role: str = "search") -> str:
+    """A digest of everything that changes sweep scores (not the candidate list or timesteps)."""
+    config = extractor.config
+    parts: dict[str, Any] = {
+        "model": config.model.name, "revision": config.model.revision, "dtype": config.model.dtype,
+        "task": space.task, "dataset": space.dataset, "role": role, "options": space.task_options(),
+        "image_size": list(extractor.image_size), "extraction": config.extraction.model_dump(mode="json"),
+        "images": images_digest(task.images), "seed": space.seed,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def run_sweep(
+    space: SearchSpace,
+    out: str | Path = "results",
+    storage: str | None = None,
+    pipeline: Any | None = None,
+    device: str | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    write_files: bool = True,
+) -> SweepResult:
+    """Score every candidate of ``space`` alone at every timestep on the search split.
+
+    Args:
+        space: candidates, timesteps, task, dataset and proxy size.
+        out: output folder; files go to ``OUT/<model>/<task>/sweep.{csv,png}``.
+        storage: SQLAlchemy URL; default ``sqlite:///OUT/autosel.db``.
+        pipeline: an already loaded pipeline (default: load ``space.model``).
+        device, batch_size: where and how many images per denoiser forward.
+        progress: show a progress bar.
+        write_files: write the CSV and the heatmap.
+
+    Raises:
+        UnknownActivationError: a glob matches nothing.
+        InvalidInputError: a timestep outside the scheduler's range.
+        DatasetError, StorageError: bad proxy data or an unusable store.
+    """
+    out = Path(out)
+    store = SweepStore(storage or default_storage(out))
+    first = base_config(space, "unet-in", space.timesteps[0])
+    extractor = FeatureExtractor(first, pipeline=pipeline, device=device, batch_size=batch_size)
+    candidates = select_candidates(list(extractor.catalogue.values()), space.candidates.include, space.candidates.exclude, space.model)
+    for timestep in space.timesteps:
+        extractor.check_request(timestep, [])
+    task = make_task(space.task, space.dataset, "search", **space.task_options())
+    key = sweep_key(space, task, extractor)
+    done = store.done(key)
+    todo = {t: [p for p in candidates if (p.id, t) not in done] for t in space.timesteps}
+    computed = sum(len(points) for points in todo.values())
+    if computed:
+        _screen(space, task, extractor, todo, store, key, progress)
+    rows = store.rows(key)
+    wanted = {(p.id, t) for p in candidates for t in space.timesteps}
+    rows = rows[[(i, int(t)) in wanted for i, t in zip(rows["id"], rows["timestep"])]]
+    order = {p.id: n for n, p in enumerate(candidates)}
+    rows = rows.assign(_order=rows["id"].map(order)).sort_values(["_order", "timestep", "metric"], kind="stable")
+    rows = rows.drop(columns=["_order", "row", "sweep_key", "created"]).reset_index(drop=True)
+    result = SweepResult(rows, task.primary_metric, extractor.forward_count, computed, len(wanted) - computed)
+    if write_files:
+        folder = out / Path(space.model).name / space.task
+        folder.mkdir(parents=True, exist_ok=True)
+        result.csv = folder / "sweep.csv"
+        rows.to_csv(result.csv, index=False)
+        from autosel.plots import sweep_heatmap
+
+        title = f"{space.model} · {space.task} on {space.dataset} (search) · {task.primary_metric}"
+        result.heatmap = sweep_heatmap(result.primary, folder / "sweep.png", title, f"{task.primary_metric} (%)")
+    return result
+
+
+def _screen(
+    space: SearchSpace,
+    task: Task,
+    extractor: FeatureExtractor,
+    todo: dict[int, list[ActivationPoint]],
+    store: SweepStore,
+    key: str,
+    progress: bool,
+) -> None:
+    order = task.image_order()
+    batches = [order[start : start + extractor.batch_size] for start in range(0, len(order), extractor.batch_size)]
+    with progress_bar("encoding", len(order), progress) as advance:
+        prepared = []
+        for batch in batches:
+            prepared.append(extractor.latents_and_noise([_pixels(task.images[i]) for i in batch]))
+            advance(len(batch))
+    forwards = sum(len(batches) for points in todo.values() if points)
+    with progress_bar("screening", forwards, progress) as advance:
+        for timestep, points in todo.items():
+            if not points:
+                continue
+            names = [p.id for p in points]
+            configs = {name: base_config(space, name, timestep) for name in names}
+            scorers = {name: task.scorer() for name in names}
+            seconds = dict.fromkeys(names, 0.0)
+            for batch, (latents, noise) in zip(batches, prepared):
+                started = time.perf_counter()
+                captured = extractor.capture_at(latents, noise, timestep, names)
+                shared = (time.perf_counter() - started) / len(names)
+                for name in names:
+                    started = time.perf_counter()
+                    maps = combine_features(configs[name], {name: captured[name]}).cpu().to(torch.float16)
+                    for index, value in zip(batch, maps):
+                        scorers[name].add(index, value)
+                    seconds[name] += shared + time.perf_counter() - started
+                advance(1)
+            records = []
+            for point in points:
+                started = time.perf_counter()
+                result = scorers[point.id].result()
+                spent = seconds[point.id] + time.perf_counter() - started
+                for metric, value in result.metrics.items():
+                    records.append(_row(space, extractor, point, timestep, metric, value, result.n_items, spent))
+            store.add(key, records)
+
+
+def _pixels(source: ImageSource) -> torch.Tensor:
+    return image_tensor(source)
+
+
+def _row(
+    space: SearchSpace, extractor: FeatureExtractor, point: ActivationPoint, timestep: int,
+    metric: str, value: float, n_items: int, seconds: float,
+) -> dict[str, Any]:
+    return {
+        "model": space.model, "revision": extractor.config.model.revision, "task": space.task,
+        "dataset": space.dataset, "role": "search", "id": point.id, "kind": point.kind, "stage": point.stage,
+        "level": point.level, "channels": point.channels, "height": point.height, "width": point.width,
+        "depth": point.depth, "timestep": timestep, "metric": metric, "value": float(value),
+        "n_items": n_items, "seconds": seconds,
+    }
