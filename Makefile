@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(BIN)/autosel catalog --model tiny
+	$(BIN)/autosel search --model tiny
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -242,6 +242,63 @@ def sweep_command(
     )
 
 
+@app.command("search")
+def search_command(
+    model: ModelOpt = "tiny",
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Proxy task; default: the space file's.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset spec; default: the space file's.")] = None,
+    space_file: Annotated[Optional[Path], typer.Option("--space", help="Search space YAML; default search_spaces/<model>.yaml.")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", "-n", help="COMPLETE trials the study should hold in total; default: the space's.")] = None,
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", "-w", min=0, help="Ray workers (model replicas); default: GPUs, 1 on a CPU box; 0: in this process.")
+    ] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="SQLAlchemy URL; default sqlite:///OUT/autosel.db.")] = None,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study name; default MODEL-TASK.")] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Join this Ray cluster instead of starting one.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("results"),
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Sampler seed; default: the space's.")] = None,
+    strategy: Annotated[str, typer.Option("--strategy", help="tpe, random, greedy or exhaustive.")] = "tpe",
+    cache_dir: CacheDirOpt = None,
+    cache_memory: Annotated[str, typer.Option("--cache-memory", help="RAM for cached activations per worker; beyond it they are memory-mapped.")] = "4GB",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser forward.")] = 16,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Find the best combination of activations and timesteps; write OUT/MODEL/TASK/best.yaml.
+
+    Stages: screen every candidate (reusing a stored sweep), cache the best, search
+    combinations with Optuna (score up; channels and denoiser cost down; channel budget as a
+    constraint), confirm the top configs and the presets on the held-out split. Rerunning
+    continues the study; several drivers can share one with --storage postgresql://….
+
+    Example: autosel search --model tiny ; autosel search --model sdxl --dataset spair:~/SPair-71k --storage postgresql://host/db
+    """
+    from autosel.search.run import run_search
+
+    space = _space_for(model, space_file).replace(task=task, dataset=dataset)
+    outcome = run_search(
+        space, trials=trials, workers=workers, storage=storage, study_name=study, ray_address=ray_address, out=out,
+        seed=seed, strategy=strategy, cache_dir=cache_dir, cache_memory=cache_memory, device=device,
+        batch_size=batch_size, progress=not quiet,
+    )
+    records = [
+        {"config": c.name, "activations": ", ".join(f"{a.id}@{a.timestep}" for a in c.config.activations),
+         "channels": c.channels, "search": "–" if c.search is None else f"{100 * c.search:.1f}", "heldout": f"{100 * c.heldout:.1f}"}
+        for c in outcome.confirmed
+    ]
+    metric = outcome.best.config.score.metric if outcome.best.config.score else outcome.sweep.metric
+    print_records(
+        records, OutputFormat.table,
+        [("config", "config"), ("activations", "activations"), ("channels", "C"), ("search", "search %"), ("heldout", "held-out %")],
+        title=f"{space.model} · {space.task} · {metric} (held-out: {space.dataset})",
+    )
+    stats = outcome.stats
+    typer.echo(
+        f"study {outcome.study}: {stats.evaluated} trials evaluated now, {stats.duplicates} duplicates copied, "
+        f"{stats.retried} retried; best config: {outcome.files[0]}"
+    )
+
+
 def _space_for(model: str, path: Path | None):
     from autosel.config import ConfigError
     from autosel.search import load_space

@@ -61,7 +61,7 @@ def label_folder(tmp_path) -> Path:
     return write_label_folder(tmp_path / "parts")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def postgres_url():
     """A fresh, empty PostgreSQL database on the machine's server (dropped afterwards).
 

@@ -57,12 +57,13 @@ class Selection:
         return base.replace(activations=activations, **sections)
 
 
-def suggest(trial: Any, candidates: Sequence[Candidate], max_activations: int) -> Selection:
+def suggest(trial: Any, candidates: Sequence[Candidate], max_activations: int, weights: bool = True) -> Selection:
     """Draw a selection in an Optuna trial: ``n`` slots, each a candidate (by index), a timestep
     (index into the candidate's cached ones) and a weight; a candidate drawn twice counts once.
 
     Parameters keep one distribution each (Optuna needs that), so the search space is fixed:
-    ``n`` ∈ 1…K, ``a{k}`` ∈ candidates, ``t{k}`` ∈ 0…T-1, ``w{k}`` ∈ {0.5, 1, 2}.
+    ``n`` ∈ 1…K, ``a{k}`` ∈ candidates, ``t{k}`` ∈ 0…T-1, ``w{k}`` ∈ {0.5, 1, 2} (only with
+    ``weights``; otherwise every weight is 1).
     """
     ids = [c.id for c in candidates]
     depth = max(len(c.timesteps) for c in candidates)
@@ -71,7 +72,7 @@ def suggest(trial: Any, candidates: Sequence[Candidate], max_activations: int) -
     for slot in range(count):
         name = trial.suggest_categorical(f"a{slot}", ids)
         index = trial.suggest_int(f"t{slot}", 0, depth - 1)
-        weight = trial.suggest_categorical(f"w{slot}", WEIGHTS) if count > 1 else 1.0
+        weight = trial.suggest_categorical(f"w{slot}", WEIGHTS) if count > 1 and weights else 1.0
         candidate = candidates[ids.index(name)]
         chosen.setdefault(name, (candidate.timesteps[min(index, len(candidate.timesteps) - 1)], float(weight)))
     return Selection(tuple((name, t, w) for name, (t, w) in chosen.items()))

@@ -9,6 +9,8 @@ a rerun finds and reuses its rows.
 from __future__ import annotations
 
 import datetime as dt
+import random
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -66,13 +68,24 @@ def default_storage(out: str | Path) -> str:
 
 def connect(url: str) -> sa.Engine:
     """An engine for ``url`` whose tables exist; fails with a one-line, password-masked error."""
-    try:
-        engine = sa.create_engine(url, pool_pre_ping=True)
-        _metadata.create_all(engine)
-    except (sa.exc.SQLAlchemyError, ImportError, ValueError) as error:
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        raise StorageError(f"cannot use storage {mask_password(url)}: {mask_password(reason)}") from None
-    return engine
+    for attempt in range(4):
+        try:
+            engine = sa.create_engine(url, pool_pre_ping=True)
+            _metadata.create_all(engine)
+            return engine
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+            if attempt == 3:
+                raise
+            time.sleep(0.5 + random.random())  # another driver is creating the same tables
+        except (sa.exc.SQLAlchemyError, ImportError, ValueError) as error:
+            raise storage_error(url, error) from None
+    raise AssertionError("unreachable")
+
+
+def storage_error(url: str, error: BaseException) -> StorageError:
+    """A one-line error naming the storage with its password masked."""
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    return StorageError(f"cannot use storage {mask_password(url)}: {mask_password(reason)}")
 
 
 class SweepStore:
@@ -97,10 +110,26 @@ class SweepStore:
             return {(name, int(t)) for name, t in connection.execute(query)}
 
     def add(self, sweep_key: str, records: Iterable[dict[str, Any]]) -> int:
-        """Append rows in one transaction (all or nothing); returns how many."""
+        """Append rows in one transaction (all or nothing); returns how many were new.
+
+        Rows another process stored meanwhile (same sweep, id, timestep, metric: the same
+        deterministic score) are skipped, so drivers sharing a server store can screen at once.
+        """
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         rows = [{**{k: r.get(k) for k in SWEEP_COLUMNS}, "sweep_key": sweep_key, "created": now} for r in records]
-        if rows:
+        if not rows:
+            return 0
+        try:
             with self.engine.begin() as connection:
                 connection.execute(sa.insert(sweep_table), rows)
-        return len(rows)
+            return len(rows)
+        except sa.exc.IntegrityError:
+            added = 0
+            for row in rows:
+                try:
+                    with self.engine.begin() as connection:
+                        connection.execute(sa.insert(sweep_table), [row])
+                    added += 1
+                except sa.exc.IntegrityError:
+                    continue
+            return added

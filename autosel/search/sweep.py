@@ -12,7 +12,7 @@ import fnmatch
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from autosel.catalog import ActivationPoint
-from autosel.config import FeatureConfig
-from autosel.data.records import ImageSource
-from autosel.errors import UnknownActivationError, close_matches
+from autosel.catalog import ActivationPoint, list_activations
+from autosel.config import NUM_TRAIN_TIMESTEPS, FeatureConfig
+from autosel.errors import InvalidInputError, UnknownActivationError, close_matches
 from autosel.evaluate import image_tensor
 from autosel.extract import FeatureExtractor, combine_features
 from autosel.progress import progress_bar
@@ -96,13 +95,12 @@ def base_config(space: SearchSpace, activation: str, timestep: int) -> FeatureCo
     })
 
 
-def sweep_key(space: SearchSpace, task: Task, extractor: FeatureExtractor, role: str = "search") -> str:
+def sweep_key(space: SearchSpace, task: Task, config: FeatureConfig, image_size: tuple[int, int], role: str = "search") -> str:
     """A digest of everything that changes sweep scores (not the candidate list or timesteps)."""
-    config = extractor.config
     parts: dict[str, Any] = {
         "model": config.model.name, "revision": config.model.revision, "dtype": config.model.dtype,
         "task": space.task, "dataset": space.dataset, "role": role, "options": space.task_options(),
-        "image_size": list(extractor.image_size), "extraction": config.extraction.model_dump(mode="json"),
+        "image_size": list(image_size), "extraction": config.extraction.model_dump(mode="json"),
         "images": images_digest(task.images), "seed": space.seed,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
@@ -117,6 +115,7 @@ def run_sweep(
     batch_size: int = 16,
     progress: bool = True,
     write_files: bool = True,
+    compute: Callable[[dict[int, list[str]]], Iterable[tuple[list[dict[str, Any]], int]]] | None = None,
 ) -> SweepResult:
     """Score every candidate of ``space`` alone at every timestep on the search split.
 
@@ -128,6 +127,10 @@ def run_sweep(
         device, batch_size: where and how many images per denoiser forward.
         progress: show a progress bar.
         write_files: write the CSV and the heatmap.
+        compute: run the screening elsewhere (e.g. sharded over Ray workers): called with
+            ``{timestep: [ids]}`` still to score, it yields (rows, forwards run) pairs (rows
+            as :func:`screen_rows` makes them); this process only stores them and loads no
+            weights.
 
     Raises:
         UnknownActivationError: a glob matches nothing.
@@ -137,24 +140,43 @@ def run_sweep(
     out = Path(out)
     store = SweepStore(storage or default_storage(out))
     first = base_config(space, "unet-in", space.timesteps[0])
-    extractor = FeatureExtractor(first, pipeline=pipeline, device=device, batch_size=batch_size)
-    candidates = select_candidates(list(extractor.catalogue.values()), space.candidates.include, space.candidates.exclude, space.model)
-    for timestep in space.timesteps:
-        extractor.check_request(timestep, [])
+    extractor = None
+    if compute is None:
+        extractor = FeatureExtractor(first, pipeline=pipeline, device=device, batch_size=batch_size)
+        catalogue, image_size = list(extractor.catalogue.values()), tuple(extractor.image_size)
+        for timestep in space.timesteps:
+            extractor.check_request(timestep, [])
+    else:
+        catalogue = list_activations(space.model, space.image_size)
+        image_size = _image_size(space)
+        for timestep in space.timesteps:
+            if not 0 <= timestep < NUM_TRAIN_TIMESTEPS:
+                raise InvalidInputError(f"timestep {timestep} is outside the scheduler's range 0…{NUM_TRAIN_TIMESTEPS - 1}")
+    candidates = select_candidates(catalogue, space.candidates.include, space.candidates.exclude, space.model)
     task = make_task(space.task, space.dataset, "search", **space.task_options())
-    key = sweep_key(space, task, extractor)
+    key = sweep_key(space, task, first, image_size)
     done = store.done(key)
-    todo = {t: [p for p in candidates if (p.id, t) not in done] for t in space.timesteps}
-    computed = sum(len(points) for points in todo.values())
+    todo = {t: [p.id for p in candidates if (p.id, t) not in done] for t in space.timesteps}
+    todo = {t: names for t, names in todo.items() if names}
+    computed = sum(len(names) for names in todo.values())
+    forwards = 0
     if computed:
-        _screen(space, task, extractor, todo, store, key, progress)
+        if compute is None:
+            assert extractor is not None
+            for records in screen_rows(space, task, extractor, todo, progress):
+                store.add(key, records)
+            forwards = extractor.forward_count
+        else:
+            for records, count in compute(todo):
+                store.add(key, records)
+                forwards += count
     rows = store.rows(key)
     wanted = {(p.id, t) for p in candidates for t in space.timesteps}
     rows = rows[[(i, int(t)) in wanted for i, t in zip(rows["id"], rows["timestep"])]]
     order = {p.id: n for n, p in enumerate(candidates)}
     rows = rows.assign(_order=rows["id"].map(order)).sort_values(["_order", "timestep", "metric"], kind="stable")
     rows = rows.drop(columns=["_order", "row", "sweep_key", "created"]).reset_index(drop=True)
-    result = SweepResult(rows, task.primary_metric, extractor.forward_count, computed, len(wanted) - computed)
+    result = SweepResult(rows, task.primary_metric, forwards, computed, len(wanted) - computed)
     if write_files:
         folder = out / Path(space.model).name / space.task
         folder.mkdir(parents=True, exist_ok=True)
@@ -167,28 +189,37 @@ def run_sweep(
     return result
 
 
-def _screen(
+def _image_size(space: SearchSpace) -> tuple[int, int]:
+    from autosel.models import resolve_model
+    from autosel.models.architecture import load_architecture
+
+    if space.image_size is not None:
+        return (space.image_size, space.image_size)
+    native = load_architecture(resolve_model(space.model)).native_resolution
+    return (native, native) if isinstance(native, int) else tuple(native)
+
+
+def screen_rows(
     space: SearchSpace,
     task: Task,
     extractor: FeatureExtractor,
-    todo: dict[int, list[ActivationPoint]],
-    store: SweepStore,
-    key: str,
-    progress: bool,
-) -> None:
+    todo: dict[int, list[str]],
+    progress: bool = True,
+) -> Iterator[list[dict[str, Any]]]:
+    """Score ``{timestep: [ids]}``, yielding each timestep's rows (every metric) when done.
+
+    Images are encoded and noised once; then one forward per image batch and timestep
+    captures every id of that timestep, and each id's map goes straight to its own scorer.
+    """
     order = task.image_order()
     batches = [order[start : start + extractor.batch_size] for start in range(0, len(order), extractor.batch_size)]
     with progress_bar("encoding", len(order), progress) as advance:
         prepared = []
         for batch in batches:
-            prepared.append(extractor.latents_and_noise([_pixels(task.images[i]) for i in batch]))
+            prepared.append(extractor.latents_and_noise([image_tensor(task.images[i]) for i in batch]))
             advance(len(batch))
-    forwards = sum(len(batches) for points in todo.values() if points)
-    with progress_bar("screening", forwards, progress) as advance:
-        for timestep, points in todo.items():
-            if not points:
-                continue
-            names = [p.id for p in points]
+    with progress_bar("screening", len(batches) * len(todo), progress) as advance:
+        for timestep, names in todo.items():
             configs = {name: base_config(space, name, timestep) for name in names}
             scorers = {name: task.scorer() for name in names}
             seconds = dict.fromkeys(names, 0.0)
@@ -204,17 +235,14 @@ def _screen(
                     seconds[name] += shared + time.perf_counter() - started
                 advance(1)
             records = []
-            for point in points:
+            for name in names:
+                point = extractor.catalogue[name]
                 started = time.perf_counter()
-                result = scorers[point.id].result()
-                spent = seconds[point.id] + time.perf_counter() - started
+                result = scorers[name].result()
+                spent = seconds[name] + time.perf_counter() - started
                 for metric, value in result.metrics.items():
                     records.append(_row(space, extractor, point, timestep, metric, value, result.n_items, spent))
-            store.add(key, records)
-
-
-def _pixels(source: ImageSource) -> torch.Tensor:
-    return image_tensor(source)
+            yield records
 
 
 def _row(

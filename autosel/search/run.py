@@ -1,0 +1,282 @@
+"""``autosel search``: screen → cache the best → combination search → held-out confirm → YAML.
+
+The driver (this process) owns the Optuna study and the sweep rows; workers (Ray actors, or
+this process with ``workers=0``) hold model replicas and do all denoiser work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from autosel.catalog import list_activations
+from autosel.config import FeatureConfig, mask_password
+from autosel.errors import InvalidInputError
+from autosel.search.cache import default_cache_dir, parse_bytes
+from autosel.search.driver import DriveStats, optimise
+from autosel.search.selection import Candidate, Selection
+from autosel.search.space import SearchSpace
+from autosel.search.store import default_storage
+from autosel.search.strategies import make_strategy
+from autosel.search.study import completed, open_storage, open_study, pareto_front, quiet_optuna, trials_frame
+from autosel.search.sweep import SweepResult, base_config, run_sweep, select_candidates
+
+PRESETS_FOLDER = Path(__file__).resolve().parents[2] / "results" / "presets"
+
+
+@dataclass
+class Confirmed:
+    """A config scored on the held-out split."""
+
+    name: str
+    config: FeatureConfig
+    heldout: float
+    search: float | None
+    channels: int
+    trial: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SearchOutcome:
+    """Everything a search produced."""
+
+    best: Confirmed
+    confirmed: list[Confirmed]
+    sweep: SweepResult
+    stats: DriveStats
+    study: str
+    folder: Path
+    files: list[Path]
+
+
+def run_search(
+    space: SearchSpace,
+    trials: int | None = None,
+    workers: int | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    ray_address: str | None = None,
+    out: str | Path = "results",
+    seed: int | None = None,
+    strategy: str = "tpe",
+    cache_dir: str | Path | None = None,
+    cache_memory: str | int = "4GB",
+    device: str | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> SearchOutcome:
+    """Search ``space`` and write ``OUT/<model>/<task>/best.yaml``, ``pareto/``, ``trials.csv``.
+
+    Raises:
+        InvalidInputError: ``trials`` < 1, a study of another model/task, a bad strategy.
+        StorageError: the storage URL cannot be used (password masked).
+        ConfigError, UnknownActivationError, DatasetError: a bad space file or dataset.
+    """
+    quiet_optuna()
+    trials = space.search.trials if trials is None else trials
+    if trials < 1:
+        raise InvalidInputError(f"--trials must be at least 1, got {trials}")
+    seed = space.seed if seed is None else seed
+    out = Path(out)
+    folder = out / Path(space.model).name / space.task
+    storage_url = storage or default_storage(out)
+    study_name = study_name or f"{Path(space.model).name}-{space.task}"
+    identity = {"model": space.model, "task": space.task, "dataset": space.dataset}
+    rdb = open_storage(storage_url)
+    open_study(rdb, study_name, identity, optuna.samplers.RandomSampler())  # validates before any work
+    catalogue = {p.id: p for p in list_activations(space.model, space.image_size)}
+    select_candidates(list(catalogue.values()), space.candidates.include, space.candidates.exclude, space.model)
+    worker_options = {
+        "space": space.model_dump(mode="json"), "cache_dir": str(cache_dir or default_cache_dir()),
+        "cache_memory": parse_bytes(cache_memory), "device": device, "batch_size": batch_size, "quiet": not progress,
+    }
+    pool, actors, local = _start_workers(workers, ray_address, worker_options)
+    try:
+        sweep = run_sweep(space, out=out, storage=storage_url, progress=progress, compute=_screen_on(actors, local))
+        candidates = _top_candidates(sweep, space)
+        pairs = sorted({(c.id, t) for c in candidates for t in c.timesteps})
+        _prepare(actors, local, pairs)
+        search_strategy = make_strategy(strategy, candidates, space.search.max_activations, _driver_seed(seed, storage_url))
+        study = open_study(rdb, study_name, identity, search_strategy.sampler())
+        stats = optimise(study, search_strategy, pool, candidates, catalogue, trials,
+                         space.search.max_activations, space.search.channel_budget, progress)
+        confirmed = _confirm(study, space, sweep, catalogue, actors, local)
+    finally:
+        if actors:
+            import ray
+
+            for actor in actors:
+                ray.kill(actor)
+    best = confirmed[0]
+    files = _write(folder, space, study, best, confirmed, storage_url, study_name)
+    return SearchOutcome(best, confirmed, sweep, stats, study_name, folder, files)
+
+
+def _driver_seed(seed: int, storage_url: str) -> int:
+    """The sampler seed: ``seed`` itself with a SQLite study (one driver: reproducible); mixed
+    with this host and process on a server store, where several drivers share the study and
+    must not propose the same parameters in lockstep."""
+    if storage_url.startswith("sqlite"):
+        return seed
+    import hashlib
+    import os
+    import socket
+
+    digest = hashlib.sha256(f"{seed}:{socket.gethostname()}:{os.getpid()}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _start_workers(count: int | None, address: str | None, options: dict[str, Any]) -> tuple[Any, list[Any], Any]:
+    from autosel.search.workers import LocalPool, RayPool, Worker, start_ray, start_ray_workers
+
+    if count == 0:
+        local = Worker(**options)
+        return LocalPool(local), [], local
+    start_ray(address)
+    if count is None:
+        import torch
+
+        count = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+    actors = start_ray_workers(count, **options)
+    return RayPool(actors), actors, None
+
+
+def _screen_on(actors: list[Any], local: Any):
+    def compute(todo: dict[int, list[str]]):
+        if local is not None:
+            yield from local.screen(todo)
+            return
+        import ray
+
+        timesteps = sorted(todo)
+        shards = [{t: todo[t] for t in timesteps[i :: len(actors)]} for i in range(len(actors))]
+        refs = [actor.screen.remote(shard) for actor, shard in zip(actors, shards) if shard]
+        for rows in ray.get(refs):
+            yield from rows
+
+    return compute
+
+
+def _prepare(actors: list[Any], local: Any, pairs: Sequence[tuple[str, int]]) -> None:
+    if local is not None:
+        local.prepare(pairs)
+        return
+    import ray
+
+    ray.get(actors[0].prepare.remote(pairs))  # the first fills the disk cache, the others read it
+    ray.get([actor.prepare.remote(pairs) for actor in actors[1:]])
+
+
+def _top_candidates(sweep: SweepResult, space: SearchSpace) -> list[Candidate]:
+    primary = sweep.primary.sort_values("value", ascending=False, kind="stable")
+    best_value = primary.groupby("id", sort=False)["value"].max().sort_values(ascending=False, kind="stable")
+    candidates = []
+    for name in best_value.index[: space.search.top_m]:
+        rows = primary[primary["id"] == name].head(space.search.timesteps_per_candidate)
+        first = rows.iloc[0]
+        candidates.append(Candidate(name, tuple(int(t) for t in rows["timestep"]), int(first["channels"]), float(first["depth"])))
+    return candidates
+
+
+def _confirm(study, space, sweep, catalogue, actors, local) -> list[Confirmed]:
+    base = base_config(space, "unet-in", space.timesteps[0])
+    entries: list[tuple[str, FeatureConfig, float | None, int | None]] = []
+    seen = set()
+    ranked = sorted((t for t in completed(study) if t.user_attrs.get("feasible", True)), key=lambda t: -t.values[0])
+    for trial in ranked:
+        key = trial.user_attrs.get("selection")
+        if key in seen:
+            continue
+        seen.add(key)
+        selection = _selection_of(key)
+        entries.append((f"trial {trial.number}", selection.to_config(base), trial.values[0], trial.number))
+        if len(entries) == space.search.confirm_top:
+            break
+    single = sweep.top(1).iloc[0]
+    entries.append((f"best single: {single['id']} @ t={int(single['timestep'])}",
+                    base_config(space, single["id"], int(single["timestep"])), float(single["value"]), None))
+    for path in sorted(PRESETS_FOLDER.glob("*.yaml")):
+        preset = FeatureConfig.from_yaml(path)
+        if preset.model.name == space.model:
+            entries.append((f"preset {path.stem}", preset.replace(extraction=base.extraction), None, None))
+    configs = [config.to_dict() for _, config, _, _ in entries]
+    if local is not None:
+        results = [local.confirm(config) for config in configs]
+    else:
+        import ray
+
+        results = ray.get([actors[n % len(actors)].confirm.remote(config) for n, config in enumerate(configs)])
+    confirmed = [
+        Confirmed(name, config, result["value"], search, sum(catalogue[i].channels for i in config.ids), trial, result["metrics"])
+        for (name, config, search, trial), result in zip(entries, results)
+    ]
+    return confirmed
+
+
+def _selection_of(key: str) -> Selection:
+    items = []
+    for part in key.split("+"):
+        name, rest = part.rsplit("@", 1)
+        t, w = rest.split("x")
+        items.append((name, int(t), float(w)))
+    return Selection(tuple(items))
+
+
+def _write(folder, space, study, best, confirmed, storage_url, study_name) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pareto").mkdir(exist_ok=True)
+    for old in (folder / "pareto").glob("*.yaml"):
+        old.unlink()
+    presets = {c.name.removeprefix("preset "): round(c.heldout, 6) for c in confirmed if c.name.startswith(("preset", "best single"))}
+    primary = "pck@0.1/bbox/point" if space.task == "correspondence" else "miou"
+    normalisation, averaging = ("bbox", "point") if space.task == "correspondence" else (None, None)
+    versions = {name: _version(name) for name in ("autosel", "torch", "diffusers", "optuna", "ray")}
+    files = []
+
+    def finished(config: FeatureConfig, heldout: float, search: float | None, trial: int | None) -> FeatureConfig:
+        return config.replace(
+            score={"task": space.task, "dataset": space.dataset, "split": "heldout", "metric": primary,
+                   "normalisation": normalisation, "averaging": averaging, "value": heldout,
+                   "search_value": search, "presets": presets},
+            provenance={"study": study_name, "storage": mask_password(storage_url), "trial": trial,
+                        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "versions": versions},
+        )
+
+    best_path = folder / "best.yaml"
+    finished(best.config, best.heldout, best.search, best.trial).to_yaml(best_path)
+    files.append(best_path)
+    base = base_config(space, "unet-in", space.timesteps[0])
+    for trial in pareto_front(completed(study)):
+        path = folder / "pareto" / f"trial-{trial.number:04d}.yaml"
+        config = _selection_of(trial.user_attrs["selection"]).to_config(base)
+        score = {"task": space.task, "dataset": space.dataset, "split": "search", "metric": primary,
+                 "normalisation": normalisation, "averaging": averaging, "value": trial.values[0]}
+        config.replace(score=score, provenance={"study": study_name, "storage": mask_password(storage_url), "trial": trial.number}).to_yaml(path)
+        files.append(path)
+    frame = trials_frame(study)
+    frame.to_csv(folder / "trials.csv", index=False)
+    files.append(folder / "trials.csv")
+    pd.DataFrame([
+        {"name": c.name, "heldout": c.heldout, "search": c.search, "channels": c.channels, "trial": c.trial,
+         "activations": " + ".join(f"{a.id}@{a.timestep}" for a in c.config.activations)}
+        for c in confirmed
+    ]).to_csv(folder / "confirmed.csv", index=False)
+    files.append(folder / "confirmed.csv")
+    return files
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+

@@ -1,0 +1,124 @@
+"""The Optuna study in a SQL store: opening it safely, counting, and reading it back.
+
+The driver process owns ask/tell, so a SQLite file has one writer; with PostgreSQL or MySQL
+several drivers join one study by name. Heartbeats mark trials of a dead driver stale; they
+are failed and re-queued (``RetryHeartbeatStaleTrialCallback``) so the work is redone once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+import warnings
+from collections import Counter
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from autosel.errors import InvalidInputError
+from autosel.search.store import storage_error
+
+DIRECTIONS = ("maximize", "minimize", "minimize")
+OBJECTIVES = ("score", "channels", "cost")
+HEARTBEAT_SECONDS = int(os.environ.get("AUTOSEL_HEARTBEAT_SECONDS", "10"))
+GRACE_SECONDS = int(os.environ.get("AUTOSEL_GRACE_SECONDS", "30"))
+"""A trial whose driver sent no heartbeat for this long is failed and queued again."""
+
+
+def quiet_optuna() -> None:
+    """Optuna's per-trial info lines off; its warnings stay, except the notes about the
+    experimental heartbeat API and about heartbeats outside ``Study.optimize`` (the driver
+    records them itself around ask/tell)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+def open_storage(url: str, heartbeat: int | None = None, grace: int | None = None) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats and retry of stale trials; one-line masked errors."""
+    import sqlalchemy as sa
+
+    for attempt in range(4):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs={"pool_pre_ping": True},
+                heartbeat_interval=heartbeat or HEARTBEAT_SECONDS,
+                grace_period=grace or GRACE_SECONDS,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+            )
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError) as error:
+            if attempt == 3:
+                raise storage_error(url, error) from None
+            time.sleep(0.5 + random.random())  # another driver is creating the same tables
+        except Exception as error:  # noqa: BLE001 - sqlalchemy, driver and optuna errors alike
+            raise storage_error(url, error) from None
+    raise AssertionError("unreachable")
+
+
+def open_study(
+    storage: optuna.storages.RDBStorage, name: str, identity: dict[str, Any], sampler: optuna.samplers.BaseSampler
+) -> optuna.Study:
+    """Create or join study ``name``; refuse a study that belongs to another model or task.
+
+    ``identity`` (model, task, dataset) is stored as the study's ``autosel`` user attribute.
+
+    Raises:
+        InvalidInputError: the study exists for a different model/task/dataset.
+    """
+    study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS), sampler=sampler, load_if_exists=True)
+    stored = study.user_attrs.get("autosel")
+    if stored is None:
+        study.set_user_attr("autosel", identity)
+    elif any(stored.get(key) != value for key, value in identity.items()):
+        differences = ", ".join(f"{k} {stored.get(k)!r} (not {v!r})" for k, v in identity.items() if stored.get(k) != v)
+        raise InvalidInputError(
+            f"study '{name}' belongs to {differences}; refusing to mix them: choose another --study name"
+        )
+    return study
+
+
+def states(study: optuna.Study) -> Counter:
+    """Trial counts by state name (COMPLETE, RUNNING, WAITING, FAIL…)."""
+    return Counter(trial.state.name for trial in study.get_trials(deepcopy=False))
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: number, state, score, channels, cost, selection, params, times."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        values = trial.values or [None] * len(OBJECTIVES)
+        rows.append({
+            "number": trial.number, "state": trial.state.name,
+            **dict(zip(OBJECTIVES, values)),
+            "selection": trial.user_attrs.get("selection"), "feasible": trial.user_attrs.get("feasible"),
+            "duplicate_of": trial.user_attrs.get("duplicate_of"), "driver": trial.user_attrs.get("driver"),
+            "seconds": (trial.datetime_complete - trial.datetime_start).total_seconds()
+            if trial.datetime_complete and trial.datetime_start else None,
+            **{f"param_{k}": v for k, v in trial.params.items()},
+        })
+    return pd.DataFrame(rows)
+
+
+def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+
+
+def pareto_front(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Feasible, first-of-their-selection trials not dominated in (score ↑, channels ↓, cost ↓)."""
+    unique: dict[str, optuna.trial.FrozenTrial] = {}
+    for trial in trials:
+        if trial.user_attrs.get("feasible", True) and trial.user_attrs.get("selection") not in unique:
+            unique[trial.user_attrs.get("selection")] = trial
+    candidates = list(unique.values())
+
+    def dominates(a: Any, b: Any) -> bool:
+        (sa, ca, ka), (sb, cb, kb) = a.values, b.values
+        return sa >= sb and ca <= cb and ka <= kb and (sa > sb or ca < cb or ka < kb)
+
+    return sorted((t for t in candidates if not any(dominates(o, t) for o in candidates)), key=lambda t: -t.values[0])

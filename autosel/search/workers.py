@@ -1,0 +1,201 @@
+"""Workers that hold a model replica: screening shards, cache filling, trial evaluation and
+held-out confirmation. :class:`Worker` is plain Python; :func:`start_ray_workers` runs copies
+as Ray actors (``num_gpus=1`` each when CUDA is there, CPU actors otherwise). Only scalars and
+small lists cross Ray: feature maps stay in the actor's memory or in the on-disk cache.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from autosel.config import FeatureConfig
+from autosel.errors import AutoselError
+from autosel.search.cache import ActivationCache
+from autosel.search.space import SearchSpace
+
+RAY_OBJECT_STORE_BYTES = 256 * 2**20  # only scalars travel: a small store behaves on a 24 GB box
+
+
+class Worker:
+    """One model replica with the search's tasks and its view of the activation cache."""
+
+    def __init__(
+        self,
+        space: dict[str, Any],
+        cache_dir: str,
+        cache_memory: int,
+        device: str | None = None,
+        batch_size: int = 16,
+        quiet: bool = True,
+    ) -> None:
+        from autosel.extract import FeatureExtractor
+        from autosel.search.sweep import base_config
+
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+        self.space = SearchSpace.from_dict(space)
+        self.progress = not quiet
+        self.extractor = FeatureExtractor(
+            base_config(self.space, "unet-in", self.space.timesteps[0]), device=device, batch_size=batch_size
+        )
+        self.cache = ActivationCache(Path(cache_dir), memory_budget=cache_memory)
+        self._tasks: dict[str, Any] = {}
+        self._arrays: dict[tuple[str, int], Any] = {}
+        self._prepared: tuple[tuple[str, int], ...] = ()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def task(self, role: str) -> Any:
+        from autosel.tasks import make_task
+
+        if role not in self._tasks:
+            self._tasks[role] = make_task(self.space.task, self.space.dataset, role, **self.space.task_options())
+        return self._tasks[role]
+
+    def screen(self, todo: dict[int, list[str]]) -> list[tuple[list[dict[str, Any]], int]]:
+        """Sweep rows for ``{timestep: [ids]}`` and the forwards run (stored by the driver)."""
+        from autosel.search.sweep import screen_rows
+
+        before = self.extractor.forward_count
+        rows = list(screen_rows(self.space, self.task("search"), self.extractor, todo, self.progress))
+        forwards = self.extractor.forward_count - before
+        return [(records, forwards if n == 0 else 0) for n, records in enumerate(rows)]
+
+    def prepare(self, pairs: Sequence[tuple[str, int]]) -> int:
+        """Load (or compute) the cached search-split features of ``pairs``; forwards run."""
+        from autosel.search.fill import cache_keys, fill_cache
+
+        pairs = tuple((name, int(t)) for name, t in pairs)
+        search = self.space.search
+        keys = cache_keys(self.extractor, self.task("search"), self.space.dataset, "search", pairs,
+                          search.cache_resolution, search.cache_dim, self.space.seed)
+        self._arrays, forwards = fill_cache(self.cache, self.extractor, self.task("search"), keys, self.progress)
+        self._prepared = pairs
+        return forwards
+
+    def evaluate(self, items: Sequence[Sequence[Any]], pairs: Sequence[tuple[str, int]]) -> dict[str, Any]:
+        """Score a selection on the cache (preparing it first after a restart)."""
+        from autosel.search.selection import Selection, score_cached
+
+        if tuple((n, int(t)) for n, t in pairs) != self._prepared:
+            self.prepare(pairs)
+        started = time.perf_counter()
+        selection = Selection(tuple((str(n), int(t), float(w)) for n, t, w in items))
+        result = score_cached(self.task("search"), self._arrays, selection)
+        return {"score": result.value, "seconds": time.perf_counter() - started, "pid": os.getpid()}
+
+    def confirm(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Held-out result of a config through the real extractor at full channels."""
+        from autosel.evaluate import evaluate_config
+        from autosel.extract import FeatureExtractor
+
+        extractor = FeatureExtractor(
+            FeatureConfig.from_dict(config), pipeline=self.extractor.pipeline, device=self.extractor.device,
+            batch_size=self.extractor.batch_size,
+        )
+        return evaluate_config(extractor, self.task("heldout"), progress=False).to_dict()
+
+
+def start_ray(address: str | None, num_cpus: int | None = None) -> Any:
+    """Join ``address`` or start a local instance sized to the machine (explicit CPU count,
+    bounded object store, no dashboard, logs at warning level)."""
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=RAY_OBJECT_STORE_BYTES,
+            include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+        )
+    return ray
+
+
+def start_ray_workers(count: int, **worker_options: Any) -> list[Any]:
+    """``count`` Worker actors (restarted once if they die; calls in flight then fail)."""
+    import ray
+    import torch
+
+    gpus = 1 if torch.cuda.is_available() else 0
+    cpus = max(1, int(ray.available_resources().get("CPU", 1)) // max(count, 1)) if not gpus else 1
+    remote = ray.remote(Worker).options(num_gpus=gpus, num_cpus=cpus, max_restarts=1, max_task_retries=0)
+    actors = [remote.remote(**worker_options) for _ in range(count)]
+    ray.get([actor.pid.remote() for actor in actors])  # wait for the replicas to load
+    return actors
+
+
+class LocalPool:
+    """Evaluates in this process, one trial at a time (experiments, and --workers 0)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker, self._ready = worker, []
+
+    def idle(self) -> int:
+        return 0 if self._ready else 1
+
+    def submit(self, tag: int, items: Sequence[Any], pairs: Sequence[tuple[str, int]]) -> None:
+        try:
+            self._ready.append((tag, self.worker.evaluate(items, pairs), None))
+        except Exception as error:  # noqa: BLE001 - reported to the driver as a failed trial
+            self._ready.append((tag, None, error))
+
+    def poll(self, timeout: float) -> Iterator[tuple[int, dict[str, Any] | None, Exception | None]]:
+        ready, self._ready = self._ready, []
+        yield from ready
+
+
+class RayPool:
+    """Evaluates on Ray actors, one trial per actor at a time."""
+
+    def __init__(self, actors: list[Any]) -> None:
+        self.actors, self.busy = list(actors), {}
+
+    def idle(self) -> int:
+        return len(self.actors) - len(self.busy)
+
+    def submit(self, tag: int, items: Sequence[Any], pairs: Sequence[tuple[str, int]]) -> None:
+        taken = {id(actor) for _, actor in self.busy.values()}
+        actor = next(a for a in self.actors if id(a) not in taken)
+        self.busy[actor.evaluate.remote([list(i) for i in items], [list(p) for p in pairs])] = (tag, actor)
+
+    def poll(self, timeout: float) -> Iterator[tuple[int, dict[str, Any] | None, Exception | None]]:
+        import ray
+
+        if not self.busy:
+            return
+        ready, _ = ray.wait(list(self.busy), num_returns=len(self.busy), timeout=timeout)
+        for ref in ready:
+            tag, actor = self.busy.pop(ref)
+            try:
+                yield tag, ray.get(ref), None
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as error:
+                self._recover(actor)
+                yield tag, None, error
+
+    def _recover(self, actor: Any, seconds: float = 300) -> None:
+        """Wait for a dead actor's restart (its replica reloads); drop it if it stays down."""
+        import ray
+
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                ray.get(actor.pid.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                return
+            except ray.exceptions.ActorUnavailableError:  # restarting: ask again shortly
+                time.sleep(0.5)
+            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+                break
+        self.actors.remove(actor)
+        if not self.actors:
+            raise AutoselError("every search worker died and none could be restarted; see the Ray logs")

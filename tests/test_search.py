@@ -1,0 +1,205 @@
+"""The search end to end on the tiny model: real Optuna studies in SQLite and PostgreSQL, real
+Ray actors, resume after SIGKILL, a killed worker, concurrent drivers, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from autosel.config import FeatureConfig
+from autosel.errors import InvalidInputError
+from autosel.search import SearchSpace
+from autosel.search.study import completed, open_storage
+
+SPACE = {
+    "model": "tiny", "image_size": 64, "timesteps": [50, 300],
+    "candidates": {"include": ["up-level0-*", "up-level1-repeat0-*"], "exclude": ["*-map"]},
+    "proxy": {"pairs": 16},
+    "search": {"top_m": 4, "timesteps_per_candidate": 2, "max_activations": 2, "channel_budget": 160, "trials": 8,
+               "cache_resolution": 8, "cache_dim": None, "confirm_top": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A real single-node Ray instance with 2 CPUs for this module."""
+    import ray
+
+    from autosel.search.workers import RAY_OBJECT_STORE_BYTES
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=RAY_OBJECT_STORE_BYTES, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def space_file(tmp_path) -> Path:
+    path = tmp_path / "tiny-small.yaml"
+    path.write_text(yaml.safe_dump(SPACE))
+    return path
+
+
+def run_search(tmp_path, **options):
+    from autosel.search.run import run_search as search
+
+    options.setdefault("cache_dir", tmp_path / "cache")
+    return search(SearchSpace.from_dict(SPACE), out=tmp_path / "results", progress=False, **options)
+
+
+def study_of(url: str, name: str = "tiny-correspondence") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(url))
+
+
+def test_search_on_ray_workers_writes_a_best_config_that_extract_loads(ray_cluster, tmp_path, run_cli):
+    outcome = run_search(tmp_path, workers=1, trials=6)
+    folder = tmp_path / "results" / "tiny" / "correspondence"
+    best = FeatureConfig.from_yaml(folder / "best.yaml")
+    assert best.score.split == "heldout" and best.score.metric == "pck@0.1/bbox/point"
+    assert best.score.normalisation == "bbox" and best.score.averaging == "point"
+    assert best.score.value == pytest.approx(outcome.best.heldout) and best.score.search_value is not None
+    assert "legacy-tiny" in best.score.presets and any(k.startswith("best single") for k in best.score.presets)
+    assert best.provenance.study == "tiny-correspondence" and best.provenance.storage.startswith("sqlite:///")
+    assert {"optuna", "ray", "torch", "diffusers"} <= set(best.provenance.versions)
+    assert list((folder / "pareto").glob("*.yaml")) and (folder / "trials.csv").is_file()
+    assert len(completed(study_of(f"sqlite:///{tmp_path / 'results' / 'autosel.db'}"))) == 6
+    done = run_cli("extract", "--config", str(folder / "best.yaml"), "--images", str(Path(__file__).parents[1] / "results" / "tiny" / "samples.png"),
+                   "--out", str(tmp_path / "f.safetensors"))
+    assert done.returncode == 0, done.stderr
+
+
+def test_rerunning_continues_the_study_without_recomputing(ray_cluster, tmp_path):
+    first = run_search(tmp_path, workers=1, trials=5)
+    again = run_search(tmp_path, workers=1, trials=8)
+    assert first.stats.evaluated + first.stats.duplicates == 5
+    assert again.stats.evaluated + again.stats.duplicates == 3
+    assert again.sweep.forwards == 0  # the screen came from the store
+
+
+def test_search_with_postgresql_storage(tmp_path, postgres_url):
+    outcome = run_search(tmp_path, workers=0, trials=4, storage=postgres_url)
+    assert len(completed(study_of(postgres_url))) == 4
+    assert FeatureConfig.from_yaml(outcome.files[0]).provenance.storage == postgres_url
+
+
+def test_a_worker_killed_mid_trial_leads_to_a_retried_trial(ray_cluster, tmp_path):
+    from autosel.search.driver import optimise
+    from autosel.search.run import _prepare, _top_candidates
+    from autosel.search.strategies import make_strategy
+    from autosel.search.study import open_study
+    from autosel.search.sweep import run_sweep
+    from autosel.search.workers import RayPool, start_ray_workers
+    from autosel.catalog import list_activations
+
+    space = SearchSpace.from_dict(SPACE)
+    actors = start_ray_workers(1, space=space.model_dump(mode="json"), cache_dir=str(tmp_path / "cache"),
+                               cache_memory=10**9, batch_size=16, quiet=True)
+    try:
+        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+        sweep = run_sweep(space, out=tmp_path, storage=url, progress=False, write_files=False,
+                          compute=lambda todo: (r for rows in [ray_cluster.get(actors[0].screen.remote(todo))] for r in rows))
+        candidates = _top_candidates(sweep, space)
+        _prepare(actors, None, sorted({(c.id, t) for c in candidates for t in c.timesteps}))
+
+        class KillingPool(RayPool):
+            killed = False
+
+            def submit(self, tag, items, pairs):
+                super().submit(tag, items, pairs)
+                if not self.killed:
+                    KillingPool.killed = True
+                    os.kill(ray_cluster.get(actors[0].pid.remote()), signal.SIGKILL)
+
+        strategy = make_strategy("tpe", candidates, 2, 0)
+        study = open_study(open_storage(url), "kill", {"model": "tiny"}, strategy.sampler())
+        catalogue = {p.id: p for p in list_activations("tiny", 64)}
+        stats = optimise(study, strategy, KillingPool(actors), candidates, catalogue, 3, 2, None, progress=False)
+    finally:
+        for actor in actors:
+            ray_cluster.kill(actor)
+    assert stats.retried == 1 and len(completed(study)) == 3
+    assert any("retry_of" in t.user_attrs for t in completed(study))
+
+
+def test_resume_after_sigkill_loses_no_completed_trial(tmp_path, space_file, autosel_command):
+    out, db = tmp_path / "results", tmp_path / "results" / "autosel.db"
+    command = [*autosel_command, "search", "--model", "tiny", "--space", str(space_file), "--workers", "0", "--out", str(out),
+               "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    environment = {**os.environ, "AUTOSEL_HEARTBEAT_SECONDS": "1", "AUTOSEL_GRACE_SECONDS": "3"}
+    driver = subprocess.Popen([*command, "--trials", "200"], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    before: dict[int, tuple] = {}
+    while time.time() < deadline and len(before) < 5:
+        time.sleep(0.5)
+        if db.exists():
+            try:
+                before = {t.number: tuple(t.values) for t in completed(study_of(f"sqlite:///{db}"))}
+            except (KeyError, Exception):  # noqa: BLE001 - the study may not exist yet
+                before = {}
+        assert driver.poll() is None, driver.stderr.read().decode()
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert len(before) >= 5
+    target = len(completed(study_of(f"sqlite:///{db}"))) + 3
+    done = subprocess.run([*command, "--trials", str(target)], env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    after = {t.number: tuple(t.values) for t in completed(study_of(f"sqlite:///{db}"))}
+    assert len(after) == target
+    assert all(after[number] == values for number, values in before.items())
+
+
+def test_two_drivers_on_one_postgresql_study_complete_exactly_the_requested_trials(tmp_path, space_file, autosel_command, postgres_url):
+    def driver(name):
+        return subprocess.Popen(
+            [*autosel_command, "search", "--model", "tiny", "--space", str(space_file), "--workers", "0", "--trials", "12",
+             "--storage", postgres_url, "--out", str(tmp_path / name), "--cache-dir", str(tmp_path / "cache"), "--quiet"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+
+    first, second = driver("a"), driver("b")
+    for process in (first, second):
+        assert process.wait(timeout=400) == 0, process.stderr.read()
+    trials = completed(study_of(postgres_url))
+    assert len(trials) == 12
+    evaluated = [t.user_attrs["selection"] for t in trials if "duplicate_of" not in t.user_attrs]
+    assert len(evaluated) == len(set(evaluated))
+    assert len({t.user_attrs["driver"] for t in trials}) == 2
+
+
+def test_trials_zero_is_refused(run_cli, space_file, tmp_path):
+    done = run_cli("search", "--model", "tiny", "--space", str(space_file), "--trials", "0", "--out", str(tmp_path))
+    assert done.returncode == 2 and "--trials must be at least 1" in done.stderr
+
+
+def test_unreachable_storage_masks_the_password(run_cli, space_file, tmp_path):
+    done = run_cli("search", "--model", "tiny", "--space", str(space_file), "--out", str(tmp_path),
+                   "--storage", "postgresql://alice:s3cret@127.0.0.1:1/nowhere")
+    assert done.returncode == 2 and "postgresql://alice:***@127.0.0.1:1/nowhere" in done.stderr
+    assert "s3cret" not in done.stderr + done.stdout and done.stderr.count("\n") == 1
+
+
+def test_a_study_of_another_task_is_not_mixed(tmp_path):
+    from autosel.search.study import open_study
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    open_study(storage, "mine", {"model": "tiny", "task": "segmentation", "dataset": "shapes"}, optuna.samplers.RandomSampler())
+    with pytest.raises(InvalidInputError, match=r"study 'mine' belongs to task 'segmentation' \(not 'correspondence'\)"):
+        run_search(tmp_path, workers=0, storage=f"sqlite:///{tmp_path / 'db.sqlite'}", study_name="mine")
+
+
+def test_space_files_with_an_unknown_key_or_an_unknown_id_are_refused(run_cli, tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump({**SPACE, "search": {"trails": 3}}))
+    done = run_cli("search", "--model", "tiny", "--space", str(typo), "--out", str(tmp_path))
+    assert done.returncode == 2 and "search.trails: unknown field. Did you mean 'trials'" in done.stderr
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(yaml.safe_dump({**SPACE, "candidates": {"include": ["up-level1-repeat0-res-incremnt"], "exclude": []}}))
+    done = run_cli("search", "--model", "tiny", "--space", str(unknown), "--out", str(tmp_path))
+    assert done.returncode == 2 and "matches no activation of tiny" in done.stderr and "up-level1-repeat0-res-increment" in done.stderr
