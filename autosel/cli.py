@@ -28,6 +28,21 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+@app.callback()
+def main_options(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (files are still written).")] = False,
+    log_json: Annotated[bool, typer.Option("--log-json", help="Stage messages as JSON lines on stderr, no progress bars.")] = False,
+) -> None:
+    """Find which diffusion-model activations and timesteps make the best features.
+
+    Start with `autosel search --model tiny`; every command has --help with an example.
+    """
+    from autosel.log import configure
+
+    configure(quiet=quiet, json_lines=log_json)
+
+
 ModelOpt = Annotated[
     str,
     typer.Option(
@@ -257,7 +272,9 @@ def search_command(
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Join this Ray cluster instead of starting one.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("results"),
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampler seed; default: the space's.")] = None,
-    strategy: Annotated[str, typer.Option("--strategy", help="tpe, random, greedy or exhaustive.")] = "tpe",
+    strategy: Annotated[
+        str, typer.Option("--strategy", help="greedy-tpe (greedy forward selection, then TPE), tpe, random, greedy or exhaustive.")
+    ] = "greedy-tpe",
     cache_dir: CacheDirOpt = None,
     cache_memory: Annotated[str, typer.Option("--cache-memory", help="RAM for cached activations per worker; beyond it they are memory-mapped.")] = "4GB",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser forward.")] = 16,
@@ -297,6 +314,88 @@ def search_command(
         f"study {outcome.study}: {stats.evaluated} trials evaluated now, {stats.duplicates} duplicates copied, "
         f"{stats.retried} retried; best config: {outcome.files[0]}"
     )
+
+
+StorageOpt = Annotated[
+    Optional[str], typer.Option("--storage", help="SQLAlchemy URL of the store; default sqlite:///results/autosel.db.")
+]
+
+
+@app.command("studies")
+def studies_command(storage: StorageOpt = None, output_format: FormatOpt = OutputFormat.table) -> None:
+    """List the studies in a store: model, task, trials complete/running/failed, best held-out score.
+
+    Example: autosel studies --storage postgresql://user@host/db
+    """
+    from autosel.report import study_summaries
+
+    records = study_summaries(_existing_storage(storage))
+    for record in records:
+        best = record["best_heldout"]
+        record["best"] = "–" if best is None else f"{100 * best:.1f}"
+    columns = [("study", "study"), ("model", "model"), ("task", "task"), ("complete", "complete"), ("running", "running"),
+               ("failed", "failed"), ("best", "best held-out %"), ("last_update", "last update (UTC)")]
+    print_records(records, output_format, columns, title=f"{len(records)} studies")
+
+
+@app.command("report")
+def report_command(
+    study: Annotated[str, typer.Option("--study", help="Study name (see `autosel studies`).")],
+    storage: StorageOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder; default results/reports/STUDY.")] = None,
+    html: Annotated[bool, typer.Option("--html", help="Also write one self-contained report.html.")] = False,
+) -> None:
+    """Write a report of a study: screen heatmap, history, Pareto front, importances, best vs presets.
+
+    Markdown + PNGs (matplotlib, no browser or network needed) and trials.csv.
+
+    Example: autosel report --study tiny-correspondence --html
+    """
+    from autosel.report import write_report
+
+    report = write_report(study, _existing_storage(storage), out or Path("results") / "reports" / study, html=html)
+    for path in report.files:
+        typer.echo(f"wrote {path}")
+
+
+@app.command("dashboard")
+def dashboard_command(
+    storage: StorageOpt = None,
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="Port on 127.0.0.1.")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on 127.0.0.1 for the live view of the studies in a store (Ctrl-C stops).
+
+    A SQLite store should not be written by several processes while it is watched: use a
+    server store (PostgreSQL, MySQL) for live views of busy searches.
+
+    Example: autosel dashboard --storage sqlite:///results/autosel.db --port 8080
+    """
+    from optuna_dashboard import run_server
+
+    from autosel.config import mask_password
+    from autosel.search.study import open_storage, quiet_optuna
+
+    url = _existing_storage(storage)
+    quiet_optuna()
+    typer.echo(f"optuna-dashboard for {mask_password(url)} on http://127.0.0.1:{port}/ (Ctrl-C stops)")
+    try:
+        run_server(open_storage(url), host="127.0.0.1", port=port)
+    except KeyboardInterrupt:
+        pass
+
+
+def _existing_storage(storage: str | None) -> str:
+    """``storage``, or the default SQLite file, which must exist (reading creates nothing)."""
+    from autosel.errors import InvalidInputError
+
+    if storage is not None:
+        if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+            raise InvalidInputError(f"no store at {storage}: run `autosel search` first, or pass --storage")
+        return storage
+    path = Path("results") / "autosel.db"
+    if not path.is_file():
+        raise InvalidInputError(f"no store at {path}: run `autosel search` first, or pass --storage")
+    return f"sqlite:///{path.resolve()}"
 
 
 def _space_for(model: str, path: Path | None):

@@ -52,3 +52,77 @@ def _group(stage: str, level: float | None) -> str:
     if level is None or (isinstance(level, float) and np.isnan(level)):
         return stage
     return f"{stage} {int(level)}"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    _pyplot().close(figure)
+    return path
+
+
+def history_plot(trials: pd.DataFrame, path: str | Path, title: str, metric: str) -> Path:
+    """Each COMPLETE trial's search score and the best so far, by trial number."""
+    plt = _pyplot()
+    done = trials[trials["state"] == "COMPLETE"].sort_values("number")
+    figure, axes = plt.subplots(figsize=(7, 4))
+    axes.scatter(done["number"], 100 * done["score"], s=14, alpha=0.6, label="trial")
+    axes.step(done["number"], 100 * done["score"].cummax(), where="post", color="C3", label="best so far")
+    axes.set_xlabel("trial")
+    axes.set_ylabel(f"{metric} (%) on the search split")
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def pareto_plot(trials: pd.DataFrame, front: pd.DataFrame, path: str | Path, title: str, metric: str) -> Path:
+    """Score vs channels and score vs denoiser cost, every trial and the Pareto front."""
+    plt = _pyplot()
+    done = trials[trials["state"] == "COMPLETE"]
+    figure, panels = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for axes, column, label in ((panels[0], "channels", "total channels"), (panels[1], "cost", "denoiser cost per image (forward fractions)")):
+        axes.scatter(done[column], 100 * done["score"], s=12, alpha=0.4, color="grey", label="trial")
+        ordered = front.sort_values(column)
+        axes.plot(ordered[column], 100 * ordered["score"], "o-", color="C3", label="Pareto front")
+        axes.set_xlabel(label)
+        axes.legend(fontsize=8)
+    panels[0].set_ylabel(f"{metric} (%) on the search split")
+    figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
+
+
+def importance_plot(importances: dict[str, float], path: str | Path, title: str) -> Path:
+    """Horizontal bars of parameter importances (Optuna's evaluator)."""
+    plt = _pyplot()
+    names = list(importances)[::-1]
+    figure, axes = plt.subplots(figsize=(6, 0.35 * len(names) + 1.4))
+    axes.barh(names, [importances[n] for n in names], color="C0")
+    axes.set_xlabel("importance for the search score")
+    axes.set_title(title, fontsize=10)
+    return _save(figure, path)
+
+
+def comparison_plot(rows: list[dict], path: str | Path, title: str, metric: str) -> Path:
+    """Held-out score of the best config, the best single activation and the presets."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.4))
+    names = [r["name"] for r in rows][::-1]
+    values = [100 * r["heldout"] for r in rows][::-1]
+    colours = ["C3" if n.startswith("best.yaml") else "C0" for n in names]
+    axes.barh(names, values, color=colours)
+    for y, v in enumerate(values):
+        axes.text(v, y, f" {v:.1f}", va="center", fontsize=8)
+    axes.set_xlabel(f"{metric} (%) on the held-out split")
+    axes.set_title(title, fontsize=10)
+    return _save(figure, path)

@@ -78,3 +78,21 @@ def test_bad_image_size_is_a_one_line_error(run_cli):
     result = run_cli("catalog", "--model", "sd15", "--image-size", "500")
     assert result.returncode == 2
     assert "multiple of 8" in result.stderr and "Traceback" not in result.stderr
+
+
+COMMANDS = [["models"], ["catalog"], ["extract"], ["export"], ["import"], ["evaluate"], ["sweep"], ["search"],
+            ["studies"], ["report"], ["dashboard"], ["cache", "info"], ["cache", "clear"]]
+
+
+def test_every_command_has_help_with_an_example():
+    from typer.testing import CliRunner
+
+    from autosel.cli import app
+
+    runner = CliRunner()
+    top = runner.invoke(app, ["--help"])
+    for command in COMMANDS:
+        assert command[0] in top.output
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, command
+        assert "Example" in result.output, command

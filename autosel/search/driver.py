@@ -9,8 +9,9 @@ the study is not evaluated again: its values are copied (``duplicate_of``).
 from __future__ import annotations
 
 import logging
-import socket
 import os
+import socket
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +52,7 @@ def optimise(
     """Run trials until the study holds ``trials`` COMPLETE ones (or the strategy runs dry)."""
     stats = DriveStats()
     pairs = sorted({(c.id, t) for c in candidates for t in c.timesteps})
-    storage = study._storage
+    storage = study._storage  # heartbeats have no public ask/tell API: record them on the storage itself
     driver = f"{socket.gethostname()}:{os.getpid()}"
     in_flight: dict[int, tuple[optuna.trial.Trial, Selection]] = {}
     skipped = 0
@@ -87,6 +88,8 @@ def optimise(
                 channels, cost = selection.channels(catalogue), selection.cost(catalogue)
                 feasible = channel_budget is None or channels <= channel_budget
                 trial.set_user_attr("selection", selection.key)
+                trial.set_user_attr("channels", channels)
+                trial.set_user_attr("cost", cost)
                 trial.set_user_attr("feasible", feasible)
                 trial.set_constraint("channels", float(channels - channel_budget) if channel_budget else 0.0)
                 trial.set_user_attr("driver", driver)
@@ -99,7 +102,7 @@ def optimise(
                 previous = next((t for t in same if t.state == TrialState.COMPLETE), None)
                 if previous is not None:
                     trial.set_user_attr("duplicate_of", previous.number)
-                    study.tell(trial, [previous.values[0], channels, cost])
+                    study.tell(trial, previous.values[0])
                     stats.duplicates += 1
                     complete.append(study.get_trials(deepcopy=False)[trial.number])
                     running -= 1
@@ -113,6 +116,8 @@ def optimise(
                 skipped = 0
                 pool.submit(trial.number, selection.items, pairs)
                 in_flight[trial.number] = (trial, selection)
+            if not in_flight:  # waiting on other drivers' trials: do not hammer the store
+                time.sleep(poll_seconds)
             for number, result, error in pool.poll(poll_seconds):
                 trial, selection = in_flight.pop(number)
                 if error is not None:
@@ -121,7 +126,7 @@ def optimise(
                     study.enqueue_trial(trial.params, user_attrs={"retry_of": number})
                     stats.retried += 1
                     continue
-                study.tell(trial, [result["score"], selection.channels(catalogue), selection.cost(catalogue)])
+                study.tell(trial, result["score"])
                 stats.evaluated += 1
             for trial, _ in in_flight.values():
                 storage.record_heartbeat(trial._trial_id)

@@ -19,6 +19,8 @@ import pandas as pd
 from autosel.catalog import list_activations
 from autosel.config import FeatureConfig, mask_password
 from autosel.errors import InvalidInputError
+from autosel.log import event
+from autosel.progress import progress_bar
 from autosel.search.cache import default_cache_dir, parse_bytes
 from autosel.search.driver import DriveStats, optimise
 from autosel.search.selection import Candidate, Selection
@@ -66,7 +68,7 @@ def run_search(
     ray_address: str | None = None,
     out: str | Path = "results",
     seed: int | None = None,
-    strategy: str = "tpe",
+    strategy: str = "greedy-tpe",
     cache_dir: str | Path | None = None,
     cache_memory: str | int = "4GB",
     device: str | None = None,
@@ -100,15 +102,29 @@ def run_search(
     }
     pool, actors, local = _start_workers(workers, ray_address, worker_options)
     try:
+        event("screen: start", model=space.model, candidates_timesteps=len(space.timesteps))
         sweep = run_sweep(space, out=out, storage=storage_url, progress=progress, compute=_screen_on(actors, local))
+        event(f"screen: {sweep.computed} (id, t) scored with {sweep.forwards} forwards, {sweep.reused} reused",
+              computed=sweep.computed, forwards=sweep.forwards, reused=sweep.reused, heatmap=str(sweep.heatmap))
         candidates = _top_candidates(sweep, space)
         pairs = sorted({(c.id, t) for c in candidates for t in c.timesteps})
         _prepare(actors, local, pairs)
+        event(f"cache: {len(pairs)} (id, t) of the top {len(candidates)} candidates ready", pairs=len(pairs))
         search_strategy = make_strategy(strategy, candidates, space.search.max_activations, _driver_seed(seed, storage_url))
         study = open_study(rdb, study_name, identity, search_strategy.sampler())
         stats = optimise(study, search_strategy, pool, candidates, catalogue, trials,
                          space.search.max_activations, space.search.channel_budget, progress)
-        confirmed = _confirm(study, space, sweep, catalogue, actors, local)
+        event(f"search: {stats.evaluated} trials evaluated, {stats.duplicates} duplicates copied, {stats.retried} retried",
+              evaluated=stats.evaluated, duplicates=stats.duplicates, retried=stats.retried, study=study_name)
+        confirmed = _confirm(study, space, sweep, catalogue, actors, local, progress)
+        event(f"confirm: best held-out {100 * confirmed[0].heldout:.1f}", heldout=confirmed[0].heldout,
+              configs={c.name: c.heldout for c in confirmed})
+        study.set_user_attr("sweep_key", sweep.key)
+        study.set_user_attr("confirmed", [
+            {"name": c.name, "heldout": c.heldout, "search": c.search, "channels": c.channels, "trial": c.trial,
+             "activations": [f"{a.id}@{a.timestep}" for a in c.config.activations]}
+            for c in confirmed
+        ])
     finally:
         if actors:
             import ray
@@ -186,7 +202,7 @@ def _top_candidates(sweep: SweepResult, space: SearchSpace) -> list[Candidate]:
     return candidates
 
 
-def _confirm(study, space, sweep, catalogue, actors, local) -> list[Confirmed]:
+def _confirm(study, space, sweep, catalogue, actors, local, progress: bool = True) -> list[Confirmed]:
     base = base_config(space, "unet-in", space.timesteps[0])
     entries: list[tuple[str, FeatureConfig, float | None, int | None]] = []
     seen = set()
@@ -208,12 +224,21 @@ def _confirm(study, space, sweep, catalogue, actors, local) -> list[Confirmed]:
         if preset.model.name == space.model:
             entries.append((f"preset {path.stem}", preset.replace(extraction=base.extraction), None, None))
     configs = [config.to_dict() for _, config, _, _ in entries]
-    if local is not None:
-        results = [local.confirm(config) for config in configs]
-    else:
-        import ray
+    with progress_bar("confirming", len(configs), progress) as advance:
+        if local is not None:
+            results = []
+            for config in configs:
+                results.append(local.confirm(config))
+                advance(1)
+        else:
+            import ray
 
-        results = ray.get([actors[n % len(actors)].confirm.remote(config) for n, config in enumerate(configs)])
+            refs = [actors[n % len(actors)].confirm.remote(config) for n, config in enumerate(configs)]
+            pending = list(refs)
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                advance(len(ready))
+            results = ray.get(refs)
     confirmed = [
         Confirmed(name, config, result["value"], search, sum(catalogue[i].channels for i in config.ids), trial, result["metrics"])
         for (name, config, search, trial), result in zip(entries, results)

@@ -43,6 +43,7 @@ class SweepResult:
         forwards: denoiser forwards run now (0 when everything was reused).
         computed, reused: (id, timestep) pairs scored now / found in the store.
         csv, heatmap: the files written.
+        key: the sweep's key in the store (see :func:`sweep_key`).
     """
 
     rows: pd.DataFrame
@@ -52,6 +53,7 @@ class SweepResult:
     reused: int
     csv: Path | None = None
     heatmap: Path | None = None
+    key: str = ""
 
     @property
     def primary(self) -> pd.DataFrame:
@@ -176,7 +178,7 @@ def run_sweep(
     order = {p.id: n for n, p in enumerate(candidates)}
     rows = rows.assign(_order=rows["id"].map(order)).sort_values(["_order", "timestep", "metric"], kind="stable")
     rows = rows.drop(columns=["_order", "row", "sweep_key", "created"]).reset_index(drop=True)
-    result = SweepResult(rows, task.primary_metric, forwards, computed, len(wanted) - computed)
+    result = SweepResult(rows, task.primary_metric, forwards, computed, len(wanted) - computed, key=key)
     if write_files:
         folder = out / Path(space.model).name / space.task
         folder.mkdir(parents=True, exist_ok=True)

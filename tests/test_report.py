@@ -1,0 +1,103 @@
+"""Reports, study listings, the dashboard and quiet output, on a study made in the test."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import numpy as np
+import optuna
+import pytest
+from PIL import Image
+
+from autosel.errors import InvalidInputError
+from autosel.report import write_report
+from autosel.search import SearchSpace
+from autosel.search.study import open_storage
+
+SPACE = {
+    "model": "tiny", "image_size": 64, "timesteps": [50, 300],
+    "candidates": {"include": ["up-level0-*", "up-level1-repeat0-*"], "exclude": ["*-map"]},
+    "proxy": {"pairs": 16},
+    "search": {"top_m": 4, "timesteps_per_candidate": 2, "max_activations": 2, "channel_budget": 160, "trials": 10,
+               "cache_resolution": 8, "cache_dim": None, "confirm_top": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory) -> str:
+    """A store holding study 'tiny-correspondence' from a real (small, in-process) search."""
+    from autosel.search.run import run_search
+
+    folder = tmp_path_factory.mktemp("study")
+    run_search(SearchSpace.from_dict(SPACE), workers=0, out=folder, cache_dir=folder / "cache", progress=False)
+    return f"sqlite:///{folder / 'autosel.db'}"
+
+
+def test_the_report_has_real_plots_and_links_only_existing_files(storage, tmp_path):
+    report = write_report("tiny-correspondence", storage, tmp_path, html=True)
+    names = {path.name for path in report.files}
+    assert {"report.md", "screen.png", "history.png", "pareto.png", "heldout.png", "trials.csv", "report.html"} <= names
+    for path in report.files:
+        if path.suffix == ".png":
+            pixels = np.asarray(Image.open(path).convert("L"), dtype=float)
+            assert min(pixels.shape) >= 300 and pixels.std() > 15, path.name
+    text = report.markdown.read_text()
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    assert links and all((tmp_path / link).is_file() for link in links)
+    assert "legacy-tiny" in text and "best.yaml" in text
+    assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
+
+
+def test_an_unknown_study_lists_the_existing_ones(storage, tmp_path):
+    with pytest.raises(InvalidInputError, match=r"no study 'tiny-corespondence'.*Did you mean 'tiny-correspondence'.*Studies there: tiny-correspondence"):
+        write_report("tiny-corespondence", storage, tmp_path)
+
+
+def test_an_empty_study_has_nothing_to_report(storage, run_cli, tmp_path):
+    optuna.create_study(study_name="empty", storage=open_storage(storage), load_if_exists=True)
+    done = run_cli("report", "--study", "empty", "--storage", storage, "--out", str(tmp_path))
+    assert done.returncode == 2 and "has no complete trial yet: nothing to report" in done.stderr
+
+
+def test_studies_lists_the_study_with_its_counts(storage, run_cli):
+    done = run_cli("studies", "--storage", storage, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    record = next(r for r in json.loads(done.stdout) if r["study"] == "tiny-correspondence")
+    assert (record["model"], record["task"], record["complete"]) == ("tiny", "correspondence", 10)
+    assert 0 < record["best_heldout"] <= 1
+
+
+def test_quiet_prints_nothing_but_errors(storage, run_cli, tmp_path):
+    done = run_cli("--quiet", "report", "--study", "tiny-correspondence", "--storage", storage, "--out", str(tmp_path))
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
+    assert (tmp_path / "report.md").is_file()
+    failed = run_cli("--quiet", "report", "--study", "nope", "--storage", storage)
+    assert failed.returncode == 2 and failed.stdout == "" and failed.stderr.startswith("error: no study 'nope'")
+
+
+def test_the_dashboard_serves_the_study_on_localhost_and_stops_cleanly(storage, autosel_command):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([*autosel_command, "dashboard", "--storage", storage, "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        answer, deadline = None, time.time() + 60
+        while answer is None and time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    answer = json.loads(response.read())
+            except OSError:
+                assert server.poll() is None, server.stderr.read()
+                time.sleep(0.5)
+        assert answer is not None and "tiny-correspondence" in json.dumps(answer)
+    finally:
+        server.send_signal(signal.SIGINT)
+        code = server.wait(timeout=30)
+    assert code == 0
