@@ -101,3 +101,16 @@ def test_the_dashboard_serves_the_study_on_localhost_and_stops_cleanly(storage, 
         server.send_signal(signal.SIGINT)
         code = server.wait(timeout=30)
     assert code == 0
+
+
+def test_log_json_reports_each_stage_as_a_json_line(run_cli, tmp_path):
+    import yaml
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({**SPACE, "search": {**SPACE["search"], "trials": 3}}))
+    done = run_cli("--log-json", "search", "--model", "tiny", "--space", str(space), "--workers", "0",
+                   "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events if e["message"] != "screen: start"] == ["screen", "cache", "search", "confirm"]
+    assert events[-1]["heldout"] > 0 and all(e["level"] == "info" for e in events)
