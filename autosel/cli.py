@@ -303,7 +303,7 @@ def search_command(
          "channels": c.channels, "search": "–" if c.search is None else f"{100 * c.search:.1f}", "heldout": f"{100 * c.heldout:.1f}"}
         for c in outcome.confirmed
     ]
-    metric = outcome.best.config.score.metric if outcome.best.config.score else outcome.sweep.metric
+    metric = outcome.sweep.metric
     print_records(
         records, OutputFormat.table,
         [("config", "config"), ("activations", "activations"), ("channels", "C"), ("search", "search %"), ("heldout", "held-out %")],

@@ -19,6 +19,7 @@ import optuna
 from autosel.errors import InvalidInputError, did_you_mean
 from autosel.search.store import SweepStore
 from autosel.search.study import completed, open_storage, pareto_front, quiet_optuna, states, trials_frame
+from autosel.tasks import TASKS, get_task
 
 
 @dataclass
@@ -79,7 +80,7 @@ def write_report(name: str, storage: str, out: str | Path, html: bool = False) -
     out.mkdir(parents=True, exist_ok=True)
     identity = study.user_attrs.get("autosel", {})
     model, task, dataset = identity.get("model", "?"), identity.get("task", "?"), identity.get("dataset", "?")
-    metric = "pck@0.1/bbox/point" if task == "correspondence" else "miou"
+    metric = get_task(task).primary_metric if task in TASKS else "score"
     heading = f"{model} · {task} · {metric}"
     from autosel import plots
 

@@ -88,3 +88,15 @@ def write_label_folder(root: Path, train: int = 4, test: int = 8) -> Path:
     (root / "classes.txt").write_text("\n".join(shapes_class_names()) + "\n")
     (root / "train.txt").write_text("\n".join(stems[:train]) + "\n")
     return root
+
+
+def small_search_space(trials: int = 8) -> dict:
+    """A search space on the tiny model small enough for tests: 14 candidates × 2 timesteps,
+    16 pairs, top 4 kept, at most 2 activations."""
+    return {
+        "model": "tiny", "image_size": 64, "timesteps": [50, 300],
+        "candidates": {"include": ["up-level0-*", "up-level1-repeat0-*"], "exclude": ["*-map"]},
+        "proxy": {"pairs": 16},
+        "search": {"top_m": 4, "timesteps_per_candidate": 2, "max_activations": 2, "channel_budget": 160, "trials": trials,
+                   "cache_resolution": 8, "cache_dim": None, "confirm_top": 2},
+    }

@@ -19,14 +19,9 @@ from autosel.errors import InvalidInputError
 from autosel.report import write_report
 from autosel.search import SearchSpace
 from autosel.search.study import open_storage
+from fixture_data import small_search_space
 
-SPACE = {
-    "model": "tiny", "image_size": 64, "timesteps": [50, 300],
-    "candidates": {"include": ["up-level0-*", "up-level1-repeat0-*"], "exclude": ["*-map"]},
-    "proxy": {"pairs": 16},
-    "search": {"top_m": 4, "timesteps_per_candidate": 2, "max_activations": 2, "channel_budget": 160, "trials": 10,
-               "cache_resolution": 8, "cache_dim": None, "confirm_top": 2},
-}
+SPACE = small_search_space(trials=10)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,14 +17,9 @@ from autosel.config import FeatureConfig
 from autosel.errors import InvalidInputError
 from autosel.search import SearchSpace
 from autosel.search.study import completed, open_storage
+from fixture_data import small_search_space
 
-SPACE = {
-    "model": "tiny", "image_size": 64, "timesteps": [50, 300],
-    "candidates": {"include": ["up-level0-*", "up-level1-repeat0-*"], "exclude": ["*-map"]},
-    "proxy": {"pairs": 16},
-    "search": {"top_m": 4, "timesteps_per_candidate": 2, "max_activations": 2, "channel_budget": 160, "trials": 8,
-               "cache_resolution": 8, "cache_dim": None, "confirm_top": 2},
-}
+SPACE = small_search_space(trials=8)
 
 
 @pytest.fixture(scope="module")

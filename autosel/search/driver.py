@@ -88,6 +88,7 @@ def optimise(
                 channels, cost = selection.channels(catalogue), selection.cost(catalogue)
                 feasible = channel_budget is None or channels <= channel_budget
                 trial.set_user_attr("selection", selection.key)
+                trial.set_user_attr("items", [list(item) for item in selection.items])
                 trial.set_user_attr("channels", channels)
                 trial.set_user_attr("cost", cost)
                 trial.set_user_attr("feasible", feasible)

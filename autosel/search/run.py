@@ -29,6 +29,7 @@ from autosel.search.store import default_storage
 from autosel.search.strategies import make_strategy
 from autosel.search.study import completed, open_storage, open_study, pareto_front, quiet_optuna, trials_frame
 from autosel.search.sweep import SweepResult, base_config, run_sweep, select_candidates
+from autosel.tasks import get_task
 
 PRESETS_FOLDER = Path(__file__).resolve().parents[2] / "results" / "presets"
 
@@ -212,7 +213,7 @@ def _confirm(study, space, sweep, catalogue, actors, local, progress: bool = Tru
         if key in seen:
             continue
         seen.add(key)
-        selection = _selection_of(key)
+        selection = selection_of(trial)
         entries.append((f"trial {trial.number}", selection.to_config(base), trial.values[0], trial.number))
         if len(entries) == space.search.confirm_top:
             break
@@ -246,13 +247,15 @@ def _confirm(study, space, sweep, catalogue, actors, local, progress: bool = Tru
     return confirmed
 
 
-def _selection_of(key: str) -> Selection:
-    items = []
-    for part in key.split("+"):
-        name, rest = part.rsplit("@", 1)
-        t, w = rest.split("x")
-        items.append((name, int(t), float(w)))
-    return Selection(tuple(items))
+def selection_of(trial: optuna.trial.FrozenTrial) -> Selection:
+    """The selection a trial evaluated (its ``items`` user attribute)."""
+    return Selection(tuple((str(name), int(t), float(w)) for name, t, w in trial.user_attrs["items"]))
+
+
+def metric_parts(metric: str) -> tuple[str | None, str | None]:
+    """(normalisation, averaging) spelled in a metric name like ``pck@0.1/bbox/point``."""
+    parts = metric.split("/")
+    return (parts[1], parts[2]) if len(parts) == 3 else (None, None)
 
 
 def _write(folder, space, study, best, confirmed, storage_url, study_name) -> list[Path]:
@@ -261,8 +264,8 @@ def _write(folder, space, study, best, confirmed, storage_url, study_name) -> li
     for old in (folder / "pareto").glob("*.yaml"):
         old.unlink()
     presets = {c.name.removeprefix("preset "): round(c.heldout, 6) for c in confirmed if c.name.startswith(("preset", "best single"))}
-    primary = "pck@0.1/bbox/point" if space.task == "correspondence" else "miou"
-    normalisation, averaging = ("bbox", "point") if space.task == "correspondence" else (None, None)
+    primary = get_task(space.task).primary_metric
+    normalisation, averaging = metric_parts(primary)
     versions = {name: _version(name) for name in ("autosel", "torch", "diffusers", "optuna", "ray")}
     files = []
 
@@ -281,7 +284,7 @@ def _write(folder, space, study, best, confirmed, storage_url, study_name) -> li
     base = base_config(space, "unet-in", space.timesteps[0])
     for trial in pareto_front(completed(study)):
         path = folder / "pareto" / f"trial-{trial.number:04d}.yaml"
-        config = _selection_of(trial.user_attrs["selection"]).to_config(base)
+        config = selection_of(trial).to_config(base)
         score = {"task": space.task, "dataset": space.dataset, "split": "search", "metric": primary,
                  "normalisation": normalisation, "averaging": averaging, "value": trial.values[0]}
         config.replace(score=score, provenance={"study": study_name, "storage": mask_password(storage_url), "trial": trial.number}).to_yaml(path)
