@@ -67,6 +67,8 @@ def test_search_on_ray_workers_writes_a_best_config_that_extract_loads(ray_clust
     done = run_cli("extract", "--config", str(folder / "best.yaml"), "--images", str(Path(__file__).parents[1] / "results" / "tiny" / "samples.png"),
                    "--out", str(tmp_path / "f.safetensors"))
     assert done.returncode == 0, done.stderr
+    exported = run_cli("export", "--config", str(folder / "best.yaml"), "--to", "gdf", "--out", str(tmp_path / "gdf"))
+    assert exported.returncode == 0 and list((tmp_path / "gdf").glob("layers*.json")), exported.stderr
 
 
 def test_rerunning_continues_the_study_without_recomputing(ray_cluster, tmp_path):
