@@ -102,7 +102,7 @@ def test_a_worker_killed_mid_trial_leads_to_a_retried_trial(ray_cluster, tmp_pat
         sweep = run_sweep(space, out=tmp_path, storage=url, progress=False, write_files=False,
                           compute=lambda todo: (r for rows in [ray_cluster.get(actors[0].screen.remote(todo))] for r in rows))
         candidates = _top_candidates(sweep, space)
-        _prepare(actors, None, sorted({(c.id, t) for c in candidates for t in c.timesteps}))
+        _prepare(actors, None, sorted({(c.id, t) for c in candidates for t in c.timesteps}), progress=False)
 
         class KillingPool(RayPool):
             killed = False

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from autosel.evaluate import image_tensor
 from autosel.extract import FeatureExtractor
 from autosel.progress import progress_bar
 from autosel.search.cache import ActivationCache, CacheKey, images_digest, project, proxy_map
+from autosel.search.sweep import Encoded, encode_images
 from autosel.tasks import Task
 
 
@@ -47,8 +47,10 @@ def fill_cache(
     task: Task,
     keys: dict[tuple[str, int], CacheKey],
     progress: bool = True,
+    encoded: Encoded | None = None,
 ) -> tuple[dict[tuple[str, int], np.ndarray], int]:
-    """Every key's N×C×H×W float16 array (N = ``len(task.images)``), computing the missing ones.
+    """Every key's N×C×H×W float16 array (N = ``len(task.images)``), computing the missing ones
+    (from ``encoded`` latents when given, see :func:`autosel.search.sweep.encode_images`).
 
     Returns:
         The arrays by (id, timestep), and the number of denoiser forwards run.
@@ -60,7 +62,7 @@ def fill_cache(
             missing.setdefault(timestep, []).append(name)
     before = extractor.forward_count
     if missing:
-        found.update(_compute(cache, extractor, task, keys, missing, progress))
+        found.update(_compute(cache, extractor, task, keys, missing, progress, encoded))
     return found, extractor.forward_count - before  # type: ignore[return-value]
 
 
@@ -71,9 +73,9 @@ def _compute(
     keys: dict[tuple[str, int], CacheKey],
     missing: dict[int, list[str]],
     progress: bool,
+    encoded: Encoded | None,
 ) -> dict[tuple[str, int], Any]:
-    order = task.image_order()
-    batches = [order[start : start + extractor.batch_size] for start in range(0, len(order), extractor.batch_size)]
+    encoded = encoded if encoded is not None else encode_images(task, extractor, progress)
     writers = {}
     for timestep, names in missing.items():
         for name in names:
@@ -82,9 +84,8 @@ def _compute(
             channels = point.channels if key.projection is None else min(point.channels, key.projection)
             shape = (len(task.images), channels, min(point.height, key.resolution), min(point.width, key.resolution))
             writers[(name, timestep)] = cache.create(key, shape)
-    with progress_bar("caching", len(batches) * len(missing), progress) as advance:
-        for batch in batches:
-            latents, noise = extractor.latents_and_noise([image_tensor(task.images[i]) for i in batch])
+    with progress_bar("caching", len(encoded) * len(missing), progress) as advance:
+        for batch, latents, noise in encoded:
             for timestep, names in missing.items():
                 captured = extractor.capture_at(latents, noise, timestep, names)
                 for name in names:

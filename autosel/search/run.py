@@ -104,12 +104,12 @@ def run_search(
     pool, actors, local = _start_workers(workers, ray_address, worker_options)
     try:
         event("screen: start", model=space.model, candidates_timesteps=len(space.timesteps))
-        sweep = run_sweep(space, out=out, storage=storage_url, progress=progress, compute=_screen_on(actors, local))
+        sweep = run_sweep(space, out=out, storage=storage_url, progress=progress, compute=_screen_on(actors, local, progress))
         event(f"screen: {sweep.computed} (id, t) scored with {sweep.forwards} forwards, {sweep.reused} reused",
               computed=sweep.computed, forwards=sweep.forwards, reused=sweep.reused, heatmap=str(sweep.heatmap))
         candidates = _top_candidates(sweep, space)
         pairs = sorted({(c.id, t) for c in candidates for t in c.timesteps})
-        _prepare(actors, local, pairs)
+        _prepare(actors, local, pairs, progress)
         event(f"cache: {len(pairs)} (id, t) of the top {len(candidates)} candidates ready", pairs=len(pairs))
         search_strategy = make_strategy(strategy, candidates, space.search.max_activations, _driver_seed(seed, storage_url))
         study = open_study(rdb, study_name, identity, search_strategy.sampler())
@@ -166,30 +166,47 @@ def _start_workers(count: int | None, address: str | None, options: dict[str, An
     return RayPool(actors), actors, None
 
 
-def _screen_on(actors: list[Any], local: Any):
-    def compute(todo: dict[int, list[str]]):
-        if local is not None:
-            yield from local.screen(todo)
-            return
-        import ray
+def _screen_on(actors: list[Any], local: Any, progress: bool):
+    """Screening on the workers, one call per timestep (round-robin), with a bar in the driver."""
 
-        timesteps = sorted(todo)
-        shards = [{t: todo[t] for t in timesteps[i :: len(actors)]} for i in range(len(actors))]
-        refs = [actor.screen.remote(shard) for actor, shard in zip(actors, shards) if shard]
-        for rows in ray.get(refs):
-            yield from rows
+    def compute(todo: dict[int, list[str]]):
+        with progress_bar("screening timesteps", len(todo), progress) as advance:
+            if local is not None:
+                for timestep, names in todo.items():
+                    yield from local.screen({timestep: names})
+                    advance(1)
+                return
+            import ray
+
+            pending = [actors[n % len(actors)].screen.remote({t: todo[t]}) for n, t in enumerate(sorted(todo))]
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                for rows in ray.get(ready):
+                    yield from rows
+                advance(len(ready))
 
     return compute
 
 
-def _prepare(actors: list[Any], local: Any, pairs: Sequence[tuple[str, int]]) -> None:
+def _prepare(actors: list[Any], local: Any, pairs: Sequence[tuple[str, int]], progress: bool) -> None:
+    """Fill the cache timestep by timestep on the first worker, then load it everywhere."""
+    timesteps = sorted({t for _, t in pairs})
+    with progress_bar("caching timesteps", len(timesteps), progress) as advance:
+        for timestep in timesteps:
+            subset = [pair for pair in pairs if pair[1] == timestep]
+            if local is not None:
+                local.fill(subset)
+            else:
+                import ray
+
+                ray.get(actors[0].fill.remote(subset))
+            advance(1)
     if local is not None:
         local.prepare(pairs)
         return
     import ray
 
-    ray.get(actors[0].prepare.remote(pairs))  # the first fills the disk cache, the others read it
-    ray.get([actor.prepare.remote(pairs) for actor in actors[1:]])
+    ray.get([actor.prepare.remote(pairs) for actor in actors])
 
 
 def _top_candidates(sweep: SweepResult, space: SearchSpace) -> list[Candidate]:

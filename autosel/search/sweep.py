@@ -201,25 +201,39 @@ def _image_size(space: SearchSpace) -> tuple[int, int]:
     return (native, native) if isinstance(native, int) else tuple(native)
 
 
+Encoded = list[tuple[list[int], torch.Tensor, torch.Tensor]]
+"""A task's images in its order, batched: (image indices, clean latents, seeded noise) per batch."""
+
+
+def encode_images(task: Task, extractor: FeatureExtractor, progress: bool = True) -> Encoded:
+    """Encode and noise every image the task needs once, batch by batch (kept for all timesteps)."""
+    order = task.image_order()
+    batches = [order[start : start + extractor.batch_size] for start in range(0, len(order), extractor.batch_size)]
+    encoded = []
+    with progress_bar("encoding", len(order), progress) as advance:
+        for batch in batches:
+            encoded.append((batch, *extractor.latents_and_noise([image_tensor(task.images[i]) for i in batch])))
+            advance(len(batch))
+    return encoded
+
+
 def screen_rows(
     space: SearchSpace,
     task: Task,
     extractor: FeatureExtractor,
     todo: dict[int, list[str]],
     progress: bool = True,
+    encoded: Encoded | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Score ``{timestep: [ids]}``, yielding each timestep's rows (every metric) when done.
 
-    Images are encoded and noised once; then one forward per image batch and timestep
-    captures every id of that timestep, and each id's map goes straight to its own scorer.
+    Images are encoded and noised once (or taken from ``encoded``); then one forward per image
+    batch and timestep captures every id of that timestep, and each id's map goes straight to
+    its own scorer.
     """
-    order = task.image_order()
-    batches = [order[start : start + extractor.batch_size] for start in range(0, len(order), extractor.batch_size)]
-    with progress_bar("encoding", len(order), progress) as advance:
-        prepared = []
-        for batch in batches:
-            prepared.append(extractor.latents_and_noise([image_tensor(task.images[i]) for i in batch]))
-            advance(len(batch))
+    encoded = encoded if encoded is not None else encode_images(task, extractor, progress)
+    batches = [batch for batch, _, _ in encoded]
+    prepared = [(latents, noise) for _, latents, noise in encoded]
     with progress_bar("screening", len(batches) * len(todo), progress) as advance:
         for timestep, names in todo.items():
             configs = {name: base_config(space, name, timestep) for name in names}

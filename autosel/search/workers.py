@@ -46,6 +46,7 @@ class Worker:
         self._tasks: dict[str, Any] = {}
         self._arrays: dict[tuple[str, int], Any] = {}
         self._prepared: tuple[tuple[str, int], ...] = ()
+        self._encoded: Any = None
 
     def pid(self) -> int:
         return os.getpid()
@@ -57,26 +58,46 @@ class Worker:
             self._tasks[role] = make_task(self.space.task, self.space.dataset, role, **self.space.task_options())
         return self._tasks[role]
 
+    def encoded(self) -> Any:
+        """The search split's latents and noise, encoded once per worker."""
+        from autosel.search.sweep import encode_images
+
+        if self._encoded is None:
+            self._encoded = encode_images(self.task("search"), self.extractor, self.progress)
+        return self._encoded
+
     def screen(self, todo: dict[int, list[str]]) -> list[tuple[list[dict[str, Any]], int]]:
         """Sweep rows for ``{timestep: [ids]}`` and the forwards run (stored by the driver)."""
         from autosel.search.sweep import screen_rows
 
+        todo = {int(t): list(names) for t, names in todo.items()}
         before = self.extractor.forward_count
-        rows = list(screen_rows(self.space, self.task("search"), self.extractor, todo, self.progress))
+        rows = list(screen_rows(self.space, self.task("search"), self.extractor, todo, self.progress, self.encoded()))
         forwards = self.extractor.forward_count - before
         return [(records, forwards if n == 0 else 0) for n, records in enumerate(rows)]
 
+    def fill(self, pairs: Sequence[tuple[str, int]]) -> int:
+        """Compute the cache entries of ``pairs`` that are missing; forwards run."""
+        from autosel.search.fill import fill_cache
+
+        _, forwards = fill_cache(self.cache, self.extractor, self.task("search"), self._keys(pairs), self.progress, self.encoded())
+        return forwards
+
     def prepare(self, pairs: Sequence[tuple[str, int]]) -> int:
         """Load (or compute) the cached search-split features of ``pairs``; forwards run."""
-        from autosel.search.fill import cache_keys, fill_cache
+        from autosel.search.fill import fill_cache
 
         pairs = tuple((name, int(t)) for name, t in pairs)
-        search = self.space.search
-        keys = cache_keys(self.extractor, self.task("search"), self.space.dataset, "search", pairs,
-                          search.cache_resolution, search.cache_dim, self.space.seed)
-        self._arrays, forwards = fill_cache(self.cache, self.extractor, self.task("search"), keys, self.progress)
+        self._arrays, forwards = fill_cache(self.cache, self.extractor, self.task("search"), self._keys(pairs), self.progress)
         self._prepared = pairs
         return forwards
+
+    def _keys(self, pairs: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Any]:
+        from autosel.search.fill import cache_keys
+
+        search = self.space.search
+        return cache_keys(self.extractor, self.task("search"), self.space.dataset, "search",
+                          [(name, int(t)) for name, t in pairs], search.cache_resolution, search.cache_dim, self.space.seed)
 
     def evaluate(self, items: Sequence[Sequence[Any]], pairs: Sequence[tuple[str, int]]) -> dict[str, Any]:
         """Score a selection on the cache (preparing it first after a restart)."""
