@@ -75,7 +75,8 @@ def suggest(trial: Any, candidates: Sequence[Candidate], max_activations: int, w
         weight = trial.suggest_categorical(f"w{slot}", WEIGHTS) if count > 1 and weights else 1.0
         candidate = candidates[ids.index(name)]
         chosen.setdefault(name, (candidate.timesteps[min(index, len(candidate.timesteps) - 1)], float(weight)))
-    return Selection(tuple((name, t, w) for name, (t, w) in chosen.items()))
+    # sorted: the same set always concatenates in the same order (stable configs and scores)
+    return Selection(tuple(sorted((name, t, w) for name, (t, w) in chosen.items())))
 
 
 def combine_cached(arrays: Mapping[tuple[str, int], np.ndarray], selection: Selection, index: int) -> torch.Tensor:
