@@ -25,6 +25,7 @@ from autosel.config import ConfigError, FeatureConfig
 from autosel.errors import InvalidInputError, unknown_activation
 from autosel.images import ImageInput, as_image_list, resize, to_tensor
 from autosel.models import Architecture, load_pipeline, resolve_model
+from autosel.numerics import l2_normalize
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -248,6 +249,9 @@ class FeatureExtractor:
     @contextlib.contextmanager
     def _eval_mode(self) -> Iterator[None]:
         was_training = self.unet.training
+        if not was_training:  # the usual case: skip two walks over every module
+            yield
+            return
         self.unet.eval()
         try:
             yield
@@ -271,7 +275,7 @@ def combine_features(config: FeatureConfig, features: dict[str, torch.Tensor]) -
         if tuple(value.shape[-2:]) != target:
             value = F.interpolate(value, size=target, mode="bilinear", align_corners=False)
         if aggregation.l2_normalize:
-            value = F.normalize(value, dim=1)
+            value = l2_normalize(value, dim=1)
         maps.append(value * activation.weight)
     if aggregation.combine == "concat":
         return torch.cat(maps, dim=1)
@@ -306,7 +310,7 @@ def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> 
 
 def _post_process(value: torch.Tensor, post: str) -> torch.Tensor:
     if post == "l2":
-        return F.normalize(value, dim=1)
+        return l2_normalize(value, dim=1)
     return value
 
 

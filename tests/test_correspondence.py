@@ -151,21 +151,24 @@ def test_shapes_keypoints_are_found_exactly_with_keypoint_features():
     assert task.evaluate(maps).metrics["pck@0.05/bbox/point"] == 1.0
 
 
-def test_queries_from_raw_maps_equal_sampling_the_upsampled_normalised_map():
-    from autosel.tasks import prepare_features, source_queries
+def test_scores_do_not_depend_on_how_many_pairs_are_batched_together():
+    task = CorrespondenceTask.from_spec("shapes", pairs=30)
+    generator = torch.Generator().manual_seed(3)
+    maps = [torch.randn(16, 8, 8, generator=generator).half() for _ in task.images]
+    whole = task.evaluate(maps)
+    scorer = task.scorer()
+    scorer.batch_cells = 1  # every pair alone, as soon as both images are in
+    for index in task.image_order():
+        scorer.add(index, maps[index])
+        assert len(scorer.raw) <= 2  # scored pairs' maps are dropped at once
+    assert scorer.result().metrics == whole.metrics
 
-    features = unique_features(4, 7, channels=5)
-    points = torch.tensor([[0.0, 0.0], [13.0, 9.0], [27.9, 15.9], [5.3, 2.2]])
-    prepared = prepare_features(features, (16, 20))
-    grid = 2 * (points + 0.5) / torch.tensor([28.0, 16.0]) - 1
-    sampled = torch.nn.functional.grid_sample(prepared[None], grid.view(1, 1, -1, 2), align_corners=False)[0, :, 0].T
-    expected = torch.nn.functional.normalize(sampled, dim=1)
-    assert torch.allclose(source_queries(features, points, (16, 28), (16, 20)), expected, atol=1e-6)
 
+def test_matching_points_agrees_with_the_dense_prepared_maps():
+    from autosel.tasks import match_prepared, prepare_features
 
-def test_target_cells_are_the_prepared_map_as_rows_of_cells():
-    from autosel.tasks import prepare_features, target_cells
-
-    features = unique_features(5, 7, channels=6)
-    prepared = prepare_features(features, (16, 20))
-    assert torch.allclose(target_cells(features, (16, 20)), prepared.reshape(6, -1).T, atol=1e-6)
+    source, target = unique_features(6, 9, channels=12, seed=1), unique_features(6, 9, channels=12, seed=2)
+    points = torch.rand(30, 2, generator=torch.Generator().manual_seed(4)) * torch.tensor([36.0, 24.0])
+    fast = match_points(source, target, points, (24, 36), (30, 30), working_size=(24, 36))
+    dense = match_prepared(prepare_features(source, (24, 36)), prepare_features(target, (24, 36)), points, (24, 36), (30, 30))
+    assert torch.equal(fast, dense)

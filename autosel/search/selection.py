@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from autosel.catalog import ActivationPoint
 from autosel.config import FeatureConfig
+from autosel.numerics import l2_normalize
 from autosel.tasks import Task, TaskResult
 
 WEIGHTS = (0.5, 1.0, 2.0)
@@ -89,7 +90,7 @@ def combine_cached(arrays: Mapping[tuple[str, int], np.ndarray], selection: Sele
     for value, (_, _, weight) in zip(maps, selection.items):
         if tuple(value.shape[-2:]) != tuple(size):
             value = F.interpolate(value[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
-        combined.append(F.normalize(value, dim=0) * weight)
+        combined.append(l2_normalize(value, dim=0) * weight)
     return torch.cat(combined)
 
 

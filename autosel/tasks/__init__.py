@@ -4,17 +4,25 @@
 add a task with :func:`register_task`.
 """
 
-from autosel.tasks.base import TASKS, FeatureMaps, Scorer, Task, TaskResult, feature_map, get_task, make_task, register_task
+from autosel.tasks.base import (
+    TASKS,
+    FeatureMaps,
+    Scorer,
+    Task,
+    TaskResult,
+    feature_map,
+    get_task,
+    make_task,
+    register_task,
+)
 from autosel.tasks.correspondence import (
     CorrespondenceTask,
+    best_points,
     match_points,
     match_prepared,
-    match_queries,
     metric_name,
     pck,
     prepare_features,
-    source_queries,
-    target_cells,
 )
 from autosel.tasks.segmentation import SegmentationTask
 
@@ -26,16 +34,14 @@ __all__ = [
     "SegmentationTask",
     "Task",
     "TaskResult",
+    "best_points",
     "feature_map",
     "get_task",
     "make_task",
     "match_points",
     "match_prepared",
-    "match_queries",
     "metric_name",
     "pck",
     "prepare_features",
     "register_task",
-    "source_queries",
-    "target_cells",
 ]

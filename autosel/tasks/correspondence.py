@@ -14,7 +14,6 @@ box (``bbox``) or of the target image (``img``). It is averaged over all visible
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from typing import Any
 
@@ -25,7 +24,9 @@ import torch.nn.functional as F
 from autosel.data.records import CorrespondenceData, ImageSource, KeypointPair
 from autosel.data.specs import load_correspondence
 from autosel.errors import InvalidInputError
+from autosel.numerics import l2_normalize
 from autosel.tasks.base import Scorer, Task, TaskResult, register_task
+from autosel.tasks.matching import linear_resampling, point_queries, similarity_maps
 
 ALPHAS = (0.05, 0.1, 0.15)
 NORMALISATIONS = {"bbox": "the longer side of the target bounding box", "img": "the longer side of the target image"}
@@ -62,43 +63,22 @@ def match_points(
         K×2 (x, y) pixel coordinates in the target image.
     """
     size = working_size or target_size
-    return match_prepared(
-        prepare_features(source_features, size), prepare_features(target_features, size),
-        source_points, source_size, target_size, soft_window, temperature,
-    )
+    count = len(source_points)
+    maps = torch.stack([source_features.float(), target_features.float()])
+    queries = point_queries(maps, torch.zeros(count, dtype=torch.long), source_points, torch.tensor([source_size] * count), size)
+    similarity = similarity_maps(queries, torch.ones(count, dtype=torch.long), maps, size)
+    return best_points(similarity, torch.tensor([target_size] * count), soft_window, temperature)
 
 
 def prepare_features(features: torch.Tensor, working_size: tuple[int, int]) -> torch.Tensor:
     """Feature maps (C×h×w or B×C×h×w) upsampled to ``working_size`` and L2-normalised over
-    channels: do it once per image when an image takes part in several pairs."""
+    channels: the definition that :mod:`autosel.tasks.matching` computes without building it."""
     batch = features.float() if features.ndim == 4 else features.float()[None]
     if tuple(batch.shape[-2:]) != tuple(working_size):
-        rows, cols = _upsampling(batch.shape[-2], working_size[0]), _upsampling(batch.shape[-1], working_size[1])
+        rows, cols = linear_resampling(batch.shape[-2], working_size[0]), linear_resampling(batch.shape[-1], working_size[1])
         batch = rows @ batch @ cols.T  # = bilinear upsampling (align_corners=False), as two small matmuls
-    batch = F.normalize(batch, dim=1)
+    batch = l2_normalize(batch, dim=1)
     return batch if features.ndim == 4 else batch[0]
-
-
-def source_queries(
-    features: torch.Tensor, points: torch.Tensor, source_size: tuple[int, int], working_size: tuple[int, int]
-) -> torch.Tensor:
-    """K×C unit query vectors: the prepared source map (:func:`prepare_features`) sampled
-    bilinearly at ``points`` — computed from the few working cells around each point only."""
-    features = features.float()
-    height, width = working_size
-    x = (points[:, 0].float() + 0.5) * width / source_size[1] - 0.5
-    y = (points[:, 1].float() + 0.5) * height / source_size[0] - 0.5
-    x0, y0 = x.floor(), y.floor()
-    fx, fy = x - x0, y - y0
-    cell_x = torch.stack([x0, x0 + 1, x0, x0 + 1], 1).long()
-    cell_y = torch.stack([y0, y0, y0 + 1, y0 + 1], 1).long()
-    weights = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], 1)
-    inside = (cell_x >= 0) & (cell_x < width) & (cell_y >= 0) & (cell_y < height)
-    weights = weights * inside  # cells outside the map count as zeros, as in grid_sample
-    rows = _upsampling(features.shape[-2], height)[cell_y.clamp(0, height - 1)]  # K×4×h
-    cols = _upsampling(features.shape[-1], width)[cell_x.clamp(0, width - 1)]  # K×4×w
-    cells = F.normalize(torch.einsum("kni,cij,knj->knc", rows, features, cols), dim=2)
-    return F.normalize((weights[..., None] * cells).sum(1), dim=1)
 
 
 def match_prepared(
@@ -114,54 +94,26 @@ def match_prepared(
     # pixel centres → grid_sample's [-1, 1] coordinates (align_corners=False), any working size
     grid_xy = 2 * (source_points.float() + 0.5) / torch.tensor([source_size[1], source_size[0]]) - 1
     sampled = F.grid_sample(source[None], grid_xy.view(1, 1, -1, 2), mode="bilinear", align_corners=False)
-    queries = F.normalize(sampled[0, :, 0].T, dim=1)  # K×C
-    return match_queries(queries, target, target_size, soft_window, temperature)
+    queries = l2_normalize(sampled[0, :, 0].T, dim=1)  # K×C
+    similarity = torch.einsum("kc,chw->khw", queries, target)
+    return best_points(similarity, torch.tensor([target_size] * len(queries)), soft_window, temperature)
 
 
-def match_queries(
-    queries: torch.Tensor,
-    target: torch.Tensor,
-    target_size: tuple[int, int],
-    soft_window: int = 0,
-    temperature: float = 0.05,
-    working_size: tuple[int, int] | None = None,
+def best_points(
+    similarity: torch.Tensor, target_sizes: torch.Tensor, soft_window: int = 0, temperature: float = 0.05
 ) -> torch.Tensor:
-    """K×2 target pixels of the cells most similar to K unit ``queries``.
+    """K×2 (x, y) target pixels of the most similar working cell of each K×H×W ``similarity``
+    map (``target_sizes``: K×2 (height, width) of each point's target image in pixels).
 
-    ``target`` is a prepared C×h×w map (:func:`prepare_features`), or its (h·w)×C cell matrix
-    (:func:`target_cells`) together with ``working_size`` = (h, w).
+    ``soft_window`` r > 0 refines the argmax by a soft-argmax over the (2r+1)² cells around it.
     """
-    if target.ndim == 3:
-        work_h, work_w = target.shape[-2:]
-        similarity = queries @ target.reshape(target.shape[0], -1)  # K×(h·w)
-    else:
-        work_h, work_w = working_size  # type: ignore[misc]
-        similarity = (target @ queries.T).T
-    best = similarity.argmax(dim=1)
+    work_h, work_w = similarity.shape[-2:]
+    best = similarity.reshape(len(similarity), -1).argmax(dim=1)
     rows, cols = (best // work_w).float(), (best % work_w).float()
     if soft_window > 0:
-        rows, cols = _soft_argmax(similarity.view(-1, work_h, work_w), best, soft_window, temperature)
-    return torch.stack([(cols + 0.5) * target_size[1] / work_w - 0.5, (rows + 0.5) * target_size[0] / work_h - 0.5], dim=1)
-
-
-def target_cells(features: torch.Tensor, working_size: tuple[int, int]) -> torch.Tensor:
-    """The (h·w)×C unit vectors of :func:`prepare_features`'s map, cells as contiguous rows
-    (normalising along contiguous memory is several times faster than across channels)."""
-    channels, height, width = features.shape
-    cells = features.float().permute(1, 2, 0).contiguous()  # h×w×C
-    if (height, width) != tuple(working_size):
-        rows, cols = _upsampling(height, working_size[0]), _upsampling(width, working_size[1])
-        cells = (rows @ cells.reshape(height, width * channels)).reshape(working_size[0], width, channels)
-        cells = torch.matmul(cols, cells)  # working_h × working_w × C
-    return F.normalize(cells.reshape(-1, channels), dim=1)
-
-
-@functools.lru_cache(maxsize=64)
-def _upsampling(size_in: int, size_out: int) -> torch.Tensor:
-    """The size_out×size_in matrix of 1-D linear upsampling (align_corners=False); bilinear
-    upsampling of a map is ``rows @ map @ cols.T``."""
-    identity = torch.eye(size_in)[None]  # one batch, size_in channels: the unit impulses
-    return F.interpolate(identity, size=size_out, mode="linear", align_corners=False)[0].T.contiguous()
+        rows, cols = _soft_argmax(similarity, best, soft_window, temperature)
+    sizes = target_sizes.float()
+    return torch.stack([(cols + 0.5) * sizes[:, 1] / work_w - 0.5, (rows + 0.5) * sizes[:, 0] / work_h - 0.5], dim=1)
 
 
 def _soft_argmax(
@@ -250,25 +202,56 @@ class CorrespondenceTask(Task):
     def scorer(self) -> Scorer:
         return _CorrespondenceScorer(self)
 
-    def predict_pair(self, pair: KeypointPair, source: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-        """Predicted K×2 target pixels of ``pair`` from the raw source map and the target's
-        :func:`target_cells`."""
-        points = torch.from_numpy(np.asarray(pair.source_points, dtype=np.float32))
-        queries = source_queries(source, points, pair.source_size, self.working_size)
-        return match_queries(queries, cells, pair.target_size, self.soft_window, self.temperature, self.working_size)
+    def predict(self, pairs: list[KeypointPair], maps: dict[int, torch.Tensor]) -> list[torch.Tensor]:
+        """Predicted K×2 target pixels of every keypoint of each pair, pairs batched together.
+
+        Args:
+            pairs: the pairs to match.
+            maps: C×h×w feature map by image index, for every image of ``pairs`` (a pair's two
+                maps share C; pairs whose maps have the same shapes are batched together).
+        """
+        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for number, pair in enumerate(pairs):
+            groups[tuple(maps[pair.source].shape) + tuple(maps[pair.target].shape)].append(number)
+        predicted: list[torch.Tensor] = [torch.empty(0)] * len(pairs)
+        for numbers in groups.values():
+            for number, points in zip(numbers, self._predict_alike([pairs[n] for n in numbers], maps)):
+                predicted[number] = points
+        return predicted
+
+    def _predict_alike(self, pairs: list[KeypointPair], maps: dict[int, torch.Tensor]) -> list[torch.Tensor]:
+        counts = [len(pair.source_points) for pair in pairs]
+        points = torch.from_numpy(np.concatenate([np.asarray(p.source_points, dtype=np.float32).reshape(-1, 2) for p in pairs]))
+
+        def per_point(values: list[Any]) -> torch.Tensor:
+            return torch.repeat_interleave(torch.tensor(values), torch.tensor(counts), dim=0)
+
+        sources = {index: n for n, index in enumerate(sorted({pair.source for pair in pairs}))}
+        targets = {index: n for n, index in enumerate(sorted({pair.target for pair in pairs}))}
+        queries = point_queries(
+            torch.stack([maps[index] for index in sources]).float(), per_point([sources[p.source] for p in pairs]),
+            points, per_point([p.source_size for p in pairs]), self.working_size,
+        )
+        similarity = similarity_maps(
+            queries, per_point([targets[p.target] for p in pairs]),
+            torch.stack([maps[index] for index in targets]).float(), self.working_size,
+        )
+        predicted = best_points(similarity, per_point([p.target_size for p in pairs]), self.soft_window, self.temperature)
+        return list(predicted.split(counts))
 
     def result(self, errors: list[np.ndarray]) -> TaskResult:
         """The result from every pair's visible-keypoint errors (in target pixels)."""
-        lengths, categories = [], []
-        for pair in self.data.pairs:
-            x1, y1, x2, y2 = pair.target_bbox
-            lengths.append({"bbox": max(x2 - x1, y2 - y1), "img": float(max(pair.target_size))})
-            categories.append(pair.category)
+        boxes = np.array([pair.target_bbox for pair in self.data.pairs], dtype=np.float64).reshape(-1, 4)
+        lengths = {
+            "bbox": np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]),
+            "img": np.array([max(pair.target_size) for pair in self.data.pairs], dtype=np.float64),
+        }
+        categories = np.array([pair.category for pair in self.data.pairs])
         metrics = self._metrics(errors, lengths)
         per_category = {}
-        for category in sorted(set(categories)):
-            chosen = [i for i, c in enumerate(categories) if c == category]
-            per_category[category] = self._metrics([errors[i] for i in chosen], [lengths[i] for i in chosen])
+        for category in sorted(set(categories.tolist())):
+            chosen = np.flatnonzero(categories == category)
+            per_category[category] = self._metrics([errors[i] for i in chosen], {n: v[chosen] for n, v in lengths.items()})
         descriptions = {
             metric_name(a, n, v): f"PCK@{a:g}: error ≤ {a:g} × {NORMALISATIONS[n]}, averaged {AVERAGINGS[v]}"
             for a in self.alphas for n in NORMALISATIONS for v in AVERAGINGS
@@ -278,22 +261,33 @@ class CorrespondenceTask(Task):
             unit="keypoints", per_category=per_category, descriptions=descriptions,
         )
 
-    def _metrics(self, errors: list[np.ndarray], lengths: list[dict[str, float]]) -> dict[str, float]:
-        scored = [i for i, e in enumerate(errors) if len(e)]
-        total = sum(len(errors[i]) for i in scored)
+    def _metrics(self, errors: list[np.ndarray], lengths: dict[str, np.ndarray]) -> dict[str, float]:
+        counts = np.array([len(e) for e in errors], dtype=np.int64)
+        flat = np.concatenate(errors).astype(np.float64) if errors else np.zeros(0)
+        pair_of_point = np.repeat(np.arange(len(errors)), counts)
+        scored = counts > 0
         metrics = {}
         for alpha in self.alphas:
             for normalisation in NORMALISATIONS:
-                correct = [int((errors[i] <= alpha * lengths[i][normalisation]).sum()) for i in scored]
-                metrics[metric_name(alpha, normalisation, "point")] = sum(correct) / total if total else float("nan")
-                per_pair = [c / len(errors[i]) for c, i in zip(correct, scored)]
-                metrics[metric_name(alpha, normalisation, "image")] = float(np.mean(per_pair)) if per_pair else float("nan")
+                correct = flat <= alpha * lengths[normalisation][pair_of_point]
+                per_pair = np.bincount(pair_of_point, weights=correct, minlength=len(errors))[scored] / counts[scored]
+                metrics[metric_name(alpha, normalisation, "point")] = float(correct.mean()) if len(flat) else float("nan")
+                metrics[metric_name(alpha, normalisation, "image")] = float(per_pair.mean()) if scored.any() else float("nan")
         return metrics
 
 
 class _CorrespondenceScorer(Scorer):
-    """Scores each pair as soon as both of its images have arrived; forgets an image once all
-    of its pairs are scored."""
+    """Scores pairs in batches once both of their images have arrived; forgets an image once
+    all of its pairs are scored.
+
+    A batch closes when the maps held pass ``batch_bytes`` or its pairs' similarity maps would
+    pass ``batch_cells`` floats (or at :meth:`result`), so batches depend only on the order and
+    size of the maps that arrive — the same order gives bitwise the same scores however the
+    caller batched its forwards.
+    """
+
+    batch_bytes = 64 * 2**20  # maps held (a sweep runs one scorer per candidate)
+    batch_cells = 2**23  # 32 MB of float32 similarities
 
     def __init__(self, task: CorrespondenceTask) -> None:
         self.task = task
@@ -305,29 +299,41 @@ class _CorrespondenceScorer(Scorer):
                 self.pairs_of[pair.target].append(number)
         self.remaining = {index: len(numbers) for index, numbers in self.pairs_of.items()}
         self.raw: dict[int, torch.Tensor] = {}
-        self.prepared: dict[int, torch.Tensor] = {}
+        self.held_bytes = 0
+        self.ready: list[int] = []
+        self.ready_points = 0
+        self.cells_per_point = task.working_size[0] * task.working_size[1]
 
     def add(self, index: int, features: torch.Tensor) -> None:
         self.raw[index] = features
+        self.held_bytes += features.nbytes
         for number in self.pairs_of.get(index, []):
             pair = self.task.data.pairs[number]
-            if pair.source in self.raw and pair.target in self.raw and self.errors[number] is None:
-                self._score(number, pair)
+            if pair.source in self.raw and pair.target in self.raw and number not in self.ready:
+                self.ready.append(number)
+                self.ready_points += len(pair.source_points)
+        if self.ready and (self.held_bytes >= self.batch_bytes or self.ready_points * self.cells_per_point >= self.batch_cells):
+            self._score_ready()
 
-    def _score(self, number: int, pair: KeypointPair) -> None:
-        if pair.target not in self.prepared:
-            self.prepared[pair.target] = target_cells(self.raw[pair.target], self.task.working_size)
-        predicted = self.task.predict_pair(pair, self.raw[pair.source], self.prepared[pair.target])
-        truth = torch.from_numpy(np.asarray(pair.target_points, dtype=np.float32))
-        visible = torch.from_numpy(np.asarray(pair.visible, dtype=bool))
-        self.errors[number] = (predicted - truth).norm(dim=1)[visible].numpy()
-        for index in {pair.source, pair.target}:
-            self.remaining[index] -= 1
-            if self.remaining[index] == 0:
-                self.raw.pop(index, None)
-                self.prepared.pop(index, None)
+    def _score_ready(self) -> None:
+        pairs = [self.task.data.pairs[number] for number in self.ready]
+        predicted = torch.cat(self.task.predict(pairs, self.raw))
+        truth = torch.from_numpy(np.concatenate([np.asarray(p.target_points, dtype=np.float32).reshape(-1, 2) for p in pairs]))
+        errors = (predicted - truth).norm(dim=1).numpy()
+        start = 0
+        for number, pair in zip(self.ready, pairs):
+            count = len(pair.source_points)
+            self.errors[number] = errors[start : start + count][np.asarray(pair.visible, dtype=bool)]
+            start += count
+            for index in {pair.source, pair.target}:
+                self.remaining[index] -= 1
+                if self.remaining[index] == 0:
+                    self.held_bytes -= self.raw.pop(index).nbytes
+        self.ready, self.ready_points = [], 0
 
     def result(self) -> TaskResult:
+        if self.ready:
+            self._score_ready()
         missing = [self.task.data.pairs[i].name or str(i) for i, e in enumerate(self.errors) if e is None]
         if missing:
             raise InvalidInputError(f"{len(missing)} pairs were not scored (features missing), e.g. {missing[0]}")
