@@ -226,10 +226,7 @@ class FeatureExtractor:
                 self.forward_count += 1
                 for name in names:
                     sums[name].append(captured[name].float())
-        return {
-            name: torch.cat(chunks).reshape(images, members, *chunks[0].shape[1:]).mean(dim=1)
-            for name, chunks in sums.items()
-        }
+        return {name: _member_mean(chunks, images, members) for name, chunks in sums.items()}
 
     def _encode_prompt(self) -> dict[str, Any]:
         pipeline, prompt = self.pipeline, self.config.extraction.prompt
@@ -298,6 +295,13 @@ def _noise_schedule(scheduler: Any) -> Callable[[torch.Tensor, torch.Tensor, tor
 
     ddpm = DDPMScheduler.from_config(scheduler.config)
     return ddpm.add_noise
+
+
+def _member_mean(chunks: list[torch.Tensor], images: int, members: int) -> torch.Tensor:
+    """The mean over ensemble members of forward chunks holding images × members rows."""
+    rows = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+    rows = rows.reshape(images, members, *rows.shape[1:])
+    return rows[:, 0] if members == 1 else rows.mean(dim=1)  # a one-member mean would only copy
 
 
 def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:

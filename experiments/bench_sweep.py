@@ -7,7 +7,9 @@ per (image batch, timestep) capturing every candidate of ``search_spaces/tiny.ya
 scored by a streaming scorer — and (b) the naive way peers use: one extraction run per
 (candidate, timestep), then the task. Prints forwards, wall time (split into extraction and
 scoring for (b)), the largest score difference between the two (should be 0), the sweep's
-peak RSS, and the activation cache's read throughput (RAM and memory-mapped disk).
+peak RSS, and the activation cache's read throughput (RAM and memory-mapped disk). Both ways
+are warmed up first (one candidate at one timestep each), so neither pays torch's first-call
+costs inside its timing.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def main() -> None:
     space = load_space("tiny").replace(timesteps=timesteps, proxy={"pairs": args.pairs, "shapes_size": 64})
     pipeline = load_pipeline("tiny")
     task = make_task(space.task, space.dataset, "search", **space.task_options())
+    warm = space.replace(timesteps=timesteps[:1], candidates={"include": ["up-level0-repeat0-res-out"], "exclude": []})
+    with tempfile.TemporaryDirectory() as folder:
+        run_sweep(warm, out=folder, pipeline=pipeline, batch_size=args.batch, progress=False, write_files=False)
+    extractor = FeatureExtractor(base_config(space, "up-level0-repeat0-res-out", timesteps[0]), pipeline=pipeline, batch_size=args.batch)
+    task.evaluate(extract_combined(extractor, task.images, progress=False))
     rss_before = _peak_rss_mb()
 
     with tempfile.TemporaryDirectory() as folder:

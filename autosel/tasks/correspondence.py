@@ -14,6 +14,7 @@ box (``bbox``) or of the target image (``img``). It is averaged over all visible
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from typing import Any
 
@@ -202,6 +203,16 @@ class CorrespondenceTask(Task):
     def scorer(self) -> Scorer:
         return _CorrespondenceScorer(self)
 
+    @functools.cached_property
+    def pairs_of_image(self) -> dict[int, list[int]]:
+        """The numbers of the pairs each image takes part in."""
+        pairs_of: dict[int, list[int]] = defaultdict(list)
+        for number, pair in enumerate(self.data.pairs):
+            pairs_of[pair.source].append(number)
+            if pair.target != pair.source:
+                pairs_of[pair.target].append(number)
+        return dict(pairs_of)
+
     def predict(self, pairs: list[KeypointPair], maps: dict[int, torch.Tensor]) -> list[torch.Tensor]:
         """Predicted K×2 target pixels of every keypoint of each pair, pairs batched together.
 
@@ -246,33 +257,43 @@ class CorrespondenceTask(Task):
             "bbox": np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]),
             "img": np.array([max(pair.target_size) for pair in self.data.pairs], dtype=np.float64),
         }
+        counts = np.array([len(e) for e in errors], dtype=np.int64)
+        pair_of_point = np.repeat(np.arange(len(errors)), counts)
+        flat = np.concatenate(errors).astype(np.float64) if errors else np.zeros(0)
+        correct = {}  # per metric: is each point correct, and how many are per pair
+        for alpha in self.alphas:
+            for normalisation in NORMALISATIONS:
+                hits = flat <= alpha * lengths[normalisation][pair_of_point]
+                correct[alpha, normalisation] = (hits, np.bincount(pair_of_point, weights=hits, minlength=len(errors)))
         categories = np.array([pair.category for pair in self.data.pairs])
-        metrics = self._metrics(errors, lengths)
-        per_category = {}
-        for category in sorted(set(categories.tolist())):
-            chosen = np.flatnonzero(categories == category)
-            per_category[category] = self._metrics([errors[i] for i in chosen], {n: v[chosen] for n, v in lengths.items()})
+        metrics = self._metrics(correct, counts, np.ones(len(errors), dtype=bool), pair_of_point)
+        per_category = {
+            category: self._metrics(correct, counts, categories == category, pair_of_point)
+            for category in sorted(set(categories.tolist()))
+        }
         descriptions = {
             metric_name(a, n, v): f"PCK@{a:g}: error ≤ {a:g} × {NORMALISATIONS[n]}, averaged {AVERAGINGS[v]}"
             for a in self.alphas for n in NORMALISATIONS for v in AVERAGINGS
         }
         return TaskResult(
-            task=self.name, metrics=metrics, primary=self.primary_metric, n_items=int(sum(len(e) for e in errors)),
+            task=self.name, metrics=metrics, primary=self.primary_metric, n_items=int(counts.sum()),
             unit="keypoints", per_category=per_category, descriptions=descriptions,
         )
 
-    def _metrics(self, errors: list[np.ndarray], lengths: dict[str, np.ndarray]) -> dict[str, float]:
-        counts = np.array([len(e) for e in errors], dtype=np.int64)
-        flat = np.concatenate(errors).astype(np.float64) if errors else np.zeros(0)
-        pair_of_point = np.repeat(np.arange(len(errors)), counts)
-        scored = counts > 0
+    @staticmethod
+    def _metrics(
+        correct: dict[tuple[float, str], tuple[np.ndarray, np.ndarray]], counts: np.ndarray, chosen: np.ndarray,
+        pair_of_point: np.ndarray,
+    ) -> dict[str, float]:
+        """Every metric over the ``chosen`` pairs (a boolean mask)."""
+        points = chosen[pair_of_point]
+        scored = chosen & (counts > 0)
         metrics = {}
-        for alpha in self.alphas:
-            for normalisation in NORMALISATIONS:
-                correct = flat <= alpha * lengths[normalisation][pair_of_point]
-                per_pair = np.bincount(pair_of_point, weights=correct, minlength=len(errors))[scored] / counts[scored]
-                metrics[metric_name(alpha, normalisation, "point")] = float(correct.mean()) if len(flat) else float("nan")
-                metrics[metric_name(alpha, normalisation, "image")] = float(per_pair.mean()) if scored.any() else float("nan")
+        for (alpha, normalisation), (hits, per_pair) in correct.items():
+            point_average = float(hits[points].mean()) if points.any() else float("nan")
+            image_average = float((per_pair[scored] / counts[scored]).mean()) if scored.any() else float("nan")
+            metrics[metric_name(alpha, normalisation, "point")] = point_average
+            metrics[metric_name(alpha, normalisation, "image")] = image_average
         return metrics
 
 
@@ -292,11 +313,7 @@ class _CorrespondenceScorer(Scorer):
     def __init__(self, task: CorrespondenceTask) -> None:
         self.task = task
         self.errors: list[np.ndarray | None] = [None] * len(task.data.pairs)
-        self.pairs_of: dict[int, list[int]] = defaultdict(list)
-        for number, pair in enumerate(task.data.pairs):
-            self.pairs_of[pair.source].append(number)
-            if pair.target != pair.source:
-                self.pairs_of[pair.target].append(number)
+        self.pairs_of = task.pairs_of_image
         self.remaining = {index: len(numbers) for index, numbers in self.pairs_of.items()}
         self.raw: dict[int, torch.Tensor] = {}
         self.held_bytes = 0
