@@ -326,7 +326,8 @@ class _CorrespondenceScorer(Scorer):
         self.held_bytes += features.nbytes
         for number in self.pairs_of.get(index, []):
             pair = self.task.data.pairs[number]
-            if pair.source in self.raw and pair.target in self.raw and number not in self.ready:
+            both_in = pair.source in self.raw and pair.target in self.raw
+            if both_in and self.errors[number] is None and number not in self.ready:
                 self.ready.append(number)
                 self.ready_points += len(pair.source_points)
         if self.ready and (self.held_bytes >= self.batch_bytes or self.ready_points * self.cells_per_point >= self.batch_cells):

@@ -120,13 +120,15 @@ def similarity_maps(
     """
     maps = maps.float()
     count, channels, height, width = maps.shape
+    # queries grouped by target, padded to the busiest target: one batched product at low resolution
     per_target = torch.bincount(target_of_query, minlength=count)
-    longest = int(per_target.max())
     order = torch.argsort(target_of_query, stable=True)
-    slot = torch.arange(len(order)) - torch.repeat_interleave(torch.cumsum(per_target, 0) - per_target, per_target)
-    padded = queries.new_zeros(count, longest, channels)
-    padded[target_of_query[order], slot] = queries[order]
-    low = torch.bmm(padded, maps.reshape(count, channels, height * width))[target_of_query, slot[torch.argsort(order)]]
+    first = torch.cumsum(per_target, 0) - per_target  # where each target's queries start in `order`
+    slot = torch.empty_like(order)
+    slot[order] = torch.arange(len(order)) - first[target_of_query[order]]  # rank among its target's queries
+    padded = queries.new_zeros(count, int(per_target.max()), channels)
+    padded[target_of_query, slot] = queries
+    low = torch.bmm(padded, maps.reshape(count, channels, height * width))[target_of_query, slot]  # N×(h·w)
     rows = linear_resampling(height, working_size[0])
     cols = linear_resampling(width, working_size[1])
     used, target_slot = torch.unique(target_of_query, return_inverse=True)  # norms of targets only
