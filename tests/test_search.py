@@ -199,3 +199,12 @@ def test_space_files_with_an_unknown_key_or_an_unknown_id_are_refused(run_cli, t
     unknown.write_text(yaml.safe_dump({**SPACE, "candidates": {"include": ["up-level1-repeat0-res-incremnt"], "exclude": []}}))
     done = run_cli("search", "--model", "tiny", "--space", str(unknown), "--out", str(tmp_path))
     assert done.returncode == 2 and "matches no activation of tiny" in done.stderr and "up-level1-repeat0-res-increment" in done.stderr
+
+
+def test_a_storage_file_under_the_working_directory_is_recorded_relative_to_it(tmp_path, monkeypatch):
+    from autosel.search.store import portable_storage
+
+    monkeypatch.chdir(tmp_path)
+    assert portable_storage(f"sqlite:///{tmp_path / 'results' / 'autosel.db'}") == "sqlite:///results/autosel.db"
+    assert portable_storage("sqlite:////elsewhere/autosel.db") == "sqlite:////elsewhere/autosel.db"
+    assert portable_storage("postgresql://user:pw@host/db") == "postgresql://user:pw@host/db"

@@ -25,7 +25,7 @@ from autosel.search.cache import default_cache_dir, parse_bytes
 from autosel.search.driver import DriveStats, optimise
 from autosel.search.selection import Candidate, Selection
 from autosel.search.space import SearchSpace
-from autosel.search.store import default_storage
+from autosel.search.store import default_storage, portable_storage
 from autosel.search.strategies import make_strategy
 from autosel.search.study import completed, open_storage, open_study, pareto_front, quiet_optuna, trials_frame
 from autosel.search.sweep import SweepResult, base_config, run_sweep, select_candidates
@@ -284,6 +284,7 @@ def _write(folder, space, study, best, confirmed, storage_url, study_name) -> li
     primary = get_task(space.task).primary_metric
     normalisation, averaging = metric_parts(primary)
     versions = {name: _version(name) for name in ("autosel", "torch", "diffusers", "optuna", "ray")}
+    recorded_storage = mask_password(portable_storage(storage_url))
     files = []
 
     def finished(config: FeatureConfig, heldout: float, search: float | None, trial: int | None) -> FeatureConfig:
@@ -291,7 +292,7 @@ def _write(folder, space, study, best, confirmed, storage_url, study_name) -> li
             score={"task": space.task, "dataset": space.dataset, "split": "heldout", "metric": primary,
                    "normalisation": normalisation, "averaging": averaging, "value": heldout,
                    "search_value": search, "presets": presets},
-            provenance={"study": study_name, "storage": mask_password(storage_url), "trial": trial,
+            provenance={"study": study_name, "storage": recorded_storage, "trial": trial,
                         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "versions": versions},
         )
 
@@ -304,7 +305,7 @@ def _write(folder, space, study, best, confirmed, storage_url, study_name) -> li
         config = selection_of(trial).to_config(base)
         score = {"task": space.task, "dataset": space.dataset, "split": "search", "metric": primary,
                  "normalisation": normalisation, "averaging": averaging, "value": trial.values[0]}
-        config.replace(score=score, provenance={"study": study_name, "storage": mask_password(storage_url), "trial": trial.number}).to_yaml(path)
+        config.replace(score=score, provenance={"study": study_name, "storage": recorded_storage, "trial": trial.number}).to_yaml(path)
         files.append(path)
     frame = trials_frame(study)
     frame.to_csv(folder / "trials.csv", index=False)

@@ -66,6 +66,17 @@ def default_storage(out: str | Path) -> str:
     return f"sqlite:///{path}"
 
 
+def portable_storage(url: str) -> str:
+    """``url`` as recorded in files meant to travel (best.yaml provenance): a SQLite file under
+    the working directory becomes relative to it, so a committed config names no home folder."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and Path(url[len(prefix):]).is_absolute():
+        path = Path(url[len(prefix):])
+        if path.is_relative_to(Path.cwd()):
+            return prefix + path.relative_to(Path.cwd()).as_posix()
+    return url
+
+
 def connect(url: str) -> sa.Engine:
     """An engine for ``url`` whose tables exist; fails with a one-line, password-masked error."""
     for attempt in range(4):
