@@ -1,6 +1,7 @@
 """Benchmark of the screening sweep against the naive per-candidate way, on the tiny model.
 
-    python experiments/bench_sweep.py [--pairs 100] [--timesteps 10,50,150,300,500] [--batch 16]
+    python experiments/bench_sweep.py [--task correspondence|segmentation] [--pairs 100]
+                                      [--timesteps 10,50,150,300,500] [--batch 16]
 
 Side by side in one run, on the shapes search split: (a) the sweep — one denoiser forward
 per (image batch, timestep) capturing every candidate of ``search_spaces/tiny.yaml``, each
@@ -33,12 +34,13 @@ from autosel.tasks import make_task
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--task", default="correspondence", choices=["correspondence", "segmentation"])
+    parser.add_argument("--pairs", type=int, default=100, help="correspondence pairs")
     parser.add_argument("--timesteps", default="10,50,150,300,500")
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
     timesteps = [int(t) for t in args.timesteps.split(",")]
-    space = load_space("tiny").replace(timesteps=timesteps, proxy={"pairs": args.pairs, "shapes_size": 64})
+    space = load_space("tiny").replace(task=args.task, timesteps=timesteps, proxy={"pairs": args.pairs, "shapes_size": 64})
     pipeline = load_pipeline("tiny")
     task = make_task(space.task, space.dataset, "search", **space.task_options())
     warm = space.replace(timesteps=timesteps[:1], candidates={"include": ["up-level0-repeat0-res-out"], "exclude": []})
@@ -54,7 +56,7 @@ def main() -> None:
         sweep_seconds = time.perf_counter() - started
     sweep_rss = _peak_rss_mb()
     primary = sweep.primary
-    print(f"{len(task.images)} images ({args.pairs} pairs), {primary['id'].nunique()} candidates × {len(timesteps)} timesteps "
+    print(f"{args.task}: {len(task.images)} images, {primary['id'].nunique()} candidates × {len(timesteps)} timesteps "
           f"= {len(primary)} scores, batch {args.batch}")
 
     naive_forwards, extract_seconds, score_seconds, largest_difference = 0, 0.0, 0.0, 0.0
