@@ -307,7 +307,7 @@ class _CorrespondenceScorer(Scorer):
     caller batched its forwards.
     """
 
-    batch_bytes = 64 * 2**20  # maps held (a sweep runs one scorer per candidate)
+    batch_bytes = 16 * 2**20  # maps held (a sweep runs one scorer per candidate, so keep it small)
     batch_cells = 2**23  # 32 MB of float32 similarities
 
     def __init__(self, task: CorrespondenceTask) -> None:
