@@ -73,6 +73,8 @@ def optimise(
                     study.enqueue_trial(params)
                 elif strategy.exhausted(study):
                     break
+                elif strategy.waiting(study) and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                    break  # the strategy needs running trials' results first, and nothing is queued
                 trial = study.ask()
                 storage.record_heartbeat(trial._trial_id)
                 running += 1

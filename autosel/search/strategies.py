@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from autosel.errors import InvalidInputError, did_you_mean
 from autosel.search.selection import Candidate
@@ -35,6 +36,10 @@ class Strategy:
 
     def exhausted(self, study: optuna.Study) -> bool:
         """True when the strategy has nothing left to propose."""
+        return False
+
+    def waiting(self, study: optuna.Study) -> bool:
+        """True when the next proposal depends on trials still running (ask nothing new yet)."""
         return False
 
 
@@ -114,6 +119,8 @@ class GreedyStrategy(RandomStrategy):
 
     def next_params(self, study: optuna.Study) -> dict[str, Any] | None:
         if not self._queue and not self._done:
+            if self.waiting(study):
+                return None
             scores = {}
             for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
                 scores[tuple(sorted(trial.params.items()))] = trial.values[0]
@@ -131,6 +138,21 @@ class GreedyStrategy(RandomStrategy):
 
     def exhausted(self, study: optuna.Study) -> bool:
         return self._done
+
+    def waiting(self, study: optuna.Study) -> bool:
+        """With several workers the round's last trials may still run (or be queued for a
+        retry) when its queue is spent: the round is judged only once every one has finished."""
+        if self._queue or self._done:
+            return False
+        round_keys = {tuple(sorted(params.items())) for _, params in self._round}
+        finished, unfinished = set(), set()
+        states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+        for trial in study.get_trials(deepcopy=False, states=states):
+            params = trial.params or trial.system_attrs.get("fixed_params") or {}
+            key = tuple(sorted(params.items()))
+            if key in round_keys:
+                (finished if trial.state == TrialState.COMPLETE else unfinished).add(key)
+        return bool(unfinished - finished)
 
 
 class GreedyThenTPE(GreedyStrategy):

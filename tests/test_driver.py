@@ -1,0 +1,41 @@
+"""The driver's ask/tell loop with several workers, on a stand-in pool (no model, no Ray)."""
+
+from __future__ import annotations
+
+from autosel.catalog import list_activations
+from autosel.search.driver import optimise
+from autosel.search.selection import Candidate
+from autosel.search.strategies import make_strategy
+from autosel.search.study import completed, open_storage, open_study
+
+IDS = ("up-level0-repeat0-res-out", "up-level1-repeat0-res-out", "up-level2-repeat0-res-out")
+SCORES = {IDS[0]: 0.1, IDS[1]: 0.2, IDS[2]: 0.9}  # a set scores the sum of its members
+
+
+class OneAtATimePool:
+    """Three workers that finish one trial per poll, oldest first."""
+
+    def __init__(self) -> None:
+        self.busy: list[tuple[int, tuple]] = []
+
+    def idle(self) -> int:
+        return 3 - len(self.busy)
+
+    def submit(self, tag, items, pairs) -> None:
+        self.busy.append((tag, items))
+
+    def poll(self, timeout):
+        if self.busy:
+            tag, items = self.busy.pop(0)
+            yield tag, {"score": sum(SCORES[name] for name, _, _ in items)}, None
+
+
+def test_greedy_judges_a_round_only_after_all_its_parallel_trials_finish(tmp_path):
+    catalogue = {point.id: point for point in list_activations("tiny", 64)}
+    candidates = [Candidate(name, (50,), catalogue[name].channels, catalogue[name].depth) for name in IDS]
+    strategy = make_strategy("greedy", candidates, 2, 0)
+    study = open_study(open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}"), "greedy", {"model": "tiny"}, strategy.sampler())
+    optimise(study, strategy, OneAtATimePool(), candidates, catalogue, 20, 2, None, progress=False, poll_seconds=0.01)
+    extensions = [{name for name, _, _ in t.user_attrs["items"]} for t in completed(study) if len(t.user_attrs["items"]) == 2]
+    assert len(completed(study)) == 5 and len(extensions) == 2  # 3 singles, then the best one's 2 extensions
+    assert all(IDS[2] in names for names in extensions)  # of the best single, not of the first to finish
