@@ -39,3 +39,27 @@ def test_greedy_judges_a_round_only_after_all_its_parallel_trials_finish(tmp_pat
     extensions = [{name for name, _, _ in t.user_attrs["items"]} for t in completed(study) if len(t.user_attrs["items"]) == 2]
     assert len(completed(study)) == 5 and len(extensions) == 2  # 3 singles, then the best one's 2 extensions
     assert all(IDS[2] in names for names in extensions)  # of the best single, not of the first to finish
+
+
+def test_a_trial_whose_driver_died_before_its_first_heartbeat_is_failed_not_waited_for(tmp_path):
+    import threading
+    import time
+
+    from optuna.trial import TrialState
+
+    catalogue = {point.id: point for point in list_activations("tiny", 64)}
+    candidates = [Candidate(name, (50,), catalogue[name].channels, catalogue[name].depth) for name in IDS]
+    strategy = make_strategy("random", candidates, 2, 0)
+    storage = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}", heartbeat=1, grace=1)
+    study = open_study(storage, "orphan", {"model": "tiny"}, strategy.sampler())
+    orphan = study.ask()  # a driver killed right here leaves a RUNNING trial with no heartbeat
+    time.sleep(1.5)
+    run = threading.Thread(
+        target=optimise, args=(study, strategy, OneAtATimePool(), candidates, catalogue, 2, 2, None),
+        kwargs={"progress": False, "poll_seconds": 0.01}, daemon=True,
+    )
+    run.start()
+    run.join(timeout=20)
+    assert not run.is_alive(), "the driver is still waiting on the orphaned trial"
+    assert study.get_trials(deepcopy=False)[orphan.number].state == TrialState.FAIL
+    assert len(completed(study)) == 2

@@ -2,8 +2,10 @@
 
 ``--trials N`` counts COMPLETE trials of the study in total, across reruns and drivers. A trial
 whose worker died is failed and re-queued with the same parameters; trials of a dead driver are
-found stale by their heartbeat and re-queued the same way. A selection already evaluated in
-the study is not evaluated again: its values are copied (``duplicate_of``).
+found stale by their heartbeat and re-queued the same way; a trial whose driver died between
+asking it and recording its first heartbeat (Optuna never finds those stale) is failed once it
+is older than the grace period. A selection already evaluated in the study is not evaluated
+again: its values are copied (``duplicate_of``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -56,10 +59,12 @@ def optimise(
     driver = f"{socket.gethostname()}:{os.getpid()}"
     in_flight: dict[int, tuple[optuna.trial.Trial, Selection]] = {}
     skipped = 0
+    grace_seconds = _grace_seconds(storage)
     with progress_bar("trials", trials, progress) as advance:
         shown = 0
         while True:
             optuna.storages.fail_stale_trials(study)
+            fail_orphaned_trials(study, grace_seconds)
             all_trials = study.get_trials(deepcopy=False)
             complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
             running = sum(t.state == TrialState.RUNNING for t in all_trials)
@@ -77,6 +82,8 @@ def optimise(
                     break  # the strategy needs running trials' results first, and nothing is queued
                 trial = study.ask()
                 storage.record_heartbeat(trial._trial_id)
+                trial.set_user_attr("heartbeat_of", trial.number)  # see fail_orphaned_trials
+                trial.set_user_attr("driver", driver)
                 running += 1
                 now = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
                 done_now = sum(t.state == TrialState.COMPLETE for t in now)
@@ -95,7 +102,6 @@ def optimise(
                 trial.set_user_attr("cost", cost)
                 trial.set_user_attr("feasible", feasible)
                 trial.set_constraint("channels", float(channels - channel_budget) if channel_budget else 0.0)
-                trial.set_user_attr("driver", driver)
                 # set-then-check: of two drivers proposing the same selection at once, at most one evaluates it
                 same = [
                     t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
@@ -134,3 +140,34 @@ def optimise(
             for trial, _ in in_flight.values():
                 storage.record_heartbeat(trial._trial_id)
     return stats
+
+
+def _grace_seconds(storage: Any) -> float:
+    """The storage's heartbeat grace period (Optuna wraps an RDBStorage in a cache layer)."""
+    backend = getattr(storage, "_backend", storage)
+    interval = getattr(backend, "heartbeat_interval", None) or 60
+    return getattr(backend, "grace_period", None) or 2 * interval
+
+
+def fail_orphaned_trials(study: optuna.Study, grace_seconds: float) -> list[int]:
+    """Fail RUNNING trials that never got past their first heartbeat and started more than
+    ``grace_seconds`` ago; returns their numbers. The driver marks a trial right after its first
+    heartbeat (``heartbeat_of`` = its own number: a retry copies its predecessor's attributes).
+
+    Optuna's stale-trial check skips trials without a heartbeat record, so a driver killed
+    between ``ask`` and its first heartbeat would leave a trial RUNNING forever, and the study
+    would wait on it forever. Nothing was evaluated for such a trial, so it is not re-queued.
+    """
+    oldest = dt.datetime.now() - dt.timedelta(seconds=grace_seconds)
+    orphans = [
+        trial for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if trial.user_attrs.get("heartbeat_of") != trial.number
+        and trial.datetime_start is not None and trial.datetime_start < oldest
+    ]
+    for trial in orphans:
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (RuntimeError, ValueError):  # another driver failed it first
+            continue
+        log.warning("trial %d was asked by a driver that died before its first heartbeat; it is failed", trial.number)
+    return [trial.number for trial in orphans]
