@@ -10,10 +10,10 @@ again: its values are copied (``duplicate_of``).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
-import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
