@@ -12,6 +12,11 @@ IDS = ("up-level0-repeat0-res-out", "up-level1-repeat0-res-out", "up-level2-repe
 SCORES = {IDS[0]: 0.1, IDS[1]: 0.2, IDS[2]: 0.9}  # a set scores the sum of its members
 
 
+def catalogue_and_candidates():
+    catalogue = {point.id: point for point in list_activations("tiny", 64)}
+    return catalogue, [Candidate(name, (50,), catalogue[name].channels, catalogue[name].depth) for name in IDS]
+
+
 class OneAtATimePool:
     """Three workers that finish one trial per poll, oldest first."""
 
@@ -31,8 +36,7 @@ class OneAtATimePool:
 
 
 def test_greedy_judges_a_round_only_after_all_its_parallel_trials_finish(tmp_path):
-    catalogue = {point.id: point for point in list_activations("tiny", 64)}
-    candidates = [Candidate(name, (50,), catalogue[name].channels, catalogue[name].depth) for name in IDS]
+    catalogue, candidates = catalogue_and_candidates()
     strategy = make_strategy("greedy", candidates, 2, 0)
     study = open_study(open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}"), "greedy", {"model": "tiny"}, strategy.sampler())
     optimise(study, strategy, OneAtATimePool(), candidates, catalogue, 20, 2, None, progress=False, poll_seconds=0.01)
@@ -47,8 +51,7 @@ def test_a_trial_whose_driver_died_before_its_first_heartbeat_is_failed_not_wait
 
     from optuna.trial import TrialState
 
-    catalogue = {point.id: point for point in list_activations("tiny", 64)}
-    candidates = [Candidate(name, (50,), catalogue[name].channels, catalogue[name].depth) for name in IDS]
+    catalogue, candidates = catalogue_and_candidates()
     strategy = make_strategy("random", candidates, 2, 0)
     storage = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}", heartbeat=1, grace=1)
     study = open_study(storage, "orphan", {"model": "tiny"}, strategy.sampler())
