@@ -28,9 +28,11 @@ class TapKind(str, Enum):
     OUTPUT = "output"
     """The module's output, already B×C×H×W (first element of a tuple output)."""
     INPUT = "input"
-    """The module's first positional input."""
+    """The module's first positional input (or its ``hidden_states`` keyword)."""
     TOKENS = "tokens"
-    """The module's B×N×C token output, folded to B×C×H×W on the latent grid."""
+    """The module's B×N×C token output, folded to B×C×H×W on the token grid."""
+    INPUT_TOKENS = "input-tokens"
+    """The module's B×N×C token input (first positional or ``hidden_states``), folded like TOKENS."""
     ATTENTION_MAP = "attention-map"
     """softmax(q·kᵀ·scale) of an ``Attention`` module averaged over heads: B×Nk×H×W, one
     channel per key token (image positions for self-attention, text tokens for cross)."""
@@ -44,14 +46,22 @@ class Tap:
         module: dotted module path, as in ``denoiser.named_modules()``.
         kind: how the value is read (see :class:`TapKind`).
         grid_from: for tokens and maps, the path of the module whose B×C×H×W input defines
-            the token grid (the enclosing ``Transformer2DModel``).
+            the token grid (the enclosing ``Transformer2DModel``); ``None`` for diffusion
+            transformers, whose grid (latent size ÷ patch) is set per forward by the caller
+            (:attr:`ActivationCapture.token_grid`).
         scale: a factor applied to the value (``1/output_scale_factor`` for resnet increments).
+        index: which element of a tuple output holds the value (joint-attention blocks return
+            ``(text, image)``).
+
+    Token sequences longer than the grid hold text tokens first (FLUX's single-stream blocks
+    run on ``[text, image]``): only the last H·W tokens, the image's, are kept.
     """
 
     module: str
     kind: TapKind
     grid_from: str | None = None
     scale: float = 1.0
+    index: int = 0
 
 
 class StopForward(Exception):
@@ -79,6 +89,8 @@ class ActivationCapture:
         self.taps = dict(taps)
         self.stop_early = stop_early
         self.features: dict[str, torch.Tensor] = {}
+        self.token_grid: tuple[int, int] | None = None
+        """(H, W) of the token grid of taps without ``grid_from`` (set before :meth:`run`)."""
         self._modules = dict(denoiser.named_modules())
         self._grids: dict[str, tuple[int, int]] = {}
         self._stash: dict[tuple[str, str], torch.Tensor] = {}
@@ -130,19 +142,22 @@ class ActivationCapture:
         for path in grid_modules:
             self._hook(path, pre=True, fn=self._grid_hook(path))
         for path, named_taps in by_module.items():
-            inputs = [(n, t) for n, t in named_taps if t.kind is TapKind.INPUT]
-            outputs = [(n, t) for n, t in named_taps if t.kind is not TapKind.INPUT]
+            inputs = [(n, t) for n, t in named_taps if t.kind in _INPUT_KINDS]
+            outputs = [(n, t) for n, t in named_taps if t.kind not in _INPUT_KINDS]
             if inputs:
-                self._hook(path, pre=True, fn=self._input_hook(inputs))
+                self._hook(path, pre=True, fn=self._input_hook(inputs), with_kwargs=True)
             if any(t.kind is TapKind.ATTENTION_MAP for _, t in outputs):
                 for projection in ("to_q", "to_k"):
                     self._hook(f"{path}.{projection}", pre=False, fn=self._stash_hook(path, projection))
             if outputs:
                 self._hook(path, pre=False, fn=self._output_hook(path, outputs))
 
-    def _hook(self, path: str, pre: bool, fn: Any) -> None:
+    def _hook(self, path: str, pre: bool, fn: Any, with_kwargs: bool = False) -> None:
         module = self._modules[path]
-        handle = module.register_forward_pre_hook(fn) if pre else module.register_forward_hook(fn)
+        if pre:
+            handle = module.register_forward_pre_hook(fn, with_kwargs=with_kwargs)
+        else:
+            handle = module.register_forward_hook(fn)
         self._handles.append(handle)
 
     def _remove(self) -> None:
@@ -163,9 +178,10 @@ class ActivationCapture:
         return hook
 
     def _input_hook(self, named_taps: list[tuple[str, Tap]]):
-        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            value = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))
             for name, tap in named_taps:
-                self._store(name, tap, args[0])
+                self._store(name, tap, value)
 
         return hook
 
@@ -181,7 +197,7 @@ class ActivationCapture:
                 if tap.kind is TapKind.ATTENTION_MAP:
                     value = self._attention_map(path, module, tap)
                 else:
-                    value = _first_tensor(output)
+                    value = _tensor_at(output, tap.index)
                 self._store(name, tap, value)
 
         return hook
@@ -190,7 +206,7 @@ class ActivationCapture:
 
     def _store(self, name: str, tap: Tap, value: torch.Tensor) -> None:
         value = value.detach()
-        if tap.kind is TapKind.TOKENS:
+        if tap.kind in (TapKind.TOKENS, TapKind.INPUT_TOKENS):
             value = _fold_tokens(value, self._grid(tap))
         if tap.scale != 1.0:
             value = value * tap.scale
@@ -199,6 +215,10 @@ class ActivationCapture:
             raise StopForward
 
     def _grid(self, tap: Tap) -> tuple[int, int]:
+        if tap.grid_from is None:
+            if self.token_grid is None:
+                raise RuntimeError(f"no token grid set for {tap.module} (set ActivationCapture.token_grid)")
+            return self.token_grid
         if tap.grid_from not in self._grids:
             raise RuntimeError(f"no token grid recorded for {tap.module} (grid module {tap.grid_from} did not run)")
         return self._grids[tap.grid_from]
@@ -227,11 +247,14 @@ class ActivationCapture:
         return mean_map.transpose(1, 2).reshape(batch, key_len, height, width)
 
 
-def _first_tensor(output: Any) -> torch.Tensor:
+_INPUT_KINDS = (TapKind.INPUT, TapKind.INPUT_TOKENS)
+
+
+def _tensor_at(output: Any, index: int) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
+    if isinstance(output, (tuple, list)) and len(output) > index and isinstance(output[index], torch.Tensor):
+        return output[index]
     sample = getattr(output, "sample", None)
     if isinstance(sample, torch.Tensor):
         return sample
@@ -241,6 +264,8 @@ def _first_tensor(output: Any) -> torch.Tensor:
 def _fold_tokens(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     height, width = grid
     batch, length, channels = tokens.shape
-    if length != height * width:
+    if length > height * width:  # text tokens come first in joint sequences: keep the image's
+        tokens = tokens[:, length - height * width :]
+    elif length != height * width:
         raise RuntimeError(f"{length} tokens do not fill a {height}x{width} grid")
     return tokens.transpose(1, 2).reshape(batch, channels, height, width)

@@ -31,11 +31,13 @@ from torch import nn
 from autosel.capture import ActivationCapture, Tap, TapKind
 from autosel.errors import unknown_activation
 from autosel.models.architecture import Architecture, ImageSize
+from autosel.models.families import Candidate
+from autosel.models.families.dit import DIT_KINDS
+from autosel.models.families.unet import BLOCK_KINDS, discover_unet
 from autosel.models.registry import ModelSpec, resolve_model
 
-BLOCK_KINDS = ("self-q", "self-k", "self-v", "self-map", "cross-q", "cross-map", "ffn-inner", "out")
-"""The per-transformer-block kinds, in the seed codebase's order."""
-
+discover_taps = discover_unet
+"""Every activation point of a diffusers UNet (the UNet families' discovery)."""
 
 @dataclass(frozen=True)
 class ActivationPoint:
@@ -80,90 +82,6 @@ class ActivationPoint:
         return data
 
 
-@dataclass(frozen=True)
-class _Candidate:
-    id: str
-    kind: str
-    stage: str
-    level: int | None
-    repeat: int | None
-    block: int | None
-    tap: Tap
-
-
-_BLOCK_PATH = re.compile(r"^(?:(down|up)_blocks\.(\d+)|(mid)_block)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)$")
-
-
-def discover_taps(denoiser: nn.Module) -> list[_Candidate]:
-    """Every activation point of a diffusers UNet, found by module type (unordered by depth)."""
-    from diffusers.models.attention import BasicTransformerBlock
-    from diffusers.models.downsampling import Downsample2D
-    from diffusers.models.resnet import ResnetBlock2D
-    from diffusers.models.transformers.transformer_2d import Transformer2DModel
-    from diffusers.models.upsampling import Upsample2D
-
-    candidates: list[_Candidate] = []
-    if hasattr(denoiser, "conv_in"):
-        candidates.append(_Candidate("unet-in", "unet-in", "unet", None, None, None, Tap("conv_in", TapKind.INPUT)))
-        candidates.append(
-            _Candidate("unet-after-conv-in", "unet-after-conv-in", "unet", None, None, None, Tap("conv_in", TapKind.OUTPUT))
-        )
-    for path, module in denoiser.named_modules():
-        match = _BLOCK_PATH.match(path)
-        if match is None:
-            continue
-        direction, level_text, mid, _, index_text = match.groups()
-        stage = direction or mid
-        level = int(level_text) if level_text is not None else None
-        index = int(index_text)
-        prefix = f"{stage}-level{level}" if stage != "mid" else "mid"
-        if isinstance(module, ResnetBlock2D):
-            base = f"{prefix}-repeat{index}-res"
-            scale = 1.0 / float(getattr(module, "output_scale_factor", 1.0))
-            candidates.append(_Candidate(f"{base}-out", "res-out", stage, level, index, None, Tap(path, TapKind.OUTPUT)))
-            candidates.append(
-                _Candidate(
-                    f"{base}-increment", "res-increment", stage, level, index, None,
-                    Tap(f"{path}.conv2", TapKind.OUTPUT, scale=scale),
-                )
-            )
-        elif isinstance(module, Transformer2DModel):
-            vit = f"{prefix}-repeat{index}-vit" if stage != "mid" or index > 0 else "mid-vit"
-            candidates.append(_Candidate(f"{vit}-out", "vit-out", stage, level, index, None, Tap(path, TapKind.OUTPUT)))
-            for block_index, block in enumerate(getattr(module, "transformer_blocks", [])):
-                if isinstance(block, BasicTransformerBlock):
-                    candidates.extend(_block_candidates(vit, stage, level, index, block_index, block, path))
-        elif isinstance(module, (Downsample2D, Upsample2D)):
-            kind = "downsampler-out" if isinstance(module, Downsample2D) else "upsampler-out"
-            candidates.append(_Candidate(f"{prefix}-{kind}", kind, stage, level, None, None, Tap(path, TapKind.OUTPUT)))
-    if hasattr(denoiser, "conv_out"):
-        candidates.append(_Candidate("unet-out", "unet-out", "unet", None, None, None, Tap("conv_out", TapKind.OUTPUT)))
-    return candidates
-
-
-def _block_candidates(
-    vit: str, stage: str, level: int | None, repeat: int, index: int, block: nn.Module, grid: str
-) -> list[_Candidate]:
-    path = f"{grid}.transformer_blocks.{index}"
-    name = f"{vit}-block{index}"
-    taps: dict[str, Tap] = {}
-    if block.attn1 is not None and not block.attn1.is_cross_attention:
-        for letter in "qkv":
-            taps[f"self-{letter}"] = Tap(f"{path}.attn1.to_{letter}", TapKind.TOKENS, grid_from=grid)
-        taps["self-map"] = Tap(f"{path}.attn1", TapKind.ATTENTION_MAP, grid_from=grid)
-    if getattr(block, "attn2", None) is not None:
-        taps["cross-q"] = Tap(f"{path}.attn2.to_q", TapKind.TOKENS, grid_from=grid)
-        taps["cross-map"] = Tap(f"{path}.attn2", TapKind.ATTENTION_MAP, grid_from=grid)
-    if getattr(block, "ff", None) is not None and hasattr(block.ff, "net"):
-        taps["ffn-inner"] = Tap(f"{path}.ff.net.0", TapKind.TOKENS, grid_from=grid)
-    taps["out"] = Tap(path, TapKind.TOKENS, grid_from=grid)
-    return [
-        _Candidate(f"{name}-{kind}", "vit-block-out" if kind == "out" else kind, stage, level, repeat, index, taps[kind])
-        for kind in BLOCK_KINDS
-        if kind in taps
-    ]
-
-
 def measure_catalogue(
     architecture: Architecture, image_size: ImageSize | None = None, cache: bool = True
 ) -> list[ActivationPoint]:
@@ -175,7 +93,7 @@ def measure_catalogue(
     """
     latent_hw = architecture.latent_size(image_size)
     key = json.dumps(
-        [dict(architecture.unet_config), architecture.text_len, architecture.latent_channels, latent_hw],
+        [architecture.family, dict(architecture.denoiser_config), architecture.text_len, architecture.latent_channels, latent_hw],
         sort_keys=True,
         default=str,
     )
@@ -189,19 +107,22 @@ _MEASURED: dict[str, tuple[ActivationPoint, ...]] = {}
 
 
 def _measure(architecture: Architecture, latent_hw: tuple[int, int]) -> tuple[ActivationPoint, ...]:
-    unet = architecture.build_unet(device="meta")
-    candidates = discover_taps(unet)
+    adapter = architecture.adapter
+    denoiser = architecture.build_denoiser(device="meta")
+    candidates = adapter.discover(denoiser)
     with torch.device("meta"):
         sample = torch.zeros(1, architecture.latent_channels, *latent_hw)
-        timestep = torch.tensor([1])
+        timestep = torch.tensor([1.0]) if adapter.flow else torch.tensor([1])
         conditioning = architecture.dummy_conditioning(1)
+        args, kwargs = adapter.inputs(architecture, sample, timestep, conditioning)
     taps = {candidate.id: candidate.tap for candidate in candidates}
-    flops = _FlopTally(unet)  # registered first: its hooks run before the recorders read it
+    flops = _FlopTally(denoiser)  # registered first: its hooks run before the recorders read it
     reached: dict[str, int] = {}
     try:
         flops.record_when_reached(candidates, reached)
-        with torch.no_grad(), ActivationCapture(unet, taps) as capture:
-            shapes = {name: tuple(value.shape) for name, value in capture.run(sample, timestep, **conditioning).items()}
+        with torch.no_grad(), ActivationCapture(denoiser, taps) as capture:
+            capture.token_grid = adapter.token_grid(architecture, latent_hw)
+            shapes = {name: tuple(value.shape) for name, value in capture.run(*args, **kwargs).items()}
     finally:
         flops.remove()
     total = max(flops.total, 1)
@@ -209,7 +130,7 @@ def _measure(architecture: Architecture, latent_hw: tuple[int, int]) -> tuple[Ac
         ActivationPoint(
             id=c.id, kind=c.kind, stage=c.stage, level=c.level, repeat=c.repeat, block=c.block,
             module=c.tap.module, channels=int(shapes[c.id][1]), height=int(shapes[c.id][2]),
-            width=int(shapes[c.id][3]), depth=reached[c.id] / total, tap=c.tap,
+            width=int(shapes[c.id][3]), depth=reached[c.id] / total, extra=c.extra, tap=c.tap,
         )
         for c in candidates
     ]
@@ -225,15 +146,13 @@ class _FlopTally:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        from diffusers.models.attention_processor import Attention
-
         self.total = 0
         self.modules = dict(model.named_modules())
         self.handles: list[Any] = []
         for module in self.modules.values():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 self.handles.append(module.register_forward_hook(self._count_layer))
-            elif isinstance(module, Attention):
+            elif hasattr(module, "to_q") and hasattr(module, "heads"):  # diffusers' Attention, FluxAttention
                 self.handles.append(module.register_forward_hook(self._count_attention, with_kwargs=True))
 
     def _count_layer(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
@@ -245,22 +164,24 @@ class _FlopTally:
 
     def _count_attention(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         hidden = args[0] if args else kwargs["hidden_states"]
-        context = kwargs.get("encoder_hidden_states")
+        context = args[1] if len(args) > 1 and isinstance(args[1], torch.Tensor) else kwargs.get("encoder_hidden_states")
         batch = hidden.shape[0]
         query_len = hidden.shape[1] if hidden.ndim == 3 else hidden.shape[-1] * hidden.shape[-2]
         key_len = context.shape[1] if context is not None else query_len
+        if context is not None and getattr(module, "add_q_proj", None) is not None:  # joint: one sequence
+            query_len = key_len = query_len + context.shape[1]
         self.total += 2 * 2 * batch * query_len * key_len * int(module.inner_dim)  # q·kᵀ and p·v
 
-    def record_when_reached(self, candidates: list[_Candidate], reached: dict[str, int]) -> None:
+    def record_when_reached(self, candidates: list[Candidate], reached: dict[str, int]) -> None:
         """Store in ``reached[id]`` the FLOPs done when each candidate's value first exists."""
         by_hook: dict[tuple[str, bool], list[str]] = {}
         for candidate in candidates:
-            is_input = candidate.tap.kind is TapKind.INPUT
+            is_input = candidate.tap.kind in (TapKind.INPUT, TapKind.INPUT_TOKENS)
             by_hook.setdefault((candidate.tap.module, is_input), []).append(candidate.id)
         for (path, is_input), names in by_hook.items():
             module = self.modules[path]
 
-            def hook(*_: Any, names: list[str] = names) -> None:
+            def hook(*_: Any, names: list[str] = names, **__: Any) -> None:
                 for name in names:
                     reached.setdefault(name, self.total)
 

@@ -66,7 +66,11 @@ class Activation(_Section):
     id: str = Field(min_length=1, description="activation id (see `autosel catalog`)")
     timestep: int = Field(ge=0, lt=NUM_TRAIN_TIMESTEPS, description="diffusion timestep (0 = clean)")
     weight: float = Field(default=1.0, gt=0, description="weight in the aggregated map")
-    post: Literal["none", "l2"] = Field(default="none", description="post-processing: none, or l2 over channels")
+    post: Literal["none", "l2", "drop-massive"] = Field(
+        default="none",
+        description="post-processing: none, l2 over channels, or drop-massive (zero the channels whose mean "
+        "|value| over the batch's image tokens exceeds 100x the median channel's; see autosel inspect)",
+    )
 
 
 class AggregationSection(_Section):

@@ -1,8 +1,9 @@
 """Denoiser architectures without weights: what the catalogue needs to know about a model.
 
-Registry models ship their UNet config as JSON (``models/configs``) so that the catalogue
-works offline; hub ids and local folders use the checkpoint's own ``unet/config.json``.
-A UNet built here lives on the meta device: it has shapes, never weights.
+Registry models ship their denoiser config as JSON (``models/configs``) so that the catalogue
+works offline; hub ids and local folders use the checkpoint's own ``unet/config.json`` or
+``transformer/config.json``. A denoiser built here lives on the meta device: it has shapes,
+never weights. The family (UNet, PixArt, SD3, FLUX, …) is read from the config's class.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from autosel.errors import InvalidInputError, UnsupportedModelError, WeightsUnavailableError
+from autosel.errors import InvalidInputError, NotAPipelineError, UnsupportedModelError, WeightsUnavailableError
 from autosel.models.registry import ModelSpec
 
 ImageSize = int | tuple[int, int]
@@ -25,101 +26,133 @@ ImageSize = int | tuple[int, int]
 
 @dataclass(frozen=True)
 class Architecture:
-    """Shapes of a latent-diffusion UNet model, independent of its weights.
+    """Shapes of a diffusion model's denoiser, independent of its weights.
 
     Attributes:
-        unet_config: the ``UNet2DConditionModel`` config (as in ``unet/config.json``).
-        text_len: text tokens per prompt (the text encoder's ``max_position_embeddings``).
-        vae_scale_factor: image pixels per latent pixel along each side.
-        latent_channels: channels of the VAE latent.
+        denoiser_config: the denoiser's config (as in ``unet/config.json`` or
+            ``transformer/config.json``, ``_class_name`` included).
+        family: the family adapter's name (see :data:`autosel.models.families.FAMILIES`).
+        text_len: text tokens per prompt (for the catalogue's dummy conditioning).
+        vae_scale_factor: image pixels per latent pixel along each side (1 in pixel space).
+        latent_channels: channels of the VAE latent (of the pixels in pixel space).
         source: where the config came from (shipped file, cache path, folder), for messages.
     """
 
-    unet_config: Mapping[str, Any]
+    denoiser_config: Mapping[str, Any]
+    family: str = "sd"
     text_len: int = 77
     vae_scale_factor: int = 8
     latent_channels: int = 4
     source: str = field(default="", compare=False)
 
     @classmethod
+    def from_config(cls, denoiser_config: Mapping[str, Any], source: str = "", **fields: Any) -> Architecture:
+        """An architecture whose family is read from ``denoiser_config`` (see ``family_of_config``)."""
+        from autosel.models.families import family_of_config
+
+        family = family_of_config(denoiser_config, source or "model")
+        fields.setdefault("text_len", family.text_len)
+        if family.pixel_space:
+            fields.update(vae_scale_factor=1, latent_channels=int(denoiser_config.get("in_channels", 3)))
+        return cls(dict(denoiser_config), family.name, source=source, **fields)
+
+    @classmethod
     def from_pipeline(cls, pipeline) -> Architecture:
         """The architecture of a loaded pipeline, read from its components' own configs."""
-        unet_config = dict(pipeline.unet.config)
-        text_encoder = getattr(pipeline, "text_encoder", None)
-        text_len = int(getattr(getattr(text_encoder, "config", None), "max_position_embeddings", 77))
-        vae = pipeline.vae
-        return cls(
-            unet_config=unet_config,
-            text_len=text_len,
-            vae_scale_factor=2 ** (len(vae.config.block_out_channels) - 1),
-            latent_channels=int(vae.config.latent_channels),
-            source=f"loaded {type(pipeline).__name__}",
-        )
+        component = "transformer" if getattr(pipeline, "transformer", None) is not None else "unet"
+        denoiser = getattr(pipeline, component)
+        config = dict(denoiser.config)
+        config["_class_name"] = type(denoiser).__name__
+        fields: dict[str, Any] = {}
+        text_len = _pipeline_text_len(pipeline, config)
+        if text_len is not None:
+            fields["text_len"] = text_len
+        vae = getattr(pipeline, "vae", None)
+        if vae is not None:
+            fields["vae_scale_factor"] = 2 ** (len(vae.config.block_out_channels) - 1)
+            fields["latent_channels"] = int(vae.config.latent_channels)
+        return cls.from_config(config, source=f"loaded {type(pipeline).__name__}", **fields)
 
     @property
-    def family(self) -> str:
-        """``sdxl`` for text_time-conditioned UNets, ``sd`` otherwise."""
-        return "sdxl" if self.unet_config.get("addition_embed_type") == "text_time" else "sd"
+    def unet_config(self) -> Mapping[str, Any]:
+        """The denoiser's config (the name predates transformer families)."""
+        return self.denoiser_config
+
+    @property
+    def adapter(self):
+        """The family adapter (:class:`autosel.models.families.Family`)."""
+        from autosel.models.families import FAMILIES
+
+        return FAMILIES[self.family]
 
     @property
     def native_resolution(self) -> int:
         """The image side the model was trained at, in pixels."""
-        return int(self.unet_config.get("sample_size", 64)) * self.vae_scale_factor
+        return int(self.denoiser_config.get("sample_size", 64)) * self.vae_scale_factor
 
     def latent_size(self, image_size: ImageSize | None = None) -> tuple[int, int]:
         """Latent (height, width) for an image of ``image_size`` pixels (int: square).
 
         Raises:
-            InvalidInputError: a side is not a positive multiple of the VAE scale factor.
+            InvalidInputError: a side is not a positive multiple of the model's pixel step
+                (the VAE scale factor times the transformer's patch size).
         """
         height, width = _as_hw(image_size if image_size is not None else self.native_resolution)
+        step = self.pixel_step
         for side in (height, width):
-            if side <= 0 or side % self.vae_scale_factor:
+            if side <= 0 or side % step:
+                what = "the VAE scale factor" if step == self.vae_scale_factor else "the VAE scale factor × patch size"
                 raise InvalidInputError(
                     f"image size {height}x{width} is not valid: each side must be a positive "
-                    f"multiple of {self.vae_scale_factor} (the VAE scale factor)"
+                    f"multiple of {step} ({what})"
                 )
         return height // self.vae_scale_factor, width // self.vae_scale_factor
 
-    def build_unet(self, device: str | torch.device = "meta") -> torch.nn.Module:
-        """Instantiate the UNet from config (random or no weights; meta device by default)."""
-        from diffusers import UNet2DConditionModel
+    @property
+    def pixel_step(self) -> int:
+        """Image sides must be multiples of this: one token (or latent pixel) per step."""
+        grid = self.adapter.token_grid(self, (64, 64))
+        patch = 64 // grid[0] if grid else 1
+        return self.vae_scale_factor * patch
 
-        config = {k: v for k, v in self.unet_config.items() if not k.startswith("_")}
-        with torch.device(device):
-            unet = UNet2DConditionModel.from_config(config)
-        return unet.eval()
+    def build_denoiser(self, device: str | torch.device = "meta") -> torch.nn.Module:
+        """Instantiate the denoiser from config (random or no weights; meta device by default)."""
+        return self.adapter.build(self, device)
+
+    def build_unet(self, device: str | torch.device = "meta") -> torch.nn.Module:
+        """:meth:`build_denoiser` under its older name."""
+        return self.build_denoiser(device)
 
     def dummy_conditioning(
         self, batch_size: int, device: str | torch.device = "meta", dtype: torch.dtype = torch.float32
     ) -> dict[str, Any]:
-        """Zero-valued conditioning keyword arguments with the right shapes for one UNet call."""
-        config = self.unet_config
-        kwargs: dict[str, Any] = {
-            "encoder_hidden_states": torch.zeros(
-                batch_size, self.text_len, int(config["cross_attention_dim"]), device=device, dtype=dtype
-            )
-        }
-        if config.get("addition_embed_type") == "text_time":
-            time_dim = int(config["addition_time_embed_dim"])
-            pooled_dim = int(config["projection_class_embeddings_input_dim"]) - 6 * time_dim
-            kwargs["added_cond_kwargs"] = {
-                "text_embeds": torch.zeros(batch_size, pooled_dim, device=device, dtype=dtype),
-                "time_ids": torch.zeros(batch_size, 6, device=device, dtype=dtype),
-            }
-        return kwargs
+        """Zero-valued conditioning with the right shapes for one denoiser call."""
+        return self.adapter.dummy_conditioning(self, batch_size, device, dtype)
+
+
+def _pipeline_text_len(pipeline, config: Mapping[str, Any]) -> int | None:
+    name = type(pipeline).__name__
+    if "PixArtSigma" in name:
+        return 300
+    if "PixArt" in name:
+        return 120
+    if name.startswith(("StableDiffusion3", "Flux", "HunyuanDiT")):
+        return None  # the family's default (the pipeline's own default sequence length)
+    encoder = getattr(pipeline, "text_encoder", None)
+    length = getattr(getattr(encoder, "config", None), "max_position_embeddings", None)
+    return int(length) if length else None
 
 
 def load_architecture(spec: ModelSpec) -> Architecture:
     """The architecture of a resolved model, reading no weights.
 
     Registry models use the checkpoint's config when it is in the local Hugging Face cache and
-    the shipped copy otherwise; hub ids download ``unet/config.json`` (honouring
+    the shipped copy otherwise; hub ids download the denoiser's config (honouring
     ``HF_HUB_OFFLINE``); folders read their own files; built-in models build their config.
 
     Raises:
         WeightsUnavailableError: a hub id whose config is neither cached nor downloadable.
-        UnsupportedModelError: the denoiser is not a ``UNet2DConditionModel``.
+        UnsupportedModelError: the denoiser is of a family autosel does not support.
     """
     if spec.source == "builtin":
         from autosel.models.tiny import tiny_architecture
@@ -131,10 +164,11 @@ def load_architecture(spec: ModelSpec) -> Architecture:
             spec.name, lambda name: folder / name if (folder / name).is_file() else None
         )
     if spec.source == "registry":
-        cached = _cached_file(spec.hub_id, "unet/config.json")
-        if cached is not None:
+        if _cached_file(spec.hub_id, "model_index.json") is not None:
             return _architecture_from_files(spec.name, lambda name: _cached_file(spec.hub_id, name))
-        return shipped_architecture(spec.architecture or spec.name)
+        if spec.architecture is None:
+            raise weights_unavailable(spec.hub_id)
+        return shipped_architecture(spec.architecture)
     return _architecture_from_files(spec.name, lambda name: _hub_file(spec.hub_id, name))
 
 
@@ -142,39 +176,43 @@ def shipped_architecture(name: str) -> Architecture:
     """The offline architecture shipped with autosel for registry model ``name``."""
     text = resources.files("autosel.models").joinpath("configs", f"{name}.json").read_text()
     document = json.loads(text)
-    return Architecture(
-        unet_config=document["unet"],
-        text_len=int(document["text_encoder"]["max_position_embeddings"]),
-        vae_scale_factor=int(document["vae"]["scale_factor"]),
-        latent_channels=int(document["vae"]["latent_channels"]),
-        source=f"shipped config {name}.json ({document.get('source', '')})",
-    )
+    denoiser = document.get("denoiser", document.get("unet"))
+    fields: dict[str, Any] = {}
+    text_section = document.get("text_encoder", {})
+    if "text_len" in text_section or "max_position_embeddings" in text_section:
+        fields["text_len"] = int(text_section.get("text_len", text_section.get("max_position_embeddings")))
+    if "vae" in document:
+        fields.update(
+            vae_scale_factor=int(document["vae"]["scale_factor"]), latent_channels=int(document["vae"]["latent_channels"])
+        )
+    return Architecture.from_config(denoiser, source=f"shipped config {name}.json ({document.get('source', '')})", **fields)
 
 
 def _architecture_from_files(name: str, locate) -> Architecture:
-    unet_file = locate("unet/config.json")
-    if unet_file is None:
-        raise UnsupportedModelError(
-            f"model '{name}' has no unet/config.json: only UNet2DConditionModel pipelines "
-            "(SD 1.x/2.x, SDXL families) are supported so far"
-        )
-    unet_config = _read_json(unet_file)
-    class_name = unet_config.get("_class_name", "UNet2DConditionModel")
-    if class_name != "UNet2DConditionModel":
-        raise UnsupportedModelError(
-            f"model '{name}' has a {class_name} denoiser: only UNet2DConditionModel is supported so far"
-        )
-    text_len = 77
-    text_file = locate("text_encoder/config.json")
-    if text_file is not None:
-        text_len = int(_read_json(text_file).get("max_position_embeddings", 77))
-    vae_scale_factor, latent_channels = 8, int(unet_config.get("in_channels", 4))
-    vae_file = locate("vae/config.json")
+    index_file = locate("model_index.json")
+    index = _read_json(index_file) if index_file is not None else {}
+    component = "transformer" if "transformer" in index else "unet"
+    config_file = locate(f"{component}/config.json")
+    if config_file is None:
+        raise NotAPipelineError(f"model '{name}' has no {component}/config.json (the denoiser's config)")
+    config = _read_json(config_file)
+    config.setdefault("_class_name", "UNet2DConditionModel" if component == "unet" else "Transformer2DModel")
+    fields: dict[str, Any] = {}
+    pipeline_class = str(index.get("_class_name", ""))
+    if "PixArtSigma" in pipeline_class:
+        fields["text_len"] = 300
+    elif "PixArt" in pipeline_class:
+        fields["text_len"] = 120
+    elif component == "unet" and "IF" not in pipeline_class:
+        text_file = locate("text_encoder/config.json")
+        if text_file is not None:
+            fields["text_len"] = int(_read_json(text_file).get("max_position_embeddings", 77))
+    vae_file = locate("vae/config.json") if "vae" in index or not index else None
     if vae_file is not None:
         vae_config = _read_json(vae_file)
-        vae_scale_factor = 2 ** (len(vae_config.get("block_out_channels", [0] * 4)) - 1)
-        latent_channels = int(vae_config.get("latent_channels", latent_channels))
-    return Architecture(unet_config, text_len, vae_scale_factor, latent_channels, source=str(unet_file))
+        fields["vae_scale_factor"] = 2 ** (len(vae_config.get("block_out_channels", [0] * 4)) - 1)
+        fields["latent_channels"] = int(vae_config.get("latent_channels", config.get("in_channels", 4)))
+    return Architecture.from_config(config, source=str(config_file), **fields)
 
 
 def _read_json(path: str | os.PathLike) -> dict[str, Any]:

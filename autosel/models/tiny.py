@@ -2,8 +2,13 @@
 
 ``tiny-random`` mirrors SD 1.5's layout (cross-attention in the first down levels, one text
 encoder); ``tiny-xl-random`` mirrors SDXL's (no attention at down-level0, several transformer
-blocks per attention, text_time added conditioning, two text encoders). Both run a full
-forward in milliseconds on a CPU and serve as tests and as random-weight controls.
+blocks per attention, text_time added conditioning, two text encoders). One twin per other
+family: ``tiny-pixart-random`` (AdaLN-single DiT, cross-attention to a T5), ``tiny-sd3-random``
+(MMDiT, three text encoders, rectified flow), ``tiny-flux-random`` (double + single-stream
+blocks, dynamic flow shift), ``tiny-if-random`` (pixel-space UNet on T5) and
+``tiny-ddpm-random`` (unconditional ``UNet2DModel``). All run a forward in milliseconds on a
+CPU and serve as tests and as random-weight controls; ``save_pretrained`` writes them as the
+real pipelines' folders.
 """
 
 from __future__ import annotations
@@ -37,7 +42,15 @@ SCHEDULER_CONFIG: dict[str, Any] = {
     "steps_offset": 1,
 }
 
-_UNET_CONFIGS: dict[str, dict[str, Any]] = {
+T5_DIM = 64
+FLOW_SCHEDULER_CONFIG: dict[str, Any] = {"num_train_timesteps": 1000, "shift": 3.0}
+FLUX_SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5,
+    "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096,
+}
+IF_SCHEDULER_CONFIG: dict[str, Any] = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"}
+
+_DENOISER_CONFIGS: dict[str, dict[str, Any]] = {
     "tiny-random": {
         "_class_name": "UNet2DConditionModel",
         "sample_size": 16,
@@ -69,21 +82,101 @@ _UNET_CONFIGS: dict[str, dict[str, Any]] = {
         "projection_class_embeddings_input_dim": 6 * 8 + TEXT_DIM,
         "norm_num_groups": 8,
     },
+    "tiny-pixart-random": {
+        "_class_name": "PixArtTransformer2DModel",
+        "sample_size": 16,
+        "patch_size": 2,
+        "in_channels": 4,
+        "out_channels": 8,
+        "num_layers": 2,
+        "num_attention_heads": 2,
+        "attention_head_dim": 16,
+        "cross_attention_dim": 32,
+        "caption_channels": T5_DIM,
+        "norm_type": "ada_norm_single",
+        "norm_elementwise_affine": False,
+        "norm_eps": 1e-6,
+        "use_additional_conditions": False,
+        "interpolation_scale": 1,
+    },
+    "tiny-sd3-random": {
+        "_class_name": "SD3Transformer2DModel",
+        "sample_size": 16,
+        "patch_size": 2,
+        "in_channels": 4,
+        "out_channels": 4,
+        "num_layers": 3,
+        "num_attention_heads": 2,
+        "attention_head_dim": 16,
+        "joint_attention_dim": T5_DIM,
+        "caption_projection_dim": 32,
+        "pooled_projection_dim": 2 * TEXT_DIM,
+        "pos_embed_max_size": 32,
+    },
+    "tiny-flux-random": {
+        "_class_name": "FluxTransformer2DModel",
+        "patch_size": 1,
+        "in_channels": 16,
+        "num_layers": 2,
+        "num_single_layers": 2,
+        "num_attention_heads": 2,
+        "attention_head_dim": 16,
+        "joint_attention_dim": T5_DIM,
+        "pooled_projection_dim": TEXT_DIM,
+        "guidance_embeds": False,
+        "axes_dims_rope": [4, 6, 6],
+    },
+    "tiny-if-random": {
+        "_class_name": "UNet2DConditionModel",
+        "sample_size": 64,
+        "in_channels": 3,
+        "out_channels": 6,
+        "block_out_channels": [16, 32],
+        "layers_per_block": 1,
+        "down_block_types": ["ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"],
+        "up_block_types": ["SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"],
+        "mid_block_type": "UNetMidBlock2DSimpleCrossAttn",
+        "cross_attention_dim": 32,
+        "encoder_hid_dim": T5_DIM,
+        "attention_head_dim": 8,
+        "addition_embed_type": "text",
+        "addition_embed_type_num_heads": 2,
+        "act_fn": "gelu",
+        "resnet_time_scale_shift": "scale_shift",
+        "cross_attention_norm": "group_norm",
+        "norm_num_groups": 8,
+    },
+    "tiny-ddpm-random": {
+        "_class_name": "UNet2DModel",
+        "sample_size": 64,
+        "in_channels": 3,
+        "out_channels": 3,
+        "block_out_channels": [16, 32],
+        "layers_per_block": 1,
+        "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+        "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+        "attention_head_dim": 8,
+        "norm_num_groups": 8,
+    },
 }
+TWINS = tuple(_DENOISER_CONFIGS)
+"""The built-in random-weight models, one or two per family."""
+
+_TEXT_LENS = {"tiny-random": TEXT_LEN, "tiny-xl-random": TEXT_LEN, "tiny-if-random": 77, "tiny-ddpm-random": 0}
 
 
 def tiny_architecture(name: str) -> Architecture:
-    """The architecture of built-in model ``name`` (``tiny-random`` or ``tiny-xl-random``).
+    """The architecture of built-in model ``name`` (one of :data:`TWINS`).
 
     ``tiny-random`` is the architecture of the trained ``tiny`` model, with seeded random weights.
     """
-    return Architecture(
-        unet_config=_UNET_CONFIGS[name],
-        text_len=TEXT_LEN,
-        vae_scale_factor=2 ** (len(VAE_CONFIG["block_out_channels"]) - 1),
-        latent_channels=VAE_CONFIG["latent_channels"],
-        source=f"built-in {name}",
-    )
+    fields: dict[str, Any] = {
+        "vae_scale_factor": 2 ** (len(VAE_CONFIG["block_out_channels"]) - 1),
+        "latent_channels": VAE_CONFIG["latent_channels"],
+    }
+    if name in _TEXT_LENS:
+        fields["text_len"] = _TEXT_LENS[name]
+    return Architecture.from_config(_DENOISER_CONFIGS[name], source=f"built-in {name}", **fields)
 
 
 def build_tiny_pipeline(name: str, seed: int = 0):
@@ -92,12 +185,22 @@ def build_tiny_pipeline(name: str, seed: int = 0):
     The same ``name`` and ``seed`` always give bitwise identical weights; the global torch
     random state is left untouched.
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+    architecture = tiny_architecture(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        pipeline = _BUILDERS[architecture.family](architecture)
+    pipeline.set_progress_bar_config(disable=True)
+    for component in pipeline.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
+    return pipeline
+
+
+def _clip_pair(projection: bool = False):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    architecture = tiny_architecture(name)
     tokenizer = _byte_level_clip_tokenizer()
-    text_config = CLIPTextConfig(
+    config = CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=TEXT_DIM,
         intermediate_size=2 * TEXT_DIM,
@@ -109,39 +212,99 @@ def build_tiny_pipeline(name: str, seed: int = 0):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = architecture.build_unet(device="cpu")
-        vae = AutoencoderKL(**VAE_CONFIG)
-        text_encoder = CLIPTextModel(text_config)
-        text_encoder_2 = CLIPTextModelWithProjection(text_config) if architecture.family == "sdxl" else None
+    return tokenizer, (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+
+
+def _t5_encoder(tokenizer):
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=T5_DIM, d_kv=16, d_ff=2 * T5_DIM, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    return T5EncoderModel(config)
+
+
+def _sd_pipeline(architecture: Architecture):
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    unet = architecture.build_denoiser(device="cpu")
+    vae = AutoencoderKL(**VAE_CONFIG)
+    tokenizer, text_encoder = _clip_pair()
     scheduler = DDIMScheduler(**SCHEDULER_CONFIG)
     if architecture.family == "sdxl":
-        pipeline = StableDiffusionXLPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            text_encoder_2=text_encoder_2,
-            tokenizer=tokenizer,
-            tokenizer_2=tokenizer,
-            unet=unet,
-            scheduler=scheduler,
+        _, text_encoder_2 = _clip_pair(projection=True)
+        return StableDiffusionXLPipeline(
+            vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+            tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
         )
-    else:
-        pipeline = StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            unet=unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-    pipeline.set_progress_bar_config(disable=True)
-    for module in (unet, vae, text_encoder, text_encoder_2):
-        if module is not None:
-            module.eval()
-    return pipeline
+    return StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def _pixart_pipeline(architecture: Architecture):
+    from diffusers import AutoencoderKL, DDIMScheduler, PixArtSigmaPipeline
+
+    transformer = architecture.build_denoiser(device="cpu")
+    vae = AutoencoderKL(**VAE_CONFIG)
+    tokenizer = _byte_level_clip_tokenizer()
+    return PixArtSigmaPipeline(
+        tokenizer=tokenizer, text_encoder=_t5_encoder(tokenizer), vae=vae, transformer=transformer,
+        scheduler=DDIMScheduler(**SCHEDULER_CONFIG),
+    )
+
+
+def _sd3_pipeline(architecture: Architecture):
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    transformer = architecture.build_denoiser(device="cpu")
+    vae = AutoencoderKL(**VAE_CONFIG)
+    tokenizer, text_encoder = _clip_pair(projection=True)
+    _, text_encoder_2 = _clip_pair(projection=True)
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(**FLOW_SCHEDULER_CONFIG), vae=vae,
+        text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer,
+        text_encoder_3=_t5_encoder(tokenizer), tokenizer_3=tokenizer,
+    )
+
+
+def _flux_pipeline(architecture: Architecture):
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    transformer = architecture.build_denoiser(device="cpu")
+    vae = AutoencoderKL(**VAE_CONFIG)
+    tokenizer, text_encoder = _clip_pair()
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER_CONFIG), vae=vae, text_encoder=text_encoder,
+        tokenizer=tokenizer, text_encoder_2=_t5_encoder(tokenizer), tokenizer_2=tokenizer, transformer=transformer,
+    )
+
+
+def _if_pipeline(architecture: Architecture):
+    from diffusers import DDPMScheduler, IFPipeline
+
+    unet = architecture.build_denoiser(device="cpu")
+    tokenizer = _byte_level_clip_tokenizer()
+    return IFPipeline(
+        tokenizer=tokenizer, text_encoder=_t5_encoder(tokenizer), unet=unet,
+        scheduler=DDPMScheduler(**IF_SCHEDULER_CONFIG), safety_checker=None, feature_extractor=None,
+        watermarker=None, requires_safety_checker=False,
+    )
+
+
+def _ddpm_pipeline(architecture: Architecture):
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    return DDPMPipeline(unet=architecture.build_denoiser(device="cpu"), scheduler=DDPMScheduler(**IF_SCHEDULER_CONFIG))
+
+
+_BUILDERS = {
+    "sd": _sd_pipeline, "sdxl": _sd_pipeline, "pixart": _pixart_pipeline, "sd3": _sd3_pipeline,
+    "flux": _flux_pipeline, "if": _if_pipeline, "ddpm": _ddpm_pipeline,
+}
 
 
 def _byte_level_clip_tokenizer():

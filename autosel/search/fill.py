@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from autosel.extract import FeatureExtractor
+from autosel.denoiser import DTYPES, DenoiserRun
 from autosel.progress import progress_bar
 from autosel.search.cache import ActivationCache, CacheKey, images_digest, project, proxy_map
 from autosel.search.sweep import Encoded, encode_images
@@ -17,7 +17,7 @@ from autosel.tasks import Task
 
 
 def cache_keys(
-    extractor: FeatureExtractor,
+    extractor: DenoiserRun,
     task: Task,
     dataset: str,
     role: str,
@@ -27,15 +27,16 @@ def cache_keys(
     seed: int,
 ) -> dict[tuple[str, int], CacheKey]:
     """The cache key of each (id, timestep) for this model, task images and proxy settings."""
-    config = extractor.config
+    denoiser = extractor.denoiser
     images = images_digest(task.images)
-    extraction = json.dumps(config.extraction.model_dump(mode="json"), sort_keys=True)
+    extraction = json.dumps(extractor.extraction.model_dump(mode="json"), sort_keys=True)
+    dtype = next(name for name, value in DTYPES.items() if value == denoiser.dtype)
     size = tuple(extractor.image_size)
     return {
         (name, timestep): CacheKey(
-            model=config.model.name, revision=config.model.revision, activation=name, timestep=timestep,
+            model=denoiser.name, revision=denoiser.revision, activation=name, timestep=timestep,
             dataset=dataset, role=role, images=images, image_size=size, resolution=resolution,
-            projection=projection, seed=seed, extraction=extraction + f":{config.model.dtype}",
+            projection=projection, seed=seed, extraction=extraction + f":{dtype}",
         )
         for name, timestep in pairs
     }
@@ -43,7 +44,7 @@ def cache_keys(
 
 def fill_cache(
     cache: ActivationCache,
-    extractor: FeatureExtractor,
+    extractor: DenoiserRun,
     task: Task,
     keys: dict[tuple[str, int], CacheKey],
     progress: bool = True,
@@ -68,7 +69,7 @@ def fill_cache(
 
 def _compute(
     cache: ActivationCache,
-    extractor: FeatureExtractor,
+    extractor: DenoiserRun,
     task: Task,
     keys: dict[tuple[str, int], CacheKey],
     missing: dict[int, list[str]],

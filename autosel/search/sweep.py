@@ -21,10 +21,11 @@ import pandas as pd
 import torch
 
 from autosel.catalog import ActivationPoint, list_activations
-from autosel.config import NUM_TRAIN_TIMESTEPS, FeatureConfig
+from autosel.config import NUM_TRAIN_TIMESTEPS, ExtractionSection, FeatureConfig
+from autosel.denoiser import Denoiser, DenoiserRun
 from autosel.errors import InvalidInputError, UnknownActivationError, close_matches
 from autosel.evaluate import image_tensor
-from autosel.extract import FeatureExtractor, combine_features
+from autosel.extract import combine_features
 from autosel.progress import progress_bar
 from autosel.search.cache import images_digest
 from autosel.search.space import SearchSpace
@@ -88,8 +89,21 @@ def select_candidates(
     return chosen
 
 
+def model_run(
+    space: SearchSpace, pipeline: Any | None = None, device: str | None = None, batch_size: int = 16
+) -> DenoiserRun:
+    """The space's model as a :class:`DenoiserRun` at the space's image size (default
+    extraction settings: empty prompt, seed 0, one noise draw), loaded unless ``pipeline`` is given."""
+    if pipeline is None:
+        denoiser = Denoiser.load(space.model, device=device)
+    else:
+        denoiser = Denoiser(pipeline, device=device, name=space.model)
+    return DenoiserRun(denoiser, ExtractionSection(image_size=space.image_size), batch_size=batch_size)
+
+
 def base_config(space: SearchSpace, activation: str, timestep: int) -> FeatureConfig:
-    """The single-activation feature config a sweep scores for one candidate."""
+    """The single-activation feature config a sweep scores for one candidate (also the base
+    whose model and extraction sections search results copy; its activation is then replaced)."""
     return FeatureConfig.from_dict({
         "model": {"name": space.model},
         "extraction": {"image_size": space.image_size},
@@ -141,10 +155,10 @@ def run_sweep(
     """
     out = Path(out)
     store = SweepStore(storage or default_storage(out))
-    first = base_config(space, "unet-in", space.timesteps[0])
+    first = base_config(space, "unet-in", space.timesteps[0])  # only its model and extraction matter here
     extractor = None
     if compute is None:
-        extractor = FeatureExtractor(first, pipeline=pipeline, device=device, batch_size=batch_size)
+        extractor = model_run(space, pipeline, device, batch_size)
         catalogue, image_size = list(extractor.catalogue.values()), tuple(extractor.image_size)
         for timestep in space.timesteps:
             extractor.check_request(timestep, [])
@@ -205,7 +219,7 @@ Encoded = list[tuple[list[int], torch.Tensor, torch.Tensor]]
 """A task's images in its order, batched: (image indices, clean latents, seeded noise) per batch."""
 
 
-def encode_images(task: Task, extractor: FeatureExtractor, progress: bool = True) -> Encoded:
+def encode_images(task: Task, extractor: DenoiserRun, progress: bool = True) -> Encoded:
     """Encode and noise every image the task needs once, batch by batch (kept for all timesteps)."""
     order = task.image_order()
     batches = [order[start : start + extractor.batch_size] for start in range(0, len(order), extractor.batch_size)]
@@ -220,7 +234,7 @@ def encode_images(task: Task, extractor: FeatureExtractor, progress: bool = True
 def screen_rows(
     space: SearchSpace,
     task: Task,
-    extractor: FeatureExtractor,
+    extractor: DenoiserRun,
     todo: dict[int, list[str]],
     progress: bool = True,
     encoded: Encoded | None = None,
@@ -262,11 +276,11 @@ def screen_rows(
 
 
 def _row(
-    space: SearchSpace, extractor: FeatureExtractor, point: ActivationPoint, timestep: int,
+    space: SearchSpace, extractor: DenoiserRun, point: ActivationPoint, timestep: int,
     metric: str, value: float, n_items: int, seconds: float,
 ) -> dict[str, Any]:
     return {
-        "model": space.model, "revision": extractor.config.model.revision, "task": space.task,
+        "model": space.model, "revision": extractor.denoiser.revision, "task": space.task,
         "dataset": space.dataset, "role": "search", "id": point.id, "kind": point.kind, "stage": point.stage,
         "level": point.level, "channels": point.channels, "height": point.height, "width": point.width,
         "depth": point.depth, "timestep": timestep, "metric": metric, "value": float(value),

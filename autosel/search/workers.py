@@ -32,16 +32,13 @@ class Worker:
         batch_size: int = 16,
         quiet: bool = True,
     ) -> None:
-        from autosel.extract import FeatureExtractor
-        from autosel.search.sweep import base_config
+        from autosel.search.sweep import model_run
 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
         self.space = SearchSpace.from_dict(space)
         self.progress = not quiet
-        self.extractor = FeatureExtractor(
-            base_config(self.space, "unet-in", self.space.timesteps[0]), device=device, batch_size=batch_size
-        )
+        self.extractor = model_run(self.space, device=device, batch_size=batch_size)
         self.cache = ActivationCache(Path(cache_dir), memory_budget=cache_memory)
         self._tasks: dict[str, Any] = {}
         self._arrays: dict[tuple[str, int], Any] = {}
@@ -116,8 +113,7 @@ class Worker:
         from autosel.extract import FeatureExtractor
 
         extractor = FeatureExtractor(
-            FeatureConfig.from_dict(config), pipeline=self.extractor.pipeline, device=self.extractor.device,
-            batch_size=self.extractor.batch_size,
+            FeatureConfig.from_dict(config), denoiser=self.extractor.denoiser, batch_size=self.extractor.batch_size
         )
         return evaluate_config(extractor, self.task("heldout"), progress=False).to_dict()
 

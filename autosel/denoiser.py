@@ -1,0 +1,324 @@
+"""The denoiser engine under extraction, sweep and search: one model, any family.
+
+:class:`Denoiser` loads a pipeline (registry name, hub id or folder) and knows, through its
+family adapter (:mod:`autosel.models.families`), how to encode images (VAE latents, or pixels
+in pixel space), how a prompt becomes conditioning (computed once per prompt and size, then
+the text encoders leave the GPU), how to noise a latent with the family's own training process
+(DDPM betas or rectified flow), and how to run one forward that captures any catalogue ids
+and stops after the deepest one. :class:`DenoiserRun` fixes the extraction settings (size,
+resize, prompt, seed, ensemble) and the batch: it is what the sweep and the search workers
+use, and what :class:`autosel.extract.FeatureExtractor` adds a config's aggregation to.
+
+Example:
+    >>> denoiser = Denoiser.load("tiny-flux-random")
+    >>> run = DenoiserRun(denoiser, ExtractionSection(image_size=64))
+    >>> latents, noise = run.latents_and_noise(torch.rand(2, 3, 64, 64))
+    >>> {k: tuple(v.shape) for k, v in run.capture_at(latents, noise, 260, ["vit-block1-out"]).items()}
+    {'vit-block1-out': (2, 32, 8, 8)}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from autosel.capture import ActivationCapture
+from autosel.catalog import ActivationPoint, measure_catalogue
+from autosel.config import ExtractionSection
+from autosel.errors import InvalidInputError, unknown_activation
+from autosel.images import ImageInput, as_image_list, resize, to_tensor
+from autosel.models import Architecture, load_pipeline, resolve_model
+from autosel.models.architecture import ImageSize
+from autosel.models.families import expand_rows
+from autosel.noise import noise_process
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class Denoiser:
+    """A loaded diffusion model's denoiser, VAE and conditioning, through its family adapter.
+
+    Args:
+        pipeline: a loaded diffusers pipeline of a supported family.
+        device: ``cpu``, ``cuda``, ``cuda:1``…; default: CUDA when available.
+        dtype: the denoiser's dtype (the VAE always runs in float32: SDXL's overflows in float16).
+        name, revision: the model reference it was loaded from (for messages and records).
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        name: str = "MODEL",
+        revision: str | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = dtype
+        self.name = name
+        self.revision = revision
+        self.architecture = Architecture.from_pipeline(pipeline)
+        self.family = self.architecture.adapter
+        self.module = _move(getattr(pipeline, self.family.component), self.device, dtype)
+        self.vae = None if self.family.pixel_space else _move(pipeline.vae, self.device, torch.float32)
+        self.noise_process = noise_process(self.family, pipeline.scheduler.config)
+        self.num_train_timesteps = int(pipeline.scheduler.config.get("num_train_timesteps", 1000))
+        self._conditioning: dict[tuple[str, tuple[int, int]], dict[str, Any]] = {}
+        self.forward_count = 0
+        """Denoiser forwards run so far (one per batch and timestep)."""
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        dtype: str | torch.dtype = torch.float32,
+        device: str | torch.device | None = None,
+        revision: str | None = None,
+    ) -> Denoiser:
+        """Load ``model`` (registry name, hub id or local folder) with weights in ``dtype``.
+
+        Raises:
+            UnknownModelError, NotAPipelineError, WeightsUnavailableError, UnsupportedModelError.
+        """
+        dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        spec = resolve_model(model)
+        pipeline = load_pipeline(spec, dtype=dtype, device=device, revision=revision)
+        return cls(pipeline, device=device, dtype=dtype, name=model, revision=revision)
+
+    # -- what it has ---------------------------------------------------------------------
+
+    def catalogue(self, image_size: ImageSize | None = None) -> list[ActivationPoint]:
+        """Every activation point at ``image_size`` (default: native), in forward order."""
+        return measure_catalogue(self.architecture, image_size)
+
+    def check_timestep(self, timestep: int) -> None:
+        """Raise :class:`InvalidInputError` unless ``timestep`` is on the 0…N−1 training scale."""
+        if not 0 <= timestep < self.num_train_timesteps:
+            raise InvalidInputError(f"timestep {timestep} is outside the scheduler's range 0…{self.num_train_timesteps - 1}")
+
+    # -- the steps -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+        """Clean latents (the VAE posterior mean, shifted and scaled as the family trains) of
+        B×3×H×W pixels in [0, 1], float32; in pixel space the pixels mapped to [−1, 1]."""
+        if self.vae is None:
+            return pixels.to(self.device, torch.float32) * 2 - 1
+        config = self.vae.config
+        shift = getattr(config, "shift_factor", None) or 0.0
+        latents = []
+        for start in range(0, len(pixels), batch_size):
+            chunk = pixels[start : start + batch_size].to(self.device, torch.float32) * 2 - 1
+            mean = self.vae.encode(chunk).latent_dist.mean
+            latents.append((mean - shift) * config.scaling_factor)
+        return torch.cat(latents)
+
+    @torch.no_grad()
+    def condition(self, prompt: str, image_hw: tuple[int, int]) -> dict[str, Any]:
+        """The conditioning of ``prompt`` for one row, computed once per prompt and image size.
+
+        On a GPU the text encoders are moved back to the CPU afterwards (T5-XXL alone holds
+        4.7 B parameters), so the denoiser has the memory to itself.
+        """
+        key = (prompt, tuple(image_hw))
+        if key not in self._conditioning:
+            self._conditioning[key] = self.family.encode_prompt(
+                self.pipeline, self.architecture, prompt, self.device, self.dtype, tuple(image_hw)
+            )
+            self._release_text_encoders()
+        return self._conditioning[key]
+
+    def _release_text_encoders(self) -> None:
+        if self.device.type == "cpu":
+            return
+        for name, component in self.pipeline.components.items():
+            if name.startswith("text_encoder") and isinstance(component, torch.nn.Module):
+                component.to("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def noised(self, latents: torch.Tensor, noise: torch.Tensor, timestep: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(noisy latents, the denoiser's timestep input) at ``timestep`` (0–999 scale)."""
+        grid = self.family.token_grid(self.architecture, tuple(latents.shape[-2:]))
+        tokens = grid[0] * grid[1] if grid else latents.shape[-2] * latents.shape[-1]
+        return self.noise_process(latents, noise, timestep, tokens)
+
+    def capture(
+        self,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        timestep: int,
+        points: Mapping[str, ActivationPoint],
+        prompt: str = "",
+        image_hw: tuple[int, int] | None = None,
+        batch_size: int = 8,
+        stop_early: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """``{id: B×C×H×W}`` (float32, averaged over the K noise draws) of ``points`` from
+        latents (B×C×h×w) and noise (B×K×C×h×w) noised to ``timestep``: one forward per batch
+        of ``batch_size`` rows, stopped after the deepest point when ``stop_early``."""
+        self.check_timestep(timestep)
+        images, members = noise.shape[:2]
+        latent_hw = tuple(latents.shape[-2:])
+        image_hw = image_hw or tuple(side * self.architecture.vae_scale_factor for side in latent_hw)
+        rows = latents.unsqueeze(1).expand(-1, members, *latents.shape[1:]).reshape(images * members, *latents.shape[1:])
+        flat_noise = noise.reshape(images * members, *noise.shape[2:]).to(self.device)
+        conditioning = self.condition(prompt, image_hw)
+        taps = {name: point.tap for name, point in points.items()}
+        chunks: dict[str, list[torch.Tensor]] = {name: [] for name in points}
+        with torch.no_grad(), self._eval_mode(), ActivationCapture(self.module, taps, stop_early=stop_early) as capture:
+            capture.token_grid = self.family.token_grid(self.architecture, latent_hw)
+            for start in range(0, len(rows), batch_size):
+                stop = min(start + batch_size, len(rows))
+                noisy, model_timestep = self.noised(rows[start:stop].to(self.device), flat_noise[start:stop], timestep)
+                args, kwargs = self.family.inputs(
+                    self.architecture, noisy.to(self.dtype), model_timestep, expand_rows(conditioning, stop - start)
+                )
+                captured = capture.run(*args, **kwargs)
+                self.forward_count += 1
+                for name in points:
+                    chunks[name].append(captured[name].float())
+        return {name: _member_mean(parts, images, members) for name, parts in chunks.items()}
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        was_training = self.module.training
+        if not was_training:  # the usual case: skip two walks over every module
+            yield
+            return
+        self.module.eval()
+        try:
+            yield
+        finally:
+            self.module.train(was_training)
+
+
+class DenoiserRun:
+    """A :class:`Denoiser` with fixed extraction settings and batch size.
+
+    Args:
+        denoiser: the loaded model.
+        extraction: image size and resize policy, prompt, noise seed, ensemble size.
+        batch_size: denoiser batch (images × ensemble draws) per forward.
+        stop_early: end each forward right after the deepest requested activation.
+    """
+
+    def __init__(
+        self, denoiser: Denoiser, extraction: ExtractionSection | None = None, batch_size: int = 8, stop_early: bool = True
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.denoiser = denoiser
+        self.extraction = extraction or ExtractionSection()
+        self.batch_size = batch_size
+        self.stop_early = stop_early
+        size = self.extraction.image_size or denoiser.architecture.native_resolution
+        self.image_size: tuple[int, int] = (size, size) if isinstance(size, int) else tuple(size)
+        self.catalogue: dict[str, ActivationPoint] = {p.id: p for p in denoiser.catalogue(self.image_size)}
+
+    @property
+    def forward_count(self) -> int:
+        """Denoiser forwards run so far by the underlying :class:`Denoiser`."""
+        return self.denoiser.forward_count
+
+    @property
+    def pipeline(self) -> Any:
+        return self.denoiser.pipeline
+
+    @property
+    def device(self) -> torch.device:
+        return self.denoiser.device
+
+    @property
+    def architecture(self) -> Architecture:
+        return self.denoiser.architecture
+
+    def check_request(self, timestep: int, names: Sequence[str]) -> None:
+        """Raise unless ``timestep`` is in the scheduler's range and every id is in the catalogue.
+
+        Raises:
+            InvalidInputError: the timestep is out of range (the message gives the range).
+            UnknownActivationError: an id is unknown (with the closest ids).
+        """
+        self.denoiser.check_timestep(timestep)
+        for name in names:
+            if name not in self.catalogue:
+                raise unknown_activation(name, self.catalogue, self.denoiser.name)
+
+    def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
+        """B×3×H×W float32 pixels in [0, 1] at the run's image size, on the CPU."""
+        batch = [resize(to_tensor(image), self.image_size, self.extraction.resize) for image in as_image_list(images)]
+        if not batch:
+            raise ValueError("no images to extract features from")
+        return torch.stack(batch)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Clean latents of B×3×H×W pixels (see :meth:`Denoiser.encode`)."""
+        return self.denoiser.encode(pixels, self.batch_size)
+
+    def noise(self, pixels: torch.Tensor, latent_shape: Sequence[int]) -> torch.Tensor:
+        """Seeded noise, B×K×C×h×w (K ensemble draws), drawn on the CPU for reproducibility.
+
+        Each image's noise is seeded from the run's seed, the draw index and the image's own
+        pixels, so an image's features do not depend on the rest of its batch.
+        """
+        seed = self.extraction.noise_seed
+        draws = []
+        for image in pixels:
+            digest = hashlib.sha256(image.numpy().tobytes()).digest()
+            per_image = []
+            for member in range(self.extraction.ensemble):
+                key = hashlib.sha256(digest + f"{seed}:{member}".encode()).digest()
+                generator = torch.Generator().manual_seed(int.from_bytes(key[:8], "little") & (2**63 - 1))
+                per_image.append(torch.randn(*latent_shape, generator=generator))
+            draws.append(torch.stack(per_image))
+        return torch.stack(draws)
+
+    def latents_and_noise(self, images: ImageInput | Sequence[ImageInput]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean latents (B×C×h×w) and the seeded noise (B×K×C×h×w) of ``images``: all that
+        :meth:`capture_at` needs, small enough to keep for a whole split."""
+        pixels = self.preprocess(images)
+        latents = self.encode(pixels)
+        return latents, self.noise(pixels, latents.shape[1:])
+
+    def capture_at(
+        self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, names: Sequence[str]
+    ) -> dict[str, torch.Tensor]:
+        """``{id: B×C×H×W}`` (float32, ensemble-averaged) of catalogue ids ``names`` at ``timestep``."""
+        self.check_request(timestep, names)
+        points = {name: self.catalogue[name] for name in names}
+        return self.denoiser.capture(
+            latents, noise, timestep, points, self.extraction.prompt, self.image_size, self.batch_size, self.stop_early
+        )
+
+    def extract_timesteps(
+        self, images: ImageInput | Sequence[ImageInput], ids_by_timestep: Mapping[int, Sequence[str]]
+    ) -> dict[int, dict[str, torch.Tensor]]:
+        """Raw activations ``{t: {id: B×C×H×W}}`` of any catalogue ids at any timesteps: each
+        image is encoded and noised once, then one denoiser forward per timestep (per batch)
+        captures all of that timestep's ids. No post-processing."""
+        for timestep, names in ids_by_timestep.items():
+            self.check_request(timestep, names)
+        latents, noise = self.latents_and_noise(images)
+        return {t: self.capture_at(latents, noise, t, list(names)) for t, names in sorted(ids_by_timestep.items())}
+
+
+def _member_mean(chunks: list[torch.Tensor], images: int, members: int) -> torch.Tensor:
+    """The mean over ensemble members of forward chunks holding images × members rows."""
+    rows = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+    rows = rows.reshape(images, members, *rows.shape[1:])
+    return rows[:, 0] if members == 1 else rows.mean(dim=1)  # a one-member mean would only copy
+
+
+def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """``module.to(device, dtype)``, casting only when needed (diffusers warns on every cast)."""
+    current = next(module.parameters())
+    if current.dtype != dtype:
+        module = module.to(dtype=dtype)
+    return module.to(device) if current.device != device else module

@@ -1,0 +1,52 @@
+"""Shared pieces of the diffusion-transformer adapters: block numbering and the id grammar.
+
+Ids follow the seed codebase: ``vit-block{i}-{kind}`` with blocks numbered in forward order
+(FLUX continues from its double-stream blocks into its single-stream ones); image tokens
+only, folded onto the patch grid (latent H/patch × W/patch). Kinds, in forward order:
+
+``norm-in``   the AdaLN-modulated normalised input of the attention, (1+scale)·LN(x)+shift
+              (DiTF's feature); Hunyuan-DiT's shift-only norm
+``self-q``, ``self-k``, ``self-v``   the image tokens' attention projections (joint attention
+              too: the text stream has its own projections)
+``self-map``, ``cross-q``, ``cross-map``   PixArt and Hunyuan-DiT (cross-attention to text)
+``norm-out``  the modulated normalised input of the feed-forward (gdf's FLUX ``norm-out``)
+``ffn-inner`` the feed-forward's hidden activation (after its GELU)
+``out``       the block's output (image tokens)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from autosel.capture import Tap, TapKind
+from autosel.models.families.base import Candidate
+
+DIT_KINDS = ("norm-in", "self-q", "self-k", "self-v", "self-map", "cross-q", "cross-map", "norm-out", "ffn-inner", "out")
+"""The per-block kinds of diffusion transformers, in forward order."""
+
+EXTRA_KINDS = frozenset({"norm-in", "self-k", "self-v"})
+"""Kinds the seed codebase does not capture for transformers (marked ``extra``)."""
+
+Parts = Mapping[str, tuple[str, TapKind, int]]
+"""``{kind: (submodule path inside the block, how to read it, tuple index)}``; ``""`` = the block."""
+
+
+def block_candidates(index: int, path: str, parts: Parts) -> list[Candidate]:
+    """The candidates of transformer block number ``index`` living at module ``path``."""
+    taps = {
+        kind: Tap(f"{path}.{sub}" if sub else path, how, index=element)
+        for kind, (sub, how, element) in parts.items()
+    }
+    return [
+        Candidate(
+            f"vit-block{index}-{kind}", "vit-block-out" if kind == "out" else kind, "vit", None, None, index,
+            taps[kind], extra=kind in EXTRA_KINDS,
+        )
+        for kind in DIT_KINDS
+        if kind in taps
+    ]
+
+
+def patch_grid(latent_hw: tuple[int, int], patch: int) -> tuple[int, int]:
+    """The token grid of a latent of ``latent_hw`` cut into ``patch``×``patch`` patches."""
+    return latent_hw[0] // patch, latent_hw[1] // patch

@@ -1,0 +1,88 @@
+"""PixArt-α / PixArt-Σ: a DiT with AdaLN-single modulation and cross-attention to T5 tokens
+(``Transformer2DModel`` with ``norm_type: ada_norm_single`` for α checkpoints,
+``PixArtTransformer2DModel`` for Σ). DDPM noise, as the UNet families."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from autosel.capture import TapKind
+from autosel.models.families.base import Candidate, Family
+from autosel.models.families.dit import block_candidates, patch_grid
+
+_PARTS = {
+    "norm-in": ("attn1", TapKind.INPUT_TOKENS, 0),
+    "self-q": ("attn1.to_q", TapKind.TOKENS, 0),
+    "self-k": ("attn1.to_k", TapKind.TOKENS, 0),
+    "self-v": ("attn1.to_v", TapKind.TOKENS, 0),
+    "self-map": ("attn1", TapKind.ATTENTION_MAP, 0),
+    "cross-q": ("attn2.to_q", TapKind.TOKENS, 0),
+    "cross-map": ("attn2", TapKind.ATTENTION_MAP, 0),
+    "norm-out": ("ff", TapKind.INPUT_TOKENS, 0),
+    "ffn-inner": ("ff.net.0", TapKind.TOKENS, 0),
+    "out": ("", TapKind.TOKENS, 0),
+}
+
+
+class PixArt(Family):
+    name = "pixart"
+    component = "transformer"
+    denoiser_class = "PixArtTransformer2DModel"
+    text_len = 120
+    description = "DiT, AdaLN-single, cross-attention to T5 (PixArt-α, PixArt-Σ)"
+
+    def build(self, architecture, device="meta") -> nn.Module:
+        from diffusers import PixArtTransformer2DModel
+
+        # α checkpoints name their class Transformer2DModel; the PixArt class takes the same config
+        config = {k: v for k, v in architecture.denoiser_config.items() if not k.startswith("_")}
+        allowed = set(PixArtTransformer2DModel.extract_init_dict(config)[0])
+        with torch.device(device):
+            module = PixArtTransformer2DModel.from_config({k: v for k, v in config.items() if k in allowed})
+        return module.eval()
+
+    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+        candidates = []
+        for index, block in enumerate(denoiser.transformer_blocks):
+            parts = dict(_PARTS)
+            if getattr(block, "attn2", None) is None:
+                parts.pop("cross-q"), parts.pop("cross-map")
+            candidates.extend(block_candidates(index, f"transformer_blocks.{index}", parts))
+        return candidates
+
+    def token_grid(self, architecture, latent_hw):
+        return patch_grid(latent_hw, int(architecture.denoiser_config.get("patch_size", 2)))
+
+    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32):
+        length = architecture.text_len
+        width = int(architecture.denoiser_config.get("caption_channels", 4096))
+        return {
+            "encoder_hidden_states": torch.zeros(batch, length, width, device=device, dtype=dtype),
+            "encoder_attention_mask": torch.ones(batch, length, device=device, dtype=dtype),
+        }
+
+    def encode_prompt(self, pipeline, architecture, prompt, device, dtype, image_hw):
+        embeds, mask, _, _ = pipeline.encode_prompt(
+            prompt, do_classifier_free_guidance=False, num_images_per_prompt=1, device=device, clean_caption=False,
+            max_sequence_length=architecture.text_len,
+        )
+        return {"encoder_hidden_states": embeds.to(dtype), "encoder_attention_mask": mask}
+
+    def inputs(self, architecture, sample, timestep, conditioning):
+        config = architecture.denoiser_config
+        uses_sizes = config.get("use_additional_conditions")
+        if uses_sizes is None:  # the model's own rule when the config leaves it open
+            uses_sizes = int(config.get("sample_size", 128)) == 128
+        added: dict[str, Any] = {"resolution": None, "aspect_ratio": None}
+        if uses_sizes:
+            height, width = (side * architecture.vae_scale_factor for side in sample.shape[-2:])
+            rows = sample.shape[0]
+            added = {
+                "resolution": torch.tensor([[height, width]], device=sample.device, dtype=sample.dtype).expand(rows, 2),
+                "aspect_ratio": torch.tensor([[height / width]], device=sample.device, dtype=sample.dtype).expand(rows, 1),
+            }
+        return (sample,), {"timestep": timestep, "added_cond_kwargs": added, **conditioning}
+

@@ -1,0 +1,62 @@
+"""Stable Diffusion 3 / 3.5: an MMDiT (``SD3Transformer2DModel``) whose joint attention mixes
+image and text tokens, trained with rectified flow; conditioning from CLIP-L, CLIP-G and T5.
+The denoiser's timestep input is σ·1000 (as the pipeline passes it)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from autosel.capture import TapKind
+from autosel.models.families.base import Candidate, Family
+from autosel.models.families.dit import block_candidates, patch_grid
+
+JOINT_PARTS = {
+    "norm-in": ("norm1", TapKind.TOKENS, 0),
+    "self-q": ("attn.to_q", TapKind.TOKENS, 0),
+    "self-k": ("attn.to_k", TapKind.TOKENS, 0),
+    "self-v": ("attn.to_v", TapKind.TOKENS, 0),
+    "norm-out": ("ff", TapKind.INPUT_TOKENS, 0),
+    "ffn-inner": ("ff.net.0", TapKind.TOKENS, 0),
+    "out": ("", TapKind.TOKENS, 1),  # joint blocks return (text, image)
+}
+"""Taps of a joint-attention block (SD3 and FLUX's double-stream blocks)."""
+
+
+class StableDiffusion3(Family):
+    name = "sd3"
+    component = "transformer"
+    denoiser_class = "SD3Transformer2DModel"
+    flow = True
+    flow_timestep_scale = 1000.0
+    text_len = 333  # 77 CLIP tokens + 256 T5 tokens, as the pipeline concatenates them
+    description = "MMDiT, joint attention, rectified flow (SD3, SD3.5)"
+
+    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+        return [
+            candidate
+            for index in range(len(denoiser.transformer_blocks))
+            for candidate in block_candidates(index, f"transformer_blocks.{index}", JOINT_PARTS)
+        ]
+
+    def token_grid(self, architecture, latent_hw):
+        return patch_grid(latent_hw, int(architecture.denoiser_config.get("patch_size", 2)))
+
+    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32):
+        config = architecture.denoiser_config
+        return {
+            "encoder_hidden_states": torch.zeros(
+                batch, architecture.text_len, int(config["joint_attention_dim"]), device=device, dtype=dtype
+            ),
+            "pooled_projections": torch.zeros(batch, int(config["pooled_projection_dim"]), device=device, dtype=dtype),
+        }
+
+    def encode_prompt(self, pipeline, architecture, prompt, device, dtype, image_hw):
+        embeds, _, pooled, _ = pipeline.encode_prompt(
+            prompt=prompt, prompt_2=None, prompt_3=None, device=device, num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
+        )
+        return {"encoder_hidden_states": embeds.to(dtype), "pooled_projections": pooled.to(dtype)}
+
+    def inputs(self, architecture, sample, timestep, conditioning):
+        return (), {"hidden_states": sample, "timestep": timestep, **conditioning}

@@ -1,0 +1,86 @@
+"""Forward noise processes: how a clean latent becomes the denoiser's input at timestep t.
+
+Timesteps are always on the 0–999 training scale of a feature config. DDPM families (the
+UNets, PixArt, Hunyuan-DiT) add noise with their training betas; rectified-flow families (SD3,
+FLUX) mix x_t = (1 − σ)·x_0 + σ·ε with σ = shift(t / 1000) as their scheduler maps it: a fixed
+shift (SD3: 3.0), or FLUX's resolution-dependent one (μ from the image's token count). So a
+config's t = 260 means what DiTF's t = 260 means.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+
+class NoiseProcess:
+    """Callable ``(latents, noise, timestep, tokens) -> (noisy latents, denoiser timestep input)``."""
+
+    def __call__(
+        self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, tokens: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class DDPMNoise(NoiseProcess):
+    """q(x_t | x_0) with the model's training betas. A DDPM scheduler rebuilt from the pipeline
+    scheduler's config gives the training schedule whatever sampler the pipeline ships."""
+
+    def __init__(self, scheduler_config: Any) -> None:
+        from diffusers import DDPMScheduler
+
+        self.scheduler = DDPMScheduler.from_config(scheduler_config)
+
+    def __call__(self, latents, noise, timestep, tokens):
+        steps = torch.full((len(latents),), timestep, dtype=torch.long, device=latents.device)
+        return self.scheduler.add_noise(latents, noise, steps), steps
+
+
+class FlowNoise(NoiseProcess):
+    """Rectified flow: x_t = (1 − σ)·x_0 + σ·ε, σ the scheduler's shifted t/1000.
+
+    Args:
+        scheduler_config: a ``FlowMatchEulerDiscreteScheduler`` config (shift, dynamic shifting).
+        timestep_scale: what the denoiser takes as its timestep: σ × this (SD3: 1000, FLUX: 1).
+    """
+
+    def __init__(self, scheduler_config: Any, timestep_scale: float) -> None:
+        self.config = dict(scheduler_config)
+        self.timestep_scale = timestep_scale
+        self.num_train_timesteps = int(self.config.get("num_train_timesteps", 1000))
+
+    def sigma(self, timestep: int, tokens: int) -> float:
+        """σ at ``timestep`` for an image of ``tokens`` image tokens."""
+        fraction = timestep / self.num_train_timesteps
+        if fraction <= 0:
+            return 0.0
+        if self.config.get("use_dynamic_shifting"):
+            from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+            mu = calculate_shift(
+                tokens,
+                self.config.get("base_image_seq_len", 256),
+                self.config.get("max_image_seq_len", 4096),
+                self.config.get("base_shift", 0.5),
+                self.config.get("max_shift", 1.15),
+            )
+            if self.config.get("time_shift_type", "exponential") == "linear":
+                return mu / (mu + (1 / fraction - 1))
+            return math.exp(mu) / (math.exp(mu) + (1 / fraction - 1))
+        shift = float(self.config.get("shift", 1.0))
+        return shift * fraction / (1 + (shift - 1) * fraction)
+
+    def __call__(self, latents, noise, timestep, tokens):
+        sigma = self.sigma(timestep, tokens)
+        noisy = (1.0 - sigma) * latents + sigma * noise
+        model_timestep = torch.full((len(latents),), sigma * self.timestep_scale, device=latents.device)
+        return noisy, model_timestep
+
+
+def noise_process(family: Any, scheduler_config: Any) -> NoiseProcess:
+    """The forward process of a family (see :class:`autosel.models.families.Family`)."""
+    if family.flow:
+        return FlowNoise(scheduler_config, family.flow_timestep_scale)
+    return DDPMNoise(scheduler_config)
