@@ -208,6 +208,62 @@ def evaluate_command(
     print_records(records, output_format, [("metric", "metric"), ("value", "%"), ("meaning", "meaning")], title=title)
 
 
+@app.command("inspect")
+def inspect_command(
+    model: ModelOpt = "tiny",
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="shapes, spair:PATH[:split] or folder:PATH.")] = "shapes",
+    timesteps: Annotated[str, typer.Option("--timesteps", help="Comma-separated timesteps (0–999 scale).")] = "50,260",
+    ids: Annotated[
+        Optional[list[str]], typer.Option("--ids", help="Id or glob (repeatable); default every id but attention maps.")
+    ] = None,
+    factor: Annotated[
+        float, typer.Option("--factor", min=1.0, help="Massive: mean |value| over image tokens > FACTOR × the median channel's.")
+    ] = 100.0,
+    images: Annotated[int, typer.Option("--images", min=1, help="How many images of the dataset to run.")] = 8,
+    image_size: ImageSizeOpt = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="float32, float16 or bfloat16.")] = "float32",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser forward.")] = 8,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    all_rows: Annotated[bool, typer.Option("--all", help="Table: list every (id, t), not only those with findings.")] = False,
+    output_format: FormatOpt = OutputFormat.table,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Find massive activations: channels whose mean |value| over the image tokens is more than
+    FACTOR (default 100) times the median channel's, per id and timestep, with their share of
+    the feature's energy and NaN/Inf counts. `post: drop-massive` in a feature config zeroes them.
+
+    Examples: autosel inspect --model flux-dev --timesteps 260 --ids 'vit-block*-norm-in' ;
+    autosel inspect --model tiny-sd3-random --format json
+    """
+    from autosel.inspection import inspect_model
+
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise typer.BadParameter(f"'{dtype}' is not one of float32, float16, bfloat16", param_hint="--dtype")
+    rows = inspect_model(
+        model, dataset=dataset, timesteps=_parse_timesteps(timesteps) or [], ids=ids, factor=factor, images=images,
+        image_size=_parse_image_size(image_size), dtype=dtype, device=device, batch_size=batch_size,
+        progress=not quiet,
+    )
+    if output_format is not OutputFormat.table:
+        print_records([row.to_dict() for row in rows], output_format, [])
+        return
+    shown = [row for row in rows if all_rows or row.massive_channels or row.nan or row.inf]
+    records = [
+        {
+            "id": row.id, "timestep": row.timestep, "channels": row.channels,
+            "massive": ", ".join(f"{c} ({r:g}x)" for c, r in zip(row.massive_channels[:8], row.ratios)) or "-",
+            "energy": f"{100 * row.energy_share:.1f}", "nan_inf": f"{row.nan}/{row.inf}",
+        }
+        for row in shown
+    ]
+    flagged = sum(1 for row in rows if row.massive_channels)
+    title = (f"{flagged} of {len(rows)} (id, t) have massive channels (> {factor:g}x the median channel's mean |value|)"
+             + ("" if all_rows else "; --all lists every row"))
+    columns = [("id", "id"), ("timestep", "t"), ("channels", "C"), ("massive", "massive channels (x median)"),
+               ("energy", "energy %"), ("nan_inf", "NaN/Inf")]
+    print_records(records, OutputFormat.table, columns, title=title)
+
+
 @app.command("sweep")
 def sweep_command(
     model: ModelOpt = "tiny",
@@ -299,7 +355,7 @@ def search_command(
         batch_size=batch_size, progress=not quiet,
     )
     records = [
-        {"config": c.name, "activations": ", ".join(f"{a.id}@{a.timestep}" for a in c.config.activations),
+        {"config": c.name, "activations": ", ".join(a.label for a in c.config.activations),
          "channels": c.channels, "search": "–" if c.search is None else f"{100 * c.search:.1f}", "heldout": f"{100 * c.heldout:.1f}"}
         for c in outcome.confirmed
     ]

@@ -72,6 +72,12 @@ class Activation(_Section):
         "|value| over the batch's image tokens exceeds 100x the median channel's; see autosel inspect)",
     )
 
+    @property
+    def label(self) -> str:
+        """``id@t``, or ``id:post@t`` when post-processed (the search's candidate spelling)."""
+        post = "" if self.post == "none" else f":{self.post}"
+        return f"{self.id}{post}@{self.timestep}"
+
 
 class AggregationSection(_Section):
     """How the activations become one feature map."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -32,7 +33,7 @@ from autosel.config import ExtractionSection
 from autosel.errors import InvalidInputError, unknown_activation
 from autosel.images import ImageInput, as_image_list, resize, to_tensor
 from autosel.models import Architecture, load_pipeline, resolve_model
-from autosel.models.architecture import ImageSize
+from autosel.models.architecture import ImageSize, load_architecture
 from autosel.models.families import expand_rows
 from autosel.noise import noise_process
 
@@ -47,6 +48,7 @@ class Denoiser:
         device: ``cpu``, ``cuda``, ``cuda:1``…; default: CUDA when available.
         dtype: the denoiser's dtype (the VAE always runs in float32: SDXL's overflows in float16).
         name, revision: the model reference it was loaded from (for messages and records).
+        architecture: the model's architecture (default: read from the pipeline's components).
     """
 
     def __init__(
@@ -56,13 +58,14 @@ class Denoiser:
         dtype: torch.dtype = torch.float32,
         name: str = "MODEL",
         revision: str | None = None,
+        architecture: Architecture | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
         self.name = name
         self.revision = revision
-        self.architecture = Architecture.from_pipeline(pipeline)
+        self.architecture = architecture or Architecture.from_pipeline(pipeline)
         self.family = self.architecture.adapter
         self.module = _move(getattr(pipeline, self.family.component), self.device, dtype)
         self.vae = None if self.family.pixel_space else _move(pipeline.vae, self.device, torch.float32)
@@ -88,8 +91,12 @@ class Denoiser:
         dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         spec = resolve_model(model)
-        pipeline = load_pipeline(spec, dtype=dtype, device=device, revision=revision)
-        return cls(pipeline, device=device, dtype=dtype, name=model, revision=revision)
+        # loaded on the CPU: only the denoiser and the VAE move to the device (text encoders visit it once)
+        pipeline = load_pipeline(spec, dtype=dtype, device="cpu", revision=revision)
+        architecture = Architecture.from_pipeline(pipeline)
+        if spec.source == "builtin":  # built-in twins declare their native size
+            architecture = replace(architecture, native_size=load_architecture(spec).native_size)
+        return cls(pipeline, device=device, dtype=dtype, name=model, revision=revision, architecture=architecture)
 
     # -- what it has ---------------------------------------------------------------------
 
@@ -123,25 +130,35 @@ class Denoiser:
     def condition(self, prompt: str, image_hw: tuple[int, int]) -> dict[str, Any]:
         """The conditioning of ``prompt`` for one row, computed once per prompt and image size.
 
-        On a GPU the text encoders are moved back to the CPU afterwards (T5-XXL alone holds
-        4.7 B parameters), so the denoiser has the memory to itself.
+        The text encoders visit the device for this one encoding and go back to where they
+        were (the CPU, as :meth:`load` leaves them): T5-XXL alone holds 4.7 B parameters, so
+        the denoiser then has the device's memory to itself.
         """
         key = (prompt, tuple(image_hw))
         if key not in self._conditioning:
-            self._conditioning[key] = self.family.encode_prompt(
-                self.pipeline, self.architecture, prompt, self.device, self.dtype, tuple(image_hw)
-            )
-            self._release_text_encoders()
+            with self._text_encoders_on_device():
+                self._conditioning[key] = self.family.encode_prompt(
+                    self.pipeline, self.architecture, prompt, self.device, self.dtype, tuple(image_hw)
+                )
         return self._conditioning[key]
 
-    def _release_text_encoders(self) -> None:
-        if self.device.type == "cpu":
-            return
-        for name, component in self.pipeline.components.items():
-            if name.startswith("text_encoder") and isinstance(component, torch.nn.Module):
-                component.to("cpu")
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+    @contextlib.contextmanager
+    def _text_encoders_on_device(self) -> Iterator[None]:
+        encoders = [
+            component for name, component in self.pipeline.components.items()
+            if name.startswith("text_encoder") and isinstance(component, torch.nn.Module)
+        ]
+        homes = [next(encoder.parameters()).device for encoder in encoders]
+        moved = [(encoder, home) for encoder, home in zip(encoders, homes) if home != self.device]
+        for encoder, _ in moved:
+            encoder.to(self.device)
+        try:
+            yield
+        finally:
+            for encoder, home in moved:
+                encoder.to(home)
+            if moved and self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
     def noised(self, latents: torch.Tensor, noise: torch.Tensor, timestep: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(noisy latents, the denoiser's timestep input) at ``timestep`` (0–999 scale)."""

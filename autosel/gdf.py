@@ -15,8 +15,12 @@ from pathlib import Path
 from autosel.config import FeatureConfig
 from autosel.errors import AutoselError
 
-GDF_VERSIONS = {"sd15": "1-5", "sd21": "2-1", "sdxl": "xl"}
-"""autosel registry names → gdf ``version`` strings (gdf has no SDXL-Turbo, no SD3)."""
+GDF_VERSIONS = {
+    "sd15": "1-5", "sd21": "2-1", "sdxl": "xl", "pgv2": "pgv2",
+    "pixart-alpha": "pixart-alpha", "pixart-sigma": "pixart-sigma", "if-i-l": "if",
+}
+"""autosel registry names → gdf ``version`` strings, as its ``feature/components/models.py``
+loads them (gdf has no SDXL-Turbo, SD 1.4/2.0, SD3 or released FLUX/Hunyuan loader)."""
 
 
 class GdfError(AutoselError, ValueError):
@@ -56,6 +60,8 @@ def export_gdf(config: FeatureConfig, out_dir: str | Path) -> GdfExport:
             notes.append(f"weight {activation.weight} of {activation.id} is not expressible (gdf has no weights)")
         if activation.post != "none":
             notes.append(f"post-processing '{activation.post}' of {activation.id} is not expressible")
+        if activation.id.endswith("-norm-in"):
+            notes.append(f"{activation.id} is an autosel extra (AdaLN-modulated input): gdf does not gather it")
     if extraction.ensemble > 1:
         notes.append(f"ensemble {extraction.ensemble} is not expressible (gdf draws one noise per call)")
     if extraction.resize != "stretch":

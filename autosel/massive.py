@@ -44,35 +44,70 @@ def channel_magnitudes(value: torch.Tensor) -> torch.Tensor:
     return finite.abs().mean(dim=(0, 2, 3))
 
 
+def select_massive(magnitudes: torch.Tensor, factor: float = DEFAULT_FACTOR) -> list[int]:
+    """Indices of the channels whose mean |value| exceeds ``factor`` × the median's, largest first.
+
+    With a zero median (most channels silent), every channel that is not silent counts.
+    """
+    if magnitudes.numel() < 2:
+        return []
+    median = magnitudes.median()
+    threshold = factor * median if median > 0 else torch.zeros(())
+    chosen = torch.nonzero(magnitudes > threshold).flatten()
+    return sorted(chosen.tolist(), key=lambda c: -float(magnitudes[c]))
+
+
 def massive_channels(value: torch.Tensor, factor: float = DEFAULT_FACTOR) -> list[int]:
     """Indices of the massive channels of a B×C×H×W map (see the module's rule), largest first."""
-    magnitudes = channel_magnitudes(value)
-    median = magnitudes.median()
-    if median <= 0:
-        chosen = torch.nonzero(magnitudes > 0).flatten()
-    else:
-        chosen = torch.nonzero(magnitudes > factor * median).flatten()
-    return sorted(chosen.tolist(), key=lambda c: -float(magnitudes[c]))
+    return select_massive(channel_magnitudes(value), factor)
+
+
+class ChannelStats:
+    """Per-channel statistics of a feature map accumulated batch by batch (bounded memory)."""
+
+    def __init__(self) -> None:
+        self.abs_sum: torch.Tensor | None = None
+        self.square_sum: torch.Tensor | None = None
+        self.positions = 0
+        self.nan = 0
+        self.inf = 0
+
+    def add(self, value: torch.Tensor) -> None:
+        """Add a B×C×H×W batch."""
+        data = value.detach().float().cpu()
+        self.nan += int(torch.isnan(data).sum())
+        self.inf += int(torch.isinf(data).sum())
+        finite = torch.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+        abs_sum = finite.abs().sum(dim=(0, 2, 3), dtype=torch.float64)
+        square_sum = finite.pow(2).sum(dim=(0, 2, 3), dtype=torch.float64)
+        self.abs_sum = abs_sum if self.abs_sum is None else self.abs_sum + abs_sum
+        self.square_sum = square_sum if self.square_sum is None else self.square_sum + square_sum
+        self.positions += data.shape[0] * data.shape[2] * data.shape[3]
+
+    def report(self, factor: float = DEFAULT_FACTOR) -> ChannelReport:
+        """The massive channels so far, their ratios and share of the energy, NaN/Inf counts."""
+        if self.abs_sum is None:
+            raise ValueError("no batch was added")
+        magnitudes = self.abs_sum / max(self.positions, 1)
+        median = float(magnitudes.median())
+        chosen = select_massive(magnitudes, factor)
+        total = float(self.square_sum.sum())
+        share = float(self.square_sum[chosen].sum()) / total if chosen and total > 0 else 0.0
+        return ChannelReport(
+            massive_channels=chosen,
+            ratios=[float(magnitudes[c]) / median if median > 0 else float("inf") for c in chosen],
+            energy_share=share,
+            median_magnitude=median,
+            nan=self.nan,
+            inf=self.inf,
+        )
 
 
 def inspect_channels(value: torch.Tensor, factor: float = DEFAULT_FACTOR) -> ChannelReport:
     """The massive channels of a B×C×H×W map, their size and share of the energy, NaN/Inf counts."""
-    data = value.float()
-    magnitudes = channel_magnitudes(data)
-    median = float(magnitudes.median())
-    chosen = massive_channels(data, factor) if magnitudes.numel() > 1 else []
-    finite = torch.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
-    energy = finite.pow(2).sum(dim=(0, 2, 3))
-    total = float(energy.sum())
-    share = float(energy[chosen].sum()) / total if chosen and total > 0 else 0.0
-    return ChannelReport(
-        massive_channels=chosen,
-        ratios=[float(magnitudes[c]) / median if median > 0 else float("inf") for c in chosen],
-        energy_share=share,
-        median_magnitude=median,
-        nan=int(torch.isnan(data).sum()),
-        inf=int(torch.isinf(data).sum()),
-    )
+    stats = ChannelStats()
+    stats.add(value)
+    return stats.report(factor)
 
 
 def drop_massive(value: torch.Tensor, factor: float = DEFAULT_FACTOR) -> torch.Tensor:

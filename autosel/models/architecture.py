@@ -35,6 +35,8 @@ class Architecture:
         text_len: text tokens per prompt (for the catalogue's dummy conditioning).
         vae_scale_factor: image pixels per latent pixel along each side (1 in pixel space).
         latent_channels: channels of the VAE latent (of the pixels in pixel space).
+        native_size: the native image side in pixels when the config does not say it (FLUX's
+            has no ``sample_size``); default: ``sample_size`` × ``vae_scale_factor``.
         source: where the config came from (shipped file, cache path, folder), for messages.
     """
 
@@ -43,6 +45,7 @@ class Architecture:
     text_len: int = 77
     vae_scale_factor: int = 8
     latent_channels: int = 4
+    native_size: int | None = None
     source: str = field(default="", compare=False)
 
     @classmethod
@@ -88,7 +91,9 @@ class Architecture:
     @property
     def native_resolution(self) -> int:
         """The image side the model was trained at, in pixels."""
-        return int(self.denoiser_config.get("sample_size", 64)) * self.vae_scale_factor
+        if self.native_size is not None:
+            return self.native_size
+        return int(self.denoiser_config.get("sample_size") or self.adapter.default_sample_size) * self.vae_scale_factor
 
     def latent_size(self, image_size: ImageSize | None = None) -> tuple[int, int]:
         """Latent (height, width) for an image of ``image_size`` pixels (int: square).

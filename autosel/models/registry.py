@@ -30,8 +30,9 @@ class ModelSpec:
         name: the registry short name, or the reference exactly as given (hub id, folder).
         source: ``builtin`` (built in memory), ``registry``, ``hub`` or ``folder`` (``tiny`` is a
             folder that ships with the package).
-        family: ``sd`` (SD 1.x/2.x-style UNet) or ``sdxl`` (text_time conditioning); ``None``
-            until the architecture is read for hub ids and folders.
+        family: the family adapter's name (``sd``, ``sdxl``, ``if``, ``ddpm``, ``pixart``,
+            ``hunyuan``, ``sd3``, ``flux``; see ``autosel.models.families``); ``None`` until the
+            architecture is read for hub ids.
         hub_id: the Hugging Face repository id, when there is one.
         path: the local pipeline folder, for ``folder`` references.
         resolution: native image side in pixels, when known without reading files.
@@ -51,6 +52,17 @@ class ModelSpec:
     description: str = ""
 
 
+def _registered(name: str, hub_id: str, family: str, resolution: int, description: str, architecture: str | None = "") -> ModelSpec:
+    return ModelSpec(
+        name=name, source="registry", family=family, hub_id=hub_id, resolution=resolution,
+        architecture=name if architecture == "" else architecture, description=description,
+    )
+
+
+def _twin(name: str, family: str, description: str) -> ModelSpec:
+    return ModelSpec(name=name, source="builtin", family=family, resolution=64, description=description)
+
+
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
@@ -62,56 +74,33 @@ REGISTRY: dict[str, ModelSpec] = {
             resolution=64,
             description="embedded default: SD layout trained on the built-in shapes data (experiments/train_tiny_model.py)",
         ),
-        ModelSpec(
-            name="tiny-random",
-            source="builtin",
-            family="sd",
-            resolution=64,
-            description="SD-like UNet with seeded random weights, built from config (tests, control)",
+        _twin("tiny-random", "sd", "SD-like UNet with seeded random weights, built from config (tests, control)"),
+        _twin("tiny-xl-random", "sdxl", "SDXL-like UNet (text_time, two text encoders), seeded random weights"),
+        _twin("tiny-pixart-random", "pixart", "PixArt-like DiT (AdaLN-single, cross-attention to a T5), random weights"),
+        _twin("tiny-sd3-random", "sd3", "SD3-like MMDiT (three text encoders, rectified flow), random weights"),
+        _twin("tiny-flux-random", "flux", "FLUX-like MMDiT (double + single-stream blocks, dynamic shift), random weights"),
+        _twin("tiny-if-random", "if", "DeepFloyd-IF-like pixel-space UNet on a T5, random weights"),
+        _twin("tiny-ddpm-random", "ddpm", "unconditional pixel-space UNet2DModel (DDPM layout), random weights"),
+        _registered("sd14", "CompVis/stable-diffusion-v1-4", "sd", 512, "Stable Diffusion 1.4"),
+        _registered("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "sd", 512, "Stable Diffusion 1.5"),
+        _registered("sd20", "stabilityai/stable-diffusion-2-base", "sd", 512, "Stable Diffusion 2.0 base (512 px)"),
+        _registered("sd21", "stabilityai/stable-diffusion-2-1-base", "sd", 512, "Stable Diffusion 2.1 base (512 px)"),
+        _registered("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", "sdxl", 1024, "Stable Diffusion XL base 1.0"),
+        _registered("sdxl-turbo", "stabilityai/sdxl-turbo", "sdxl", 512, "SDXL-Turbo (adversarially distilled SDXL, 512 px)"),
+        _registered("pgv2", "playgroundai/playground-v2-1024px-aesthetic", "sdxl", 1024, "Playground v2 (SDXL layout, 1024 px)"),
+        _registered(
+            "if-i-l", "DeepFloyd/IF-I-L-v1.0", "if", 64,
+            "DeepFloyd IF stage I, L (pixel space, 64 px, T5-XXL); no offline config: needs its cached files",
+            architecture=None,
         ),
-        ModelSpec(
-            name="tiny-xl-random",
-            source="builtin",
-            family="sdxl",
-            resolution=64,
-            description="SDXL-like UNet (text_time, two text encoders), seeded random weights",
-        ),
-        ModelSpec(
-            name="sd15",
-            source="registry",
-            family="sd",
-            hub_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
-            resolution=512,
-            architecture="sd15",
-            description="Stable Diffusion 1.5",
-        ),
-        ModelSpec(
-            name="sd21",
-            source="registry",
-            family="sd",
-            hub_id="stabilityai/stable-diffusion-2-1-base",
-            resolution=512,
-            architecture="sd21",
-            description="Stable Diffusion 2.1 base (512 px)",
-        ),
-        ModelSpec(
-            name="sdxl",
-            source="registry",
-            family="sdxl",
-            hub_id="stabilityai/stable-diffusion-xl-base-1.0",
-            resolution=1024,
-            architecture="sdxl",
-            description="Stable Diffusion XL base 1.0",
-        ),
-        ModelSpec(
-            name="sdxl-turbo",
-            source="registry",
-            family="sdxl",
-            hub_id="stabilityai/sdxl-turbo",
-            resolution=512,
-            architecture="sdxl-turbo",
-            description="SDXL-Turbo (adversarially distilled SDXL, 512 px)",
-        ),
+        _registered("pixart-alpha", "PixArt-alpha/PixArt-XL-2-512x512", "pixart", 512, "PixArt-α XL-2 (512 px, T5-XXL)"),
+        _registered("pixart-sigma", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS", "pixart", 1024, "PixArt-Σ XL-2 (1024 px, T5-XXL)"),
+        _registered("hunyuan-dit", "Tencent-Hunyuan/HunyuanDiT-v1.2-Diffusers", "hunyuan", 1024, "Hunyuan-DiT v1.2 (1024 px)"),
+        _registered("sd3-medium", "stabilityai/stable-diffusion-3-medium-diffusers", "sd3", 1024, "Stable Diffusion 3 Medium"),
+        _registered("sd35-medium", "stabilityai/stable-diffusion-3.5-medium", "sd3", 1024, "Stable Diffusion 3.5 Medium (MMDiT-X)"),
+        _registered("sd35-large", "stabilityai/stable-diffusion-3.5-large", "sd3", 1024, "Stable Diffusion 3.5 Large"),
+        _registered("flux-dev", "black-forest-labs/FLUX.1-dev", "flux", 1024, "FLUX.1-dev (guidance-distilled)"),
+        _registered("flux-schnell", "black-forest-labs/FLUX.1-schnell", "flux", 1024, "FLUX.1-schnell (timestep-distilled)"),
     ]
 }
 
@@ -157,18 +146,31 @@ def resolve_model(reference: str) -> ModelSpec:
 
 
 def _folder_spec(reference: str, path: Path) -> ModelSpec:
+    from autosel.models.families import family_of_config
+
     index_file = path / "model_index.json"
-    unet_config = path / "unet" / "config.json"
-    missing = [str(p.relative_to(path)) for p in (index_file, unet_config) if not p.is_file()]
-    if missing:
+    if not index_file.is_file():
         raise NotAPipelineError(
-            f"'{reference}' is not a diffusers pipeline folder: missing {', '.join(missing)} "
+            f"'{reference}' is not a diffusers pipeline folder: missing model_index.json "
             "(expected the layout written by DiffusionPipeline.save_pretrained)"
         )
     try:
         index = json.loads(index_file.read_text())
     except (OSError, ValueError) as error:
         raise NotAPipelineError(f"'{index_file}' is not valid JSON: {error}") from None
-    pipeline_class = str(index.get("_class_name", ""))
-    family = "sdxl" if "XL" in pipeline_class else "sd"
+    component = "transformer" if "transformer" in index else "unet" if "unet" in index else None
+    if component is None:
+        found = sorted(k for k, v in index.items() if not k.startswith("_") and isinstance(v, list))
+        raise NotAPipelineError(
+            f"'{reference}' holds a {index.get('_class_name', 'pipeline')} with no unet or transformer "
+            f"component (found: {', '.join(found) or 'none'}): autosel needs a diffusion denoiser"
+        )
+    config_file = path / component / "config.json"
+    if not config_file.is_file():
+        raise NotAPipelineError(f"'{reference}' is missing {component}/config.json (the denoiser's config)")
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as error:
+        raise NotAPipelineError(f"'{config_file}' is not valid JSON: {error}") from None
+    family = family_of_config(config, f"model '{reference}'").name
     return ModelSpec(name=reference, source="folder", family=family, path=path.resolve())

@@ -173,6 +173,7 @@ def tiny_architecture(name: str) -> Architecture:
     fields: dict[str, Any] = {
         "vae_scale_factor": 2 ** (len(VAE_CONFIG["block_out_channels"]) - 1),
         "latent_channels": VAE_CONFIG["latent_channels"],
+        "native_size": 64,
     }
     if name in _TEXT_LENS:
         fields["text_len"] = _TEXT_LENS[name]

@@ -11,6 +11,7 @@ import numpy as np
 
 from autosel.denoiser import DTYPES, DenoiserRun
 from autosel.progress import progress_bar
+from autosel.search import variants
 from autosel.search.cache import ActivationCache, CacheKey, images_digest, project, proxy_map
 from autosel.search.sweep import Encoded, encode_images
 from autosel.tasks import Task
@@ -78,9 +79,10 @@ def _compute(
 ) -> dict[tuple[str, int], Any]:
     encoded = encoded if encoded is not None else encode_images(task, extractor, progress)
     writers = {}
+    catalogue = variants.with_variants(extractor.catalogue, [name for names in missing.values() for name in names])
     for timestep, names in missing.items():
         for name in names:
-            point = extractor.catalogue[name]
+            point = catalogue[name]
             key = keys[(name, timestep)]
             channels = point.channels if key.projection is None else min(point.channels, key.projection)
             shape = (len(task.images), channels, min(point.height, key.resolution), min(point.width, key.resolution))
@@ -88,10 +90,11 @@ def _compute(
     with progress_bar("caching", len(encoded) * len(missing), progress) as advance:
         for batch, latents, noise in encoded:
             for timestep, names in missing.items():
-                captured = extractor.capture_at(latents, noise, timestep, names)
+                captured = extractor.capture_at(latents, noise, timestep, variants.base_ids(names))
                 for name in names:
                     key = keys[(name, timestep)]
-                    value = project(proxy_map(captured[name], key.resolution), key.projection, key.seed, name)
+                    value = variants.apply(captured[variants.split_variant(name)[0]], name)
+                    value = project(proxy_map(value, key.resolution), key.projection, key.seed, name)
                     writers[(name, timestep)].array[batch] = value.cpu().numpy().astype(np.float16)
                 advance(1)
     return {pair: writer.commit() for pair, writer in writers.items()}

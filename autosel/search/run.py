@@ -21,6 +21,7 @@ from autosel.config import FeatureConfig, mask_password
 from autosel.errors import InvalidInputError
 from autosel.log import event
 from autosel.progress import progress_bar
+from autosel.search import variants
 from autosel.search.cache import default_cache_dir, parse_bytes
 from autosel.search.driver import DriveStats, optimise
 from autosel.search.selection import Candidate, Selection
@@ -96,7 +97,8 @@ def run_search(
     rdb = open_storage(storage_url)
     open_study(rdb, study_name, identity, optuna.samplers.RandomSampler())  # validates before any work
     catalogue = {p.id: p for p in list_activations(space.model, space.image_size)}
-    select_candidates(list(catalogue.values()), space.candidates.include, space.candidates.exclude, space.model)
+    screened = select_candidates(list(catalogue.values()), space.candidates.include, space.candidates.exclude, space.model)
+    catalogue = variants.with_variants(catalogue, [p.id for p in variants.expand(screened, space.candidates.post)])
     worker_options = {
         "space": space.model_dump(mode="json"), "cache_dir": str(cache_dir or default_cache_dir()),
         "cache_memory": parse_bytes(cache_memory), "device": device, "batch_size": batch_size, "quiet": not progress,
@@ -123,7 +125,7 @@ def run_search(
         study.set_user_attr("sweep_key", sweep.key)
         study.set_user_attr("confirmed", [
             {"name": c.name, "heldout": c.heldout, "search": c.search, "channels": c.channels, "trial": c.trial,
-             "activations": [f"{a.id}@{a.timestep}" for a in c.config.activations]}
+             "activations": [a.label for a in c.config.activations]}
             for c in confirmed
         ])
     finally:
@@ -312,7 +314,7 @@ def _write(folder, space, study, best, confirmed, storage_url, study_name) -> li
     files.append(folder / "trials.csv")
     pd.DataFrame([
         {"name": c.name, "heldout": c.heldout, "search": c.search, "channels": c.channels, "trial": c.trial,
-         "activations": " + ".join(f"{a.id}@{a.timestep}" for a in c.config.activations)}
+         "activations": " + ".join(a.label for a in c.config.activations)}
         for c in confirmed
     ]).to_csv(folder / "confirmed.csv", index=False)
     files.append(folder / "confirmed.csv")

@@ -54,7 +54,12 @@ class Selection:
 
     def to_config(self, base: FeatureConfig, **sections: Any) -> FeatureConfig:
         """``base`` with this selection's activations (other sections replaced as given)."""
-        activations = [{"id": name, "timestep": t, "weight": w} for name, t, w in self.items]
+        from autosel.search.variants import split_variant
+
+        activations = []
+        for name, t, w in self.items:
+            base_id, post = split_variant(name)
+            activations.append({"id": base_id, "timestep": t, "weight": w, "post": post})
         return base.replace(activations=activations, **sections)
 
 

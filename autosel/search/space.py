@@ -7,7 +7,7 @@ takes any other. Unknown keys are errors (a typo must not silently fall back to 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -27,6 +27,10 @@ class CandidateSection(_Section):
 
     include: list[str] = Field(default_factory=lambda: ["up-*"], min_length=1)
     exclude: list[str] = Field(default_factory=lambda: ["*-map"])
+    post: list[Literal["none", "drop-massive"]] = Field(
+        default_factory=lambda: ["none"], min_length=1,
+        description="post-processing variants screened and searched per candidate (drop-massive: see autosel inspect)",
+    )
 
 
 class ProxySection(_Section):
@@ -125,8 +129,31 @@ def space_file(model: str) -> Path | None:
 
 def load_space(model: str, path: str | Path | None = None) -> SearchSpace:
     """The search space for ``model``: ``path`` if given, else the model's own file, else the
-    generic default (up-stage candidates, no attention maps, t ∈ {10, 50, 150, 300, 500})."""
+    generic default of its family (see :func:`default_candidates`; no attention maps,
+    t ∈ {10, 50, 150, 300, 500})."""
     if path is not None:
         return SearchSpace.from_yaml(path)
     found = space_file(model)
-    return SearchSpace.from_yaml(found) if found else SearchSpace(model=model)
+    if found:
+        return SearchSpace.from_yaml(found)
+    return SearchSpace(model=model, candidates=default_candidates(model))
+
+
+TRANSFORMER_FAMILIES = frozenset({"pixart", "hunyuan", "sd3", "flux"})
+
+
+def default_candidates(model: str) -> CandidateSection:
+    """The default candidates of a model without a space file: the up stage of UNets (as the
+    seed codebase found best), every transformer block of diffusion transformers, each also
+    with ``post: drop-massive`` (massive activations; DiTF)."""
+    from autosel.models import resolve_model
+
+    family = resolve_model(model).family
+    if family is None and resolve_model(model).source == "hub":
+        from autosel.models.architecture import load_architecture
+
+        family = load_architecture(resolve_model(model)).family
+    if family in TRANSFORMER_FAMILIES:
+        maps = ["*-map"] if family == "pixart" else []  # only PixArt's blocks have attention maps
+        return CandidateSection(include=["vit-block*"], exclude=maps, post=["none", "drop-massive"])
+    return CandidateSection()

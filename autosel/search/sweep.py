@@ -27,6 +27,7 @@ from autosel.errors import InvalidInputError, UnknownActivationError, close_matc
 from autosel.evaluate import image_tensor
 from autosel.extract import combine_features
 from autosel.progress import progress_bar
+from autosel.search import variants
 from autosel.search.cache import images_digest
 from autosel.search.space import SearchSpace
 from autosel.search.store import SweepStore, default_storage
@@ -102,12 +103,14 @@ def model_run(
 
 
 def base_config(space: SearchSpace, activation: str, timestep: int) -> FeatureConfig:
-    """The single-activation feature config a sweep scores for one candidate (also the base
-    whose model and extraction sections search results copy; its activation is then replaced)."""
+    """The single-activation feature config a sweep scores for one candidate (a catalogue id or
+    a variant such as ``ID:drop-massive``; also the base whose model and extraction sections
+    search results copy, its activation then replaced)."""
+    name, post = variants.split_variant(activation)
     return FeatureConfig.from_dict({
         "model": {"name": space.model},
         "extraction": {"image_size": space.image_size},
-        "activations": [{"id": activation, "timestep": timestep}],
+        "activations": [{"id": name, "timestep": timestep, "post": post}],
     })
 
 
@@ -168,7 +171,10 @@ def run_sweep(
         for timestep in space.timesteps:
             if not 0 <= timestep < NUM_TRAIN_TIMESTEPS:
                 raise InvalidInputError(f"timestep {timestep} is outside the scheduler's range 0…{NUM_TRAIN_TIMESTEPS - 1}")
-    candidates = select_candidates(catalogue, space.candidates.include, space.candidates.exclude, space.model)
+    candidates = variants.expand(
+        select_candidates(catalogue, space.candidates.include, space.candidates.exclude, space.model),
+        space.candidates.post,
+    )
     task = make_task(space.task, space.dataset, "search", **space.task_options())
     key = sweep_key(space, task, first, image_size)
     done = store.done(key)
@@ -248,6 +254,7 @@ def screen_rows(
     encoded = encoded if encoded is not None else encode_images(task, extractor, progress)
     batches = [batch for batch, _, _ in encoded]
     prepared = [(latents, noise) for _, latents, noise in encoded]
+    catalogue = variants.with_variants(extractor.catalogue, [name for names in todo.values() for name in names])
     with progress_bar("screening", len(batches) * len(todo), progress) as advance:
         for timestep, names in todo.items():
             configs = {name: base_config(space, name, timestep) for name in names}
@@ -255,18 +262,20 @@ def screen_rows(
             seconds = dict.fromkeys(names, 0.0)
             for batch, (latents, noise) in zip(batches, prepared):
                 started = time.perf_counter()
-                captured = extractor.capture_at(latents, noise, timestep, names)
+                captured = extractor.capture_at(latents, noise, timestep, variants.base_ids(names))
                 shared = (time.perf_counter() - started) / len(names)
                 for name in names:
                     started = time.perf_counter()
-                    maps = combine_features(configs[name], {name: captured[name]}).cpu().to(torch.float16)
+                    base, _ = variants.split_variant(name)
+                    value = variants.apply(captured[base], name)
+                    maps = combine_features(configs[name], {base: value}).cpu().to(torch.float16)
                     for index, value in zip(batch, maps):
                         scorers[name].add(index, value)
                     seconds[name] += shared + time.perf_counter() - started
                 advance(1)
             records = []
             for name in names:
-                point = extractor.catalogue[name]
+                point = catalogue[name]
                 started = time.perf_counter()
                 result = scorers[name].result()
                 spent = seconds[name] + time.perf_counter() - started

@@ -48,6 +48,7 @@ class Family:
         pixel_space: ``True`` when the denoiser works on pixels (no VAE).
         flow: ``True`` for rectified-flow training (x_t = (1 − σ)·x_0 + σ·ε), else DDPM betas.
         text_len: text tokens used for the offline catalogue's dummy conditioning.
+        default_sample_size: the native latent side when the config has no ``sample_size``.
     """
 
     name: ClassVar[str]
@@ -56,6 +57,7 @@ class Family:
     pixel_space: ClassVar[bool] = False
     flow: ClassVar[bool] = False
     text_len: ClassVar[int] = 77
+    default_sample_size: ClassVar[int] = 64
     description: ClassVar[str] = ""
 
     def build(self, architecture: Architecture, device: str | torch.device = "meta") -> nn.Module:

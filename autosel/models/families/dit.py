@@ -24,15 +24,17 @@ from autosel.models.families.base import Candidate
 DIT_KINDS = ("norm-in", "self-q", "self-k", "self-v", "self-map", "cross-q", "cross-map", "norm-out", "ffn-inner", "out")
 """The per-block kinds of diffusion transformers, in forward order."""
 
-EXTRA_KINDS = frozenset({"norm-in", "self-k", "self-v"})
-"""Kinds the seed codebase does not capture for transformers (marked ``extra``)."""
+EXTRA_KINDS = frozenset({"norm-in"})
+"""Kinds the seed codebase does not gather for transformers (marked ``extra``); joint-attention
+families add their q/k/v (gdf gathers those of PixArt's ``BasicTransformerBlock`` only)."""
 
 Parts = Mapping[str, tuple[str, TapKind, int]]
 """``{kind: (submodule path inside the block, how to read it, tuple index)}``; ``""`` = the block."""
 
 
-def block_candidates(index: int, path: str, parts: Parts) -> list[Candidate]:
-    """The candidates of transformer block number ``index`` living at module ``path``."""
+def block_candidates(index: int, path: str, parts: Parts, extra: frozenset[str] = EXTRA_KINDS) -> list[Candidate]:
+    """The candidates of transformer block number ``index`` living at module ``path``; kinds in
+    ``extra`` are marked as beyond the seed codebase's set."""
     taps = {
         kind: Tap(f"{path}.{sub}" if sub else path, how, index=element)
         for kind, (sub, how, element) in parts.items()
@@ -40,7 +42,7 @@ def block_candidates(index: int, path: str, parts: Parts) -> list[Candidate]:
     return [
         Candidate(
             f"vit-block{index}-{kind}", "vit-block-out" if kind == "out" else kind, "vit", None, None, index,
-            taps[kind], extra=kind in EXTRA_KINDS,
+            taps[kind], extra=kind in extra,
         )
         for kind in DIT_KINDS
         if kind in taps

@@ -12,7 +12,7 @@ from torch import nn
 from autosel.capture import TapKind
 from autosel.models.families.base import Candidate, Family
 from autosel.models.families.dit import block_candidates, patch_grid
-from autosel.models.families.sd3 import JOINT_PARTS
+from autosel.models.families.sd3 import JOINT_EXTRA, JOINT_PARTS
 
 _SINGLE_PARTS = {
     "norm-in": ("norm", TapKind.TOKENS, 0),
@@ -34,15 +34,16 @@ class Flux(Family):
     flow = True
     flow_timestep_scale = 1.0
     text_len = 512
+    default_sample_size = 128  # FluxPipeline's: 1024 px
     description = "MMDiT, double + single-stream blocks, rectified flow (FLUX.1)"
 
     def discover(self, denoiser: nn.Module) -> list[Candidate]:
         doubles = len(denoiser.transformer_blocks)
         candidates = []
         for index in range(doubles):
-            candidates.extend(block_candidates(index, f"transformer_blocks.{index}", JOINT_PARTS))
+            candidates.extend(block_candidates(index, f"transformer_blocks.{index}", JOINT_PARTS, JOINT_EXTRA))
         for index in range(len(denoiser.single_transformer_blocks)):
-            candidates.extend(block_candidates(doubles + index, f"single_transformer_blocks.{index}", _SINGLE_PARTS))
+            candidates.extend(block_candidates(doubles + index, f"single_transformer_blocks.{index}", _SINGLE_PARTS, JOINT_EXTRA))
         return candidates
 
     def token_grid(self, architecture, latent_hw):

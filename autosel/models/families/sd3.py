@@ -9,7 +9,7 @@ from torch import nn
 
 from autosel.capture import TapKind
 from autosel.models.families.base import Candidate, Family
-from autosel.models.families.dit import block_candidates, patch_grid
+from autosel.models.families.dit import EXTRA_KINDS, block_candidates, patch_grid
 
 JOINT_PARTS = {
     "norm-in": ("norm1", TapKind.TOKENS, 0),
@@ -21,6 +21,9 @@ JOINT_PARTS = {
     "out": ("", TapKind.TOKENS, 1),  # joint blocks return (text, image)
 }
 """Taps of a joint-attention block (SD3 and FLUX's double-stream blocks)."""
+
+JOINT_EXTRA = EXTRA_KINDS | {"self-q", "self-k", "self-v"}
+"""Beyond the seed's set in joint-attention blocks: the image tokens' projections too."""
 
 
 class StableDiffusion3(Family):
@@ -36,7 +39,7 @@ class StableDiffusion3(Family):
         return [
             candidate
             for index in range(len(denoiser.transformer_blocks))
-            for candidate in block_candidates(index, f"transformer_blocks.{index}", JOINT_PARTS)
+            for candidate in block_candidates(index, f"transformer_blocks.{index}", JOINT_PARTS, JOINT_EXTRA)
         ]
 
     def token_grid(self, architecture, latent_hw):
