@@ -79,6 +79,7 @@ REGISTRY: dict[str, ModelSpec] = {
         _twin("tiny-pixart-random", "pixart", "PixArt-like DiT (AdaLN-single, cross-attention to a T5), random weights"),
         _twin("tiny-sd3-random", "sd3", "SD3-like MMDiT (three text encoders, rectified flow), random weights"),
         _twin("tiny-flux-random", "flux", "FLUX-like MMDiT (double + single-stream blocks, dynamic shift), random weights"),
+        _twin("tiny-hunyuan-random", "hunyuan", "Hunyuan-DiT-like DiT (long skips, CLIP + T5 cross-attention), random weights"),
         _twin("tiny-if-random", "if", "DeepFloyd-IF-like pixel-space UNet on a T5, random weights"),
         _twin("tiny-ddpm-random", "ddpm", "unconditional pixel-space UNet2DModel (DDPM layout), random weights"),
         _registered("sd14", "CompVis/stable-diffusion-v1-4", "sd", 512, "Stable Diffusion 1.4"),

@@ -5,7 +5,8 @@ encoder); ``tiny-xl-random`` mirrors SDXL's (no attention at down-level0, severa
 blocks per attention, text_time added conditioning, two text encoders). One twin per other
 family: ``tiny-pixart-random`` (AdaLN-single DiT, cross-attention to a T5), ``tiny-sd3-random``
 (MMDiT, three text encoders, rectified flow), ``tiny-flux-random`` (double + single-stream
-blocks, dynamic flow shift), ``tiny-if-random`` (pixel-space UNet on T5) and
+blocks, dynamic flow shift), ``tiny-hunyuan-random`` (DiT with long skips, CLIP + T5),
+``tiny-if-random`` (pixel-space UNet on T5) and
 ``tiny-ddpm-random`` (unconditional ``UNet2DModel``). All run a forward in milliseconds on a
 CPU and serve as tests and as random-weight controls; ``save_pretrained`` writes them as the
 real pipelines' folders.
@@ -125,6 +126,24 @@ _DENOISER_CONFIGS: dict[str, dict[str, Any]] = {
         "pooled_projection_dim": TEXT_DIM,
         "guidance_embeds": False,
         "axes_dims_rope": [4, 6, 6],
+    },
+    "tiny-hunyuan-random": {
+        "_class_name": "HunyuanDiT2DModel",
+        "sample_size": 16,
+        "patch_size": 2,
+        "in_channels": 4,
+        "num_layers": 4,
+        "num_attention_heads": 2,
+        "attention_head_dim": 16,
+        "hidden_size": 32,
+        "mlp_ratio": 2.0,
+        "learn_sigma": True,
+        "cross_attention_dim": TEXT_DIM,
+        "cross_attention_dim_t5": T5_DIM,
+        "pooled_projection_dim": 32,
+        "text_len": 77,
+        "text_len_t5": 256,
+        "use_style_cond_and_image_meta_size": False,
     },
     "tiny-if-random": {
         "_class_name": "UNet2DConditionModel",
@@ -284,6 +303,23 @@ def _flux_pipeline(architecture: Architecture):
     )
 
 
+def _hunyuan_pipeline(architecture: Architecture):
+    from diffusers import AutoencoderKL, DDPMScheduler, HunyuanDiTPipeline
+    from transformers import BertConfig, BertModel
+
+    tokenizer = _byte_level_clip_tokenizer()
+    bert = BertModel(BertConfig(
+        vocab_size=len(tokenizer), hidden_size=TEXT_DIM, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=2 * TEXT_DIM, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
+    ))
+    return HunyuanDiTPipeline(
+        vae=AutoencoderKL(**VAE_CONFIG), text_encoder=bert, tokenizer=tokenizer,
+        transformer=architecture.build_denoiser(device="cpu"), scheduler=DDPMScheduler.from_config(SCHEDULER_CONFIG),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        text_encoder_2=_t5_encoder(tokenizer), tokenizer_2=tokenizer,
+    )
+
+
 def _if_pipeline(architecture: Architecture):
     from diffusers import DDPMScheduler, IFPipeline
 
@@ -304,7 +340,7 @@ def _ddpm_pipeline(architecture: Architecture):
 
 _BUILDERS = {
     "sd": _sd_pipeline, "sdxl": _sd_pipeline, "pixart": _pixart_pipeline, "sd3": _sd3_pipeline,
-    "flux": _flux_pipeline, "if": _if_pipeline, "ddpm": _ddpm_pipeline,
+    "flux": _flux_pipeline, "if": _if_pipeline, "ddpm": _ddpm_pipeline, "hunyuan": _hunyuan_pipeline,
 }
 
 

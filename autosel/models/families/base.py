@@ -114,13 +114,14 @@ class Family:
 
 
 def expand_rows(conditioning: Mapping[str, Any], batch: int) -> dict[str, Any]:
-    """Conditioning of batch 1 expanded (no copy) to ``batch`` rows; nested dicts too.
+    """Conditioning of batch 1 repeated to ``batch`` rows; nested dicts too.
 
-    Tensors whose first dimension is not 1 (e.g. FLUX's unbatched text ids) are left as they are.
+    Contiguous copies, since some denoisers ``view`` their conditioning (Hunyuan-DiT). Tensors
+    whose first dimension is not 1 (e.g. FLUX's unbatched text ids) are left as they are.
     """
     def grow(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
-            return value.expand(batch, *value.shape[1:]) if value.ndim and value.shape[0] == 1 else value
+            return value.expand(batch, *value.shape[1:]).contiguous() if value.ndim and value.shape[0] == 1 else value
         if isinstance(value, Mapping):
             return {key: grow(item) for key, item in value.items()}
         return value

@@ -82,7 +82,7 @@ class HunyuanDiT(Family):
         height, width = (side * architecture.vae_scale_factor for side in sample.shape[-2:])
         meta = torch.tensor([[height, width, height, width, 0, 0]], device=sample.device, dtype=sample.dtype)
         return (), {
-            "hidden_states": sample, "timestep": timestep, "image_rotary_emb": rotary,
+            "hidden_states": sample, "timestep": timestep.to(sample.dtype), "image_rotary_emb": rotary,  # as the pipeline passes it
             "image_meta_size": meta.expand(rows, 6), "style": torch.zeros(rows, dtype=torch.long, device=sample.device),
             **conditioning,
         }
