@@ -194,3 +194,10 @@ def test_a_folder_missing_its_denoiser_config_names_the_file(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline", "transformer": ["diffusers", "X"]}))
     with pytest.raises(NotAPipelineError, match="transformer/config.json"):
         resolve_model(str(tmp_path))
+
+
+def test_models_command_lists_every_family(run_cli):
+    result = run_cli("models", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    listed = {row["name"]: row["family"] for row in json.loads(result.stdout)}
+    assert all(listed.get(name) == family for name, family in NEW_NAMES.items())

@@ -70,3 +70,13 @@ def test_import_of_a_non_selection_json_says_what_is_expected(tmp_path):
     path.write_text(json.dumps(["up-level1-repeat0-res-out"]))
     with pytest.raises(GdfError, match="expected a JSON object of activation ids"):
         import_gdf(path, model="sd15")
+
+
+def test_a_pixart_config_exports_with_gdf_version_and_flags_the_autosel_extra(tmp_path):
+    config = FeatureConfig.from_dict({
+        "model": {"name": "pixart-sigma"},
+        "activations": [{"id": "vit-block13-out", "timestep": 50}, {"id": "vit-block13-norm-in", "timestep": 50}],
+    })
+    result = export_gdf(config, tmp_path)
+    assert json.loads((tmp_path / "args.json").read_text())["version"] == "pixart-sigma"
+    assert any("vit-block13-norm-in" in note and "extra" in note for note in result.notes)
