@@ -1,17 +1,18 @@
 """The activation catalogue: every point of a denoiser that autosel can take features from.
 
-Points are discovered by walking the module tree by module type (``ResnetBlock2D``,
-``Transformer2DModel``, ``BasicTransformerBlock``, ``Attention``, ``FeedForward``,
-``Downsample2D``, ``Upsample2D``), never from per-model tables, and named with the seed
-codebase's ids (generic-diffusion-feature)::
+Points are discovered by each family adapter (:mod:`autosel.models.families`) walking the
+module tree by module type (``ResnetBlock2D``, ``Transformer2DModel``, ``BasicTransformerBlock``,
+``Attention``, ``Downsample2D``, transformer blocks…), never from per-model tables, and named
+with the seed codebase's ids (generic-diffusion-feature)::
 
     {down,up}-level{L}-repeat{R}-{res-out,res-increment,vit-out}
     {down,up}-level{L}-repeat{R}-vit-block{i}-{self-q,self-k,self-v,self-map,cross-q,cross-map,ffn-inner,out}
     {down,up}-level{L}-{downsampler,upsampler}-out
     mid-repeat{R}-{res-out,res-increment}, mid-vit-out, mid-vit-block{i}-…
     unet-in, unet-after-conv-in, unet-out
+    vit-block{i}-{norm-in,self-q,self-k,self-v,cross-q,norm-out,ffn-inner,out}   (diffusion transformers)
 
-Shapes and depths are measured, not computed by hand: the UNet is built on the meta device
+Shapes and depths are measured, not computed by hand: the denoiser is built on the meta device
 and run once through the same hooks that extraction uses (``autosel.capture``), so what the
 catalogue announces is what extraction returns.
 """
@@ -170,6 +171,8 @@ class _FlopTally:
         key_len = context.shape[1] if context is not None else query_len
         if context is not None and getattr(module, "add_q_proj", None) is not None:  # joint: one sequence
             query_len = key_len = query_len + context.shape[1]
+        elif context is not None and getattr(module, "add_k_proj", None) is not None:  # added text keys (IF)
+            key_len = query_len + context.shape[1]
         self.total += 2 * 2 * batch * query_len * key_len * int(module.inner_dim)  # q·kᵀ and p·v
 
     def record_when_reached(self, candidates: list[Candidate], reached: dict[str, int]) -> None:

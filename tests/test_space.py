@@ -41,3 +41,8 @@ def test_timesteps_are_deduplicated_and_sorted():
 def test_models_without_a_file_get_the_generic_space():
     space = load_space("someone/new-model")
     assert space.candidates.include == ["up-*"] and space.timesteps == [10, 50, 150, 300, 500]
+
+
+def test_a_transformer_without_a_file_screens_every_block_also_without_massive_channels():
+    space = load_space("tiny-sd3-random")
+    assert space.candidates.include == ["vit-block*"] and space.candidates.post == ["none", "drop-massive"]

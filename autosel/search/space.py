@@ -146,13 +146,15 @@ def default_candidates(model: str) -> CandidateSection:
     """The default candidates of a model without a space file: the up stage of UNets (as the
     seed codebase found best), every transformer block of diffusion transformers, each also
     with ``post: drop-massive`` (massive activations; DiTF)."""
+    from autosel.errors import AutoselError
     from autosel.models import resolve_model
+    from autosel.models.architecture import load_architecture
 
-    family = resolve_model(model).family
-    if family is None and resolve_model(model).source == "hub":
-        from autosel.models.architecture import load_architecture
-
-        family = load_architecture(resolve_model(model)).family
+    try:
+        spec = resolve_model(model)
+        family = spec.family or load_architecture(spec).family
+    except AutoselError:  # unknown here (e.g. a hub id not cached): loading the model says why, later
+        family = None
     if family in TRANSFORMER_FAMILIES:
         maps = ["*-map"] if family == "pixart" else []  # only PixArt's blocks have attention maps
         return CandidateSection(include=["vit-block*"], exclude=maps, post=["none", "drop-massive"])
