@@ -67,7 +67,7 @@ class Architecture:
         config = dict(denoiser.config)
         config["_class_name"] = type(denoiser).__name__
         fields: dict[str, Any] = {}
-        text_len = _pipeline_text_len(pipeline, config)
+        text_len = _pipeline_text_len(pipeline)
         if text_len is not None:
             fields["text_len"] = text_len
         vae = getattr(pipeline, "vae", None)
@@ -135,7 +135,7 @@ class Architecture:
         return self.adapter.dummy_conditioning(self, batch_size, device, dtype)
 
 
-def _pipeline_text_len(pipeline, config: Mapping[str, Any]) -> int | None:
+def _pipeline_text_len(pipeline) -> int | None:
     name = type(pipeline).__name__
     if "PixArtSigma" in name:
         return 300
