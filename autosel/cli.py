@@ -56,6 +56,23 @@ ImageSizeOpt = Annotated[
     Optional[str],
     typer.Option("--image-size", help="Image size in pixels: N (square) or HxW, e.g. 768x512. Default: native."),
 ]
+DtypeOpt = Annotated[
+    Optional[str],
+    typer.Option("--dtype", help="Denoiser dtype: float32, float16 or bfloat16. Default: bfloat16 (float16) on CUDA, float32 on a CPU."),
+]
+SpaceModelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model", "-m",
+        help="Registry name, hub id or local pipeline folder; default: the --space file's model, else tiny.",
+    ),
+]
+PairsOpt = Annotated[Optional[int], typer.Option("--pairs", min=1, help="Correspondence proxy: pairs (overrides the space).")]
+PairsPerCategoryOpt = Annotated[
+    Optional[int], typer.Option("--pairs-per-category", min=1, help="Correspondence proxy: balanced subset, N per category.")
+]
+TrainImagesOpt = Annotated[Optional[int], typer.Option("--train-images", min=1, help="Segmentation proxy: labelled images.")]
+TestImagesOpt = Annotated[Optional[int], typer.Option("--test-images", min=1, help="Segmentation proxy: scored images.")]
 
 
 @app.command("models")
@@ -266,7 +283,7 @@ def inspect_command(
 
 @app.command("sweep")
 def sweep_command(
-    model: ModelOpt = "tiny",
+    model: SpaceModelOpt = None,
     task: Annotated[Optional[str], typer.Option("--task", "-t", help="Proxy task; default: the space file's.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset spec; default: the space file's.")] = None,
     timesteps: Annotated[
@@ -280,26 +297,43 @@ def sweep_command(
         Optional[str], typer.Option("--storage", help="SQLAlchemy URL; default sqlite:///OUT/autosel.db (shared with search).")
     ] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="How many of the best to print.")] = 10,
+    image_size: ImageSizeOpt = None,
+    dtype: DtypeOpt = None,
+    pairs: PairsOpt = None,
+    pairs_per_category: PairsPerCategoryOpt = None,
+    train_images: TrainImagesOpt = None,
+    test_images: TestImagesOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser forward.")] = 16,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    dry_run: DryRunOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Score every candidate activation alone at every timestep on the search split (screening).
 
     One denoiser forward per image batch and timestep, whatever the number of candidates.
     Writes OUT/MODEL/TASK/sweep.csv and sweep.png, stores rows in the SQL store (a rerun
-    reuses them) and prints the best.
+    reuses them) and prints the best. The plan (forwards, memory, time) is printed first;
+    --dry-run prints only the plan and writes nothing.
 
-    Example: autosel sweep --model tiny --timesteps 10,50,150 --include 'up-*'
+    Examples: autosel sweep --model tiny --timesteps 10,50,150 --include 'up-*' ;
+    autosel sweep --model ./my-pipeline --image-size 256 --pairs 20 --dtype float16 --dry-run
     """
     from autosel.search import run_sweep
+    from autosel.search.sweep import model_run
 
     space = _space_for(model, space_file)
     candidates = None
     if include or exclude:
-        candidates = {"include": include or space.candidates.include, "exclude": exclude or space.candidates.exclude}
+        candidates = {**space.candidates.model_dump(), "include": include or space.candidates.include,
+                      "exclude": exclude or space.candidates.exclude}
     space = space.replace(task=task, dataset=dataset, timesteps=_parse_timesteps(timesteps), candidates=candidates)
-    result = run_sweep(space, out=out, storage=storage, device=device, batch_size=batch_size, progress=not quiet)
+    space = _with_overrides(space, image_size, dtype, pairs, pairs_per_category, train_images, test_images)
+    plan = _show_plan(space, space_file, model, "sweep", device, batch_size, None, dry_run)
+    run = model_run(space, device=device, batch_size=batch_size)
+    _time_plan(plan, run, space, dry_run)
+    if dry_run:
+        return
+    result = run_sweep(space, out=out, storage=storage, device=device, batch_size=batch_size, progress=not quiet, run=run)
     best = result.top(top)
     records = [
         {"rank": n + 1, "id": row.id, "timestep": int(row.timestep), "channels": int(row.channels), "value": f"{100 * row.value:.1f}"}
@@ -309,13 +343,13 @@ def sweep_command(
     print_records(records, OutputFormat.table, [("rank", "#"), ("id", "id"), ("timestep", "t"), ("channels", "C"), ("value", "%")], title=title)
     typer.echo(
         f"{result.computed} (id, t) scored now with {result.forwards} denoiser forwards, {result.reused} reused from the store; "
-        f"wrote {result.csv} and {result.heatmap}"
+        f"peak memory {_peak_memory_text()}; wrote {result.csv} and {result.heatmap}"
     )
 
 
 @app.command("search")
 def search_command(
-    model: ModelOpt = "tiny",
+    model: SpaceModelOpt = None,
     task: Annotated[Optional[str], typer.Option("--task", "-t", help="Proxy task; default: the space file's.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset spec; default: the space file's.")] = None,
     space_file: Annotated[Optional[Path], typer.Option("--space", help="Search space YAML; default search_spaces/<model>.yaml.")] = None,
@@ -333,8 +367,15 @@ def search_command(
     ] = "greedy-tpe",
     cache_dir: CacheDirOpt = None,
     cache_memory: Annotated[str, typer.Option("--cache-memory", help="RAM for cached activations per worker; beyond it they are memory-mapped.")] = "4GB",
+    image_size: ImageSizeOpt = None,
+    dtype: DtypeOpt = None,
+    pairs: PairsOpt = None,
+    pairs_per_category: PairsPerCategoryOpt = None,
+    train_images: TrainImagesOpt = None,
+    test_images: TestImagesOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser forward.")] = 16,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    dry_run: DryRunOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Find the best combination of activations and timesteps; write OUT/MODEL/TASK/best.yaml.
@@ -349,6 +390,13 @@ def search_command(
     from autosel.search.run import run_search
 
     space = _space_for(model, space_file).replace(task=task, dataset=dataset)
+    space = _with_overrides(space, image_size, dtype, pairs, pairs_per_category, train_images, test_images)
+    plan = _show_plan(space, space_file, model, "search", device, batch_size, workers, dry_run)
+    if dry_run:
+        from autosel.search.sweep import model_run
+
+        _time_plan(plan, model_run(space, device=device, batch_size=batch_size), space, dry_run)
+        return
     outcome = run_search(
         space, trials=trials, workers=workers, storage=storage, study_name=study, ray_address=ray_address, out=out,
         seed=seed, strategy=strategy, cache_dir=cache_dir, cache_memory=cache_memory, device=device,
@@ -454,14 +502,71 @@ def _existing_storage(storage: str | None) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-def _space_for(model: str, path: Path | None):
+def _space_for(model: str | None, path: Path | None):
+    """The search space of ``model`` (``--space`` alone implies its model; no model: tiny)."""
     from autosel.config import ConfigError
     from autosel.search import load_space
+    from autosel.search.space import same_model
 
-    space = load_space(model, path)
-    if path is not None and space.model != model:
+    if path is None:
+        return load_space(model or "tiny").replace(model=model or "tiny")
+    space = load_space(model or "", path)
+    if model is not None and not same_model(space.model, model):
         raise ConfigError(f"{path}: this space is for model '{space.model}', not '{model}'")
-    return space.replace(model=model)
+    return space  # the file's spelling of the model: the same store keys and folders every run
+
+
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Print the plan (forwards, memory, time from one warm-up forward) and stop: writes nothing.")
+]
+
+
+def _show_plan(space, space_file, model, stage, device, batch_size, workers, dry_run):
+    """Print the plan before any work: on stdout for --dry-run (it is the result), else as a stage message."""
+    from autosel.log import event
+    from autosel.search.plan import make_plan, space_source
+    from autosel.search.run import presets_for
+
+    source = space_source(space.model if model is None else model, space_file, space)
+    plan = make_plan(space, source, stage, device, batch_size, workers, presets_for(space.model) if stage == "search" else ())
+    if dry_run:
+        typer.echo(plan.text())
+    else:
+        event(plan.text(), **{k: v for k, v in plan.to_dict().items() if k not in ("notes",)})
+    return plan
+
+
+def _time_plan(plan, run, space, dry_run) -> None:
+    """Measure one forward of the loaded model and say how long the planned forwards take."""
+    from autosel.log import event
+    from autosel.search.plan import measure_forward
+    from autosel.search.sweep import select_candidates
+
+    ids = [p.id for p in select_candidates(list(run.catalogue.values()), space.candidates.include,
+                                           space.candidates.exclude, space.model)]
+    plan.seconds_per_image_forward = measure_forward(run, ids, space.timesteps[0])
+    if dry_run:
+        typer.echo("  " + plan.time_text())
+    else:
+        event(f"plan: {plan.time_text()}", estimated_seconds=plan.estimated_seconds)
+
+
+def _peak_memory_text() -> str:
+    from autosel.search.plan import _gib, _resident_bytes
+
+    return f"{_gib(_resident_bytes())} (peak RSS of this process)"
+
+
+def _with_overrides(space, image_size, dtype, pairs, pairs_per_category, train_images, test_images):
+    """``space`` with the command line's size, dtype and proxy options (given ones only)."""
+    if dtype is not None and dtype not in ("float32", "float16", "bfloat16"):
+        raise typer.BadParameter(f"'{dtype}' is not one of float32, float16, bfloat16", param_hint="--dtype")
+    proxy = {"pairs": pairs, "pairs_per_category": pairs_per_category, "train_images": train_images, "test_images": test_images}
+    proxy = {key: value for key, value in proxy.items() if value is not None}
+    return space.replace(
+        image_size=_parse_image_size(image_size), dtype=dtype,
+        proxy={**space.proxy.model_dump(), **proxy} if proxy else None,
+    )
 
 
 def _parse_timesteps(text: str | None) -> list[int] | None:

@@ -40,6 +40,24 @@ from autosel.noise import noise_process
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def default_device() -> torch.device:
+    """CUDA when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_dtype(dtype: str | None, device: str | torch.device | None = None) -> str:
+    """``dtype`` if given; else the default for ``device``: bfloat16 on CUDA where supported,
+    float16 on older CUDA devices, float32 on a CPU (half precision is slow and partial there)."""
+    if dtype is not None:
+        if dtype not in DTYPES:
+            raise InvalidInputError(f"dtype '{dtype}' is not one of {', '.join(DTYPES)}")
+        return dtype
+    device = torch.device(device) if device is not None else default_device()
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
 class Denoiser:
     """A loaded diffusion model's denoiser, VAE and conditioning, through its family adapter.
 

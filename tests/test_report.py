@@ -107,5 +107,7 @@ def test_log_json_reports_each_stage_as_a_json_line(run_cli, tmp_path):
                    "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"))
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
-    assert [e["event"] for e in events if e["message"] != "screen: start"] == ["screen", "cache", "search", "confirm"]
+    stages = [e["event"] for e in events if e["event"] in {"screen", "cache", "search", "confirm"} and e["message"] != "screen: start"]
+    assert events[0]["event"] == "plan" and events[0]["total_forwards"] > 0
+    assert stages == ["screen", "cache", "search", "confirm"]
     assert events[-1]["heldout"] > 0 and all(e["level"] == "info" for e in events)

@@ -13,6 +13,7 @@ from autosel.denoiser import DTYPES, DenoiserRun
 from autosel.progress import progress_bar
 from autosel.search import variants
 from autosel.search.cache import ActivationCache, CacheKey, images_digest, project, proxy_map
+from autosel.search.space import canonical_model
 from autosel.search.sweep import Encoded, encode_images
 from autosel.tasks import Task
 
@@ -35,7 +36,7 @@ def cache_keys(
     size = tuple(extractor.image_size)
     return {
         (name, timestep): CacheKey(
-            model=denoiser.name, revision=denoiser.revision, activation=name, timestep=timestep,
+            model=canonical_model(denoiser.name), revision=denoiser.revision, activation=name, timestep=timestep,
             dataset=dataset, role=role, images=images, image_size=size, resolution=resolution,
             projection=projection, seed=seed, extraction=extraction + f":{dtype}",
         )

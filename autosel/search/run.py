@@ -18,6 +18,7 @@ import pandas as pd
 
 from autosel.catalog import list_activations
 from autosel.config import FeatureConfig, mask_password
+from autosel.denoiser import resolve_dtype
 from autosel.errors import InvalidInputError
 from autosel.log import event
 from autosel.progress import progress_bar
@@ -25,7 +26,7 @@ from autosel.search import variants
 from autosel.search.cache import default_cache_dir, parse_bytes
 from autosel.search.driver import DriveStats, optimise
 from autosel.search.selection import Candidate, Selection
-from autosel.search.space import SearchSpace
+from autosel.search.space import SearchSpace, canonical_model
 from autosel.search.store import default_storage, portable_storage
 from autosel.search.strategies import make_strategy
 from autosel.search.study import completed, open_storage, open_study, pareto_front, quiet_optuna, trials_frame
@@ -85,6 +86,7 @@ def run_search(
         ConfigError, UnknownActivationError, DatasetError: a bad space file or dataset.
     """
     quiet_optuna()
+    space = space.replace(dtype=resolve_dtype(space.dtype, device))
     trials = space.search.trials if trials is None else trials
     if trials < 1:
         raise InvalidInputError(f"--trials must be at least 1, got {trials}")
@@ -93,7 +95,7 @@ def run_search(
     folder = out / Path(space.model).name / space.task
     storage_url = storage or default_storage(out)
     study_name = study_name or f"{Path(space.model).name}-{space.task}"
-    identity = {"model": space.model, "task": space.task, "dataset": space.dataset}
+    identity = {"model": canonical_model(space.model), "task": space.task, "dataset": space.dataset}
     rdb = open_storage(storage_url)
     open_study(rdb, study_name, identity, optuna.samplers.RandomSampler())  # validates before any work
     catalogue = {p.id: p for p in list_activations(space.model, space.image_size)}
@@ -239,10 +241,8 @@ def _confirm(study, space, sweep, catalogue, actors, local, progress: bool = Tru
     single = sweep.top(1).iloc[0]
     entries.append((f"best single: {single['id']} @ t={int(single['timestep'])}",
                     base_config(space, single["id"], int(single["timestep"])), float(single["value"]), None))
-    for path in sorted(PRESETS_FOLDER.glob("*.yaml")):
-        preset = FeatureConfig.from_yaml(path)
-        if preset.model.name == space.model:
-            entries.append((f"preset {path.stem}", preset.replace(extraction=base.extraction), None, None))
+    for path, preset in presets_items(space.model):
+        entries.append((f"preset {path.stem}", preset.replace(extraction=base.extraction), None, None))
     configs = [config.to_dict() for _, config, _, _ in entries]
     with progress_bar("confirming", len(configs), progress) as advance:
         if local is not None:
@@ -264,6 +264,21 @@ def _confirm(study, space, sweep, catalogue, actors, local, progress: bool = Tru
         for (name, config, search, trial), result in zip(entries, results)
     ]
     return confirmed
+
+
+def presets_items(model: str) -> list[tuple[Path, FeatureConfig]]:
+    """The literature presets (``results/presets``) of ``model``, by file."""
+    items = []
+    for path in sorted(PRESETS_FOLDER.glob("*.yaml")):
+        preset = FeatureConfig.from_yaml(path)
+        if preset.model.name == model:
+            items.append((path, preset))
+    return items
+
+
+def presets_for(model: str) -> list[FeatureConfig]:
+    """The literature presets of ``model`` (each confirmed beside the search's configs)."""
+    return [preset for _, preset in presets_items(model)]
 
 
 def selection_of(trial: optuna.trial.FrozenTrial) -> Selection:

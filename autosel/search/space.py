@@ -62,12 +62,25 @@ class SearchSpace(_Section):
     model: str = Field(min_length=1)
     task: str = "correspondence"
     dataset: str = "shapes"
-    image_size: int | None = Field(default=None, ge=8, description="extraction image size; default native")
+    image_size: int | tuple[int, int] | None = Field(
+        default=None, description="extraction image size: N or [H, W] pixels; default native"
+    )
+    dtype: Literal["float32", "float16", "bfloat16"] | None = Field(
+        default=None, description="denoiser dtype; default float32 on a CPU, bfloat16 (else float16) on CUDA"
+    )
     timesteps: list[int] = Field(default_factory=lambda: list(DEFAULT_TIMESTEPS), min_length=1)
     candidates: CandidateSection = Field(default_factory=CandidateSection)
     proxy: ProxySection = Field(default_factory=ProxySection)
     search: SearchSection = Field(default_factory=SearchSection)
     seed: int = 0
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, value: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+        sides = [value] if isinstance(value, int) else list(value or [])
+        if any(side < 8 for side in sides):
+            raise ValueError(f"image sides must be at least 8 pixels, got {value}")
+        return value
 
     @field_validator("timesteps")
     @classmethod
@@ -125,6 +138,22 @@ def space_file(model: str) -> Path | None:
         if (folder / name).is_file():
             return folder / name
     return None
+
+
+def same_model(first: str, second: str) -> bool:
+    """True when two ``--model`` spellings name the same model (folders by resolved path:
+    ``./pipe``, ``pipe/`` and ``/abs/pipe`` are one model)."""
+    if first == second:
+        return True
+    a, b = Path(first).expanduser(), Path(second).expanduser()
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
+
+
+def canonical_model(model: str) -> str:
+    """A model reference as stores and caches key it: a folder by its resolved path, any other
+    reference (registry name, hub id) as written."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.is_dir() else model
 
 
 def load_space(model: str, path: str | Path | None = None) -> SearchSpace:

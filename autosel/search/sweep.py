@@ -22,14 +22,15 @@ import torch
 
 from autosel.catalog import ActivationPoint, list_activations
 from autosel.config import NUM_TRAIN_TIMESTEPS, ExtractionSection, FeatureConfig
-from autosel.denoiser import Denoiser, DenoiserRun
+from autosel.denoiser import DTYPES, Denoiser, DenoiserRun, resolve_dtype
 from autosel.errors import InvalidInputError, UnknownActivationError, close_matches
 from autosel.evaluate import image_tensor
 from autosel.extract import combine_features
+from autosel.log import event
 from autosel.progress import progress_bar
 from autosel.search import variants
 from autosel.search.cache import images_digest
-from autosel.search.space import SearchSpace
+from autosel.search.space import SearchSpace, canonical_model
 from autosel.search.store import SweepStore, default_storage
 from autosel.tasks import Task, make_task
 
@@ -93,12 +94,13 @@ def select_candidates(
 def model_run(
     space: SearchSpace, pipeline: Any | None = None, device: str | None = None, batch_size: int = 16
 ) -> DenoiserRun:
-    """The space's model as a :class:`DenoiserRun` at the space's image size (default
+    """The space's model as a :class:`DenoiserRun` at the space's image size and dtype (default
     extraction settings: empty prompt, seed 0, one noise draw), loaded unless ``pipeline`` is given."""
+    dtype = DTYPES[resolve_dtype(space.dtype, device)]
     if pipeline is None:
-        denoiser = Denoiser.load(space.model, device=device)
+        denoiser = Denoiser.load(space.model, dtype=dtype, device=device)
     else:
-        denoiser = Denoiser(pipeline, device=device, name=space.model)
+        denoiser = Denoiser(pipeline, device=device, dtype=dtype, name=space.model)
     return DenoiserRun(denoiser, ExtractionSection(image_size=space.image_size), batch_size=batch_size)
 
 
@@ -108,7 +110,7 @@ def base_config(space: SearchSpace, activation: str, timestep: int) -> FeatureCo
     search results copy, its activation then replaced)."""
     name, post = variants.split_variant(activation)
     return FeatureConfig.from_dict({
-        "model": {"name": space.model},
+        "model": {"name": space.model, "dtype": space.dtype or "float32"},
         "extraction": {"image_size": space.image_size},
         "activations": [{"id": name, "timestep": timestep, "post": post}],
     })
@@ -117,7 +119,7 @@ def base_config(space: SearchSpace, activation: str, timestep: int) -> FeatureCo
 def sweep_key(space: SearchSpace, task: Task, config: FeatureConfig, image_size: tuple[int, int], role: str = "search") -> str:
     """A digest of everything that changes sweep scores (not the candidate list or timesteps)."""
     parts: dict[str, Any] = {
-        "model": config.model.name, "revision": config.model.revision, "dtype": config.model.dtype,
+        "model": canonical_model(config.model.name), "revision": config.model.revision, "dtype": config.model.dtype,
         "task": space.task, "dataset": space.dataset, "role": role, "options": space.task_options(),
         "image_size": list(image_size), "extraction": config.extraction.model_dump(mode="json"),
         "images": images_digest(task.images), "seed": space.seed,
@@ -135,6 +137,7 @@ def run_sweep(
     progress: bool = True,
     write_files: bool = True,
     compute: Callable[[dict[int, list[str]]], Iterable[tuple[list[dict[str, Any]], int]]] | None = None,
+    run: DenoiserRun | None = None,
 ) -> SweepResult:
     """Score every candidate of ``space`` alone at every timestep on the search split.
 
@@ -150,6 +153,7 @@ def run_sweep(
             ``{timestep: [ids]}`` still to score, it yields (rows, forwards run) pairs (rows
             as :func:`screen_rows` makes them); this process only stores them and loads no
             weights.
+        run: the space's model already loaded (see :func:`model_run`); default: load it here.
 
     Raises:
         UnknownActivationError: a glob matches nothing.
@@ -157,11 +161,14 @@ def run_sweep(
         DatasetError, StorageError: bad proxy data or an unusable store.
     """
     out = Path(out)
+    space = space.replace(dtype=resolve_dtype(space.dtype, device))
     store = SweepStore(storage or default_storage(out))
     first = base_config(space, "unet-in", space.timesteps[0])  # only its model and extraction matter here
     extractor = None
     if compute is None:
-        extractor = model_run(space, pipeline, device, batch_size)
+        if run is None:
+            event(f"loading {space.model} ({space.dtype})", model=space.model, dtype=space.dtype)
+        extractor = run or model_run(space, pipeline, device, batch_size)
         catalogue, image_size = list(extractor.catalogue.values()), tuple(extractor.image_size)
         for timestep in space.timesteps:
             extractor.check_request(timestep, [])
@@ -216,7 +223,8 @@ def _image_size(space: SearchSpace) -> tuple[int, int]:
     from autosel.models.architecture import load_architecture
 
     if space.image_size is not None:
-        return (space.image_size, space.image_size)
+        size = space.image_size
+        return (size, size) if isinstance(size, int) else tuple(size)
     native = load_architecture(resolve_model(space.model)).native_resolution
     return (native, native) if isinstance(native, int) else tuple(native)
 
@@ -229,6 +237,7 @@ def encode_images(task: Task, extractor: DenoiserRun, progress: bool = True) -> 
     """Encode and noise every image the task needs once, batch by batch (kept for all timesteps)."""
     order = task.image_order()
     batches = [order[start : start + extractor.batch_size] for start in range(0, len(order), extractor.batch_size)]
+    event(f"encoding {len(order)} images", images=len(order))
     encoded = []
     with progress_bar("encoding", len(order), progress) as advance:
         for batch in batches:
@@ -257,6 +266,8 @@ def screen_rows(
     catalogue = variants.with_variants(extractor.catalogue, [name for names in todo.values() for name in names])
     with progress_bar("screening", len(batches) * len(todo), progress) as advance:
         for timestep, names in todo.items():
+            event(f"screening t={timestep}: {len(names)} candidates, {len(batches)} forwards", timestep=timestep,
+                  candidates=len(names), forwards=len(batches))
             configs = {name: base_config(space, name, timestep) for name in names}
             scorers = {name: task.scorer() for name in names}
             seconds = dict.fromkeys(names, 0.0)

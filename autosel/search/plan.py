@@ -1,0 +1,283 @@
+"""The plan printed before a sweep or search does any work (and all that ``--dry-run`` does).
+
+Everything here is computed without weights: the catalogue from the model's configs on the
+meta device, the proxy data from the task loaders, the weights from the components' configs.
+Only :func:`measure_forward` runs the model (one warm-up forward, then one timed forward at
+batch 1), for the time estimate.
+
+Peak memory per worker is estimated as
+
+    baseline (this process's RSS before the model loads: Python, torch, diffusers)
+  + weights (denoiser in its dtype; VAE in float32; text encoders in the dtype, on the CPU)
+  + encoded split (latents and noise of every search image, float32: 2 × N·C·h·w·4 B)
+  + one batch of captures (B × Σ over the screened ids of C·H·W × (4 + dtype bytes): the
+    model-dtype value and its float32 copy)
+  + scorer buffers (per candidate, its held maps: min(16 MB, N·C·H·W·2 B) in float16)
+  + the forward's own working set (≈ 2 × B × the largest activation × dtype bytes)
+
+and forwards per stage as upper bounds (before reusing a stored sweep or cache):
+screen ⌈N/B⌉ × T; cache ⌈N/B⌉ × min(T, top_m × timesteps_per_candidate); confirm
+⌈N_heldout/B⌉ × (confirm_top × min(max_activations, T) + 1 + the presets' timesteps).
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autosel.catalog import ActivationPoint, measure_catalogue
+from autosel.denoiser import DTYPES, DenoiserRun, resolve_dtype
+from autosel.models import resolve_model
+from autosel.models.architecture import Architecture, load_architecture
+from autosel.search import variants
+from autosel.search.space import SearchSpace
+from autosel.search.sweep import select_candidates
+from autosel.tasks import make_task
+
+SCORER_HELD_BYTES = 16 * 2**20
+"""A correspondence scorer closes a batch at 16 MB of held maps (autosel.tasks.correspondence)."""
+
+
+@dataclass
+class Plan:
+    """What a sweep or search will do, and what it will cost (see the module docstring)."""
+
+    model: str
+    family: str
+    dtype: str
+    device: str
+    workers: str
+    image_size: tuple[int, int]
+    task: str
+    dataset: str
+    search_images: int
+    heldout_images: int
+    candidates: int
+    timesteps: list[int]
+    batch_size: int
+    forwards: dict[str, int]
+    cache_bytes: int
+    memory: dict[str, int]
+    space_source: str
+    seconds_per_image_forward: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_forwards(self) -> int:
+        return sum(self.forwards.values())
+
+    @property
+    def estimated_seconds(self) -> float | None:
+        """Forwards × batch × the measured seconds per image (measured on a batch of up to 4;
+        an upper bound for small models, whose larger batches run faster per image)."""
+        if self.seconds_per_image_forward is None:
+            return None
+        return self.total_forwards * self.batch_size * self.seconds_per_image_forward
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(total_forwards=self.total_forwards, estimated_seconds=self.estimated_seconds,
+                    peak_bytes=self.memory.get("total"))
+        return data
+
+    def text(self) -> str:
+        """The plan for people, one fact a line."""
+        height, width = self.image_size
+        forwards = ", ".join(f"{stage} {count:,}" for stage, count in self.forwards.items())
+        memory = " + ".join(f"{name} {_gib(value)}" for name, value in self.memory.items() if name != "total")
+        held_out = f", {self.heldout_images} held-out images" if self.heldout_images else ""
+        lines = [
+            f"plan: {self.model} ({self.family}), {self.dtype} on {self.device}, {self.workers}",
+            f"  space: {self.space_source}",
+            f"  images: {height}x{width} px; {self.task} on {self.dataset}: {self.search_images} search images{held_out}",
+            f"  screen: {self.candidates} candidates x {len(self.timesteps)} timesteps {self.timesteps}",
+            f"  denoiser forwards (batch {self.batch_size}, before reuse): {forwards}; total {self.total_forwards:,}",
+        ]
+        if self.cache_bytes:
+            lines.append(f"  activation cache: at most {_gib(self.cache_bytes)}")
+        lines.append(f"  peak memory per worker ≈ {_gib(self.memory['total'])} ({memory})")
+        if self.estimated_seconds is not None:
+            lines.append("  " + self.time_text())
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+    def time_text(self) -> str:
+        """The time estimate (after :func:`measure_forward`), or why there is none."""
+        if self.estimated_seconds is None:
+            return "time: not measured (no warm-up forward)"
+        return (f"time ≈ {_duration(self.estimated_seconds)} of denoiser forwards "
+                f"({self.seconds_per_image_forward:.3f} s per image, measured on a warm-up batch)")
+
+
+def space_source(model: str, path: str | Path | None, space: SearchSpace) -> str:
+    """Where a space came from, or which defaults were chosen (and where no file was found)."""
+    from autosel.search.space import SPACES_FOLDER, space_file
+
+    if path is not None:
+        return str(path)
+    found = space_file(model)
+    if found is not None:
+        return str(found)
+    size = f"{space.image_size} px" if space.image_size else "the model's native size"
+    proxy = space.task_options()
+    amount = proxy.get("pairs") or proxy.get("test_images") or "the loader's default"
+    return (f"no {SPACES_FOLDER}/{Path(model).name}.yaml (looked in ./{SPACES_FOLDER} and beside the package), so "
+            f"the family's defaults with the command line's options: candidates {space.candidates.include} minus {space.candidates.exclude} "
+            f"(post {space.candidates.post}), {size}, {space.task} on {space.dataset} ({amount}), t in {space.timesteps}")
+
+
+def make_plan(
+    space: SearchSpace,
+    source: str,
+    stage: str = "search",
+    device: str | None = None,
+    batch_size: int = 16,
+    workers: int | None = None,
+    presets: Sequence[Any] = (),
+) -> Plan:
+    """The plan of a ``stage`` (``sweep`` or ``search``) of ``space``, without loading weights."""
+    spec = resolve_model(space.model)
+    architecture = load_architecture(spec)
+    dtype = resolve_dtype(space.dtype, device)
+    target = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    size = space.image_size or architecture.native_resolution
+    image_size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    catalogue = measure_catalogue(architecture, image_size)
+    screened = select_candidates(catalogue, space.candidates.include, space.candidates.exclude, space.model)
+    candidates = variants.expand(screened, space.candidates.post)
+    search_images = len(make_task(space.task, space.dataset, "search", **space.task_options()).images)
+    heldout_images = len(make_task(space.task, space.dataset, "heldout", **space.task_options()).images) if stage == "search" else 0
+    steps = len(space.timesteps)
+    forwards = {"screen": math.ceil(search_images / batch_size) * steps}
+    if stage == "search":
+        search = space.search
+        forwards["cache"] = math.ceil(search_images / batch_size) * min(steps, search.top_m * search.timesteps_per_candidate)
+        configs = search.confirm_top * min(search.max_activations, steps) + 1 + sum(len(p.timesteps) for p in presets)
+        forwards["confirm"] = math.ceil(heldout_images / batch_size) * configs
+    bytes_per = DTYPES[dtype].itemsize
+    notes: list[str] = []
+    memory = {
+        "baseline": _resident_bytes(),
+        "weights": _weight_bytes(spec, architecture, bytes_per, notes),
+        "encoded": 2 * search_images * _latent_elements(architecture, image_size) * 4,
+        "captures": batch_size * sum(_elements(p) for p in screened) * (4 + bytes_per),
+        "scorers": sum(min(SCORER_HELD_BYTES, search_images * _elements(p) * 2) for p in candidates),
+        "forward": 2 * batch_size * max(_elements(p) for p in catalogue) * bytes_per,
+    }
+    memory["total"] = sum(memory.values())
+    cache_bytes = 0
+    if stage == "search":
+        search = space.search
+        sizes = sorted((_cached_elements(p, search.cache_resolution, search.cache_dim) for p in candidates), reverse=True)
+        cache_bytes = search.timesteps_per_candidate * search_images * 2 * sum(sizes[: search.top_m])
+    if stage == "search":
+        count = workers if workers is not None else (max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1)
+        worker_text = "in this process" if count == 0 else f"{count} Ray worker{'s' * (count != 1)}"
+    else:
+        worker_text = "in this process"
+    return Plan(
+        model=space.model, family=architecture.family, dtype=dtype, device=str(target), workers=worker_text,
+        image_size=image_size, task=space.task, dataset=space.dataset, search_images=search_images,
+        heldout_images=heldout_images, candidates=len(candidates), timesteps=list(space.timesteps),
+        batch_size=batch_size, forwards=forwards, cache_bytes=cache_bytes, memory=memory, space_source=source,
+        notes=notes,
+    )
+
+
+WARM_UP_IMAGES = 4
+"""Images of the timed batch: enough for batching to show, few enough to take seconds."""
+
+
+def measure_forward(run: DenoiserRun, ids: Sequence[str], timestep: int) -> float:
+    """Seconds per image of a denoiser forward capturing ``ids``, timed on a batch of
+    ``min(batch size, 4)`` random images after one warm-up forward of that batch."""
+    count = min(run.batch_size, WARM_UP_IMAGES)
+    pixels = torch.rand(count, 3, *run.image_size, generator=torch.Generator().manual_seed(0))
+    latents, noise = run.latents_and_noise(pixels)
+    names = variants.base_ids(ids)
+    run.capture_at(latents, noise, timestep, names)
+    started = time.perf_counter()
+    run.capture_at(latents, noise, timestep, names)
+    return (time.perf_counter() - started) / count
+
+
+def _elements(point: ActivationPoint) -> int:
+    return point.channels * point.height * point.width
+
+
+def _cached_elements(point: ActivationPoint, resolution: int, dim: int | None) -> int:
+    channels = point.channels if dim is None else min(point.channels, dim)
+    return channels * min(point.height, resolution) * min(point.width, resolution)
+
+
+def _latent_elements(architecture: Architecture, image_size: tuple[int, int]) -> int:
+    height, width = architecture.latent_size(image_size)
+    return architecture.latent_channels * height * width
+
+
+def _resident_bytes() -> int:
+    """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _weight_bytes(spec: Any, architecture: Architecture, bytes_per: int, notes: list[str]) -> int:
+    """Denoiser (built on the meta device) in the dtype, VAE in float32, text encoders in the
+    dtype when their configs are at hand (a folder); else left out, with a note."""
+    total = _parameters(architecture.build_denoiser("meta")) * bytes_per
+    folder = Path(spec.path) if spec.source == "folder" and spec.path else None
+    if spec.source == "builtin":
+        from autosel.models.tiny import build_tiny_pipeline
+
+        pipeline = build_tiny_pipeline(spec.name)
+        for name, component in pipeline.components.items():
+            if isinstance(component, torch.nn.Module) and name != architecture.adapter.component:
+                total += _parameters(component) * (4 if name == "vae" else bytes_per)
+        return total
+    if folder is None:
+        notes.append("weights count the denoiser only (its VAE and text encoders' configs are not at hand here)")
+        return total
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "config.json").is_file()):
+        if sub.name == "vae":
+            total += _parameters(_meta_module(sub, diffusers=True)) * 4
+        elif sub.name.startswith("text_encoder"):
+            total += _parameters(_meta_module(sub, diffusers=False)) * bytes_per
+    return total
+
+
+def _meta_module(folder: Path, diffusers: bool) -> torch.nn.Module:
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    with torch.device("meta"):
+        if diffusers:
+            import diffusers as library
+
+            return getattr(library, config.get("_class_name", "AutoencoderKL")).from_config(config)
+        from transformers import AutoConfig, AutoModel
+
+        return AutoModel.from_config(AutoConfig.from_pretrained(str(folder)))
+
+
+def _parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _gib(value: int) -> str:
+    return f"{value / 2**30:.2f} GiB" if value >= 2**28 else f"{value / 2**20:.0f} MiB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,84 @@
+"""Real-size onboarding: the plan and --dry-run, dtype everywhere, size and proxy flags,
+--space alone, and folder spellings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autosel.denoiser import resolve_dtype
+from autosel.errors import InvalidInputError
+from autosel.search import SearchSpace, run_sweep
+from autosel.search.plan import make_plan
+from autosel.search.space import canonical_model, same_model
+from autosel.search.sweep import base_config, model_run, sweep_key
+from autosel.tasks import make_task
+
+SMALL = {"model": "tiny", "image_size": 64, "timesteps": [50, 300],
+         "candidates": {"include": ["up-level1-repeat0-*"], "exclude": ["*-map"]}, "proxy": {"pairs": 8}}
+
+
+def cli(autosel_command, *args: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AUTOSEL_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([*autosel_command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(autosel_command, tmp_path):
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    work.mkdir()
+    done = cli(autosel_command, "search", "--model", "tiny", "--pairs", "8", "--dry-run", cwd=work, cache=cache)
+    assert done.returncode == 0, done.stderr
+    for fact in ("denoiser forwards", "screen 5, cache 5", "peak memory per worker", "activation cache", "time ≈", "float32 on cpu"):
+        assert fact in done.stdout, fact
+    assert list(work.iterdir()) == [] and not cache.exists()
+
+
+def test_space_alone_implies_its_model_and_flags_override_it(autosel_command, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({**SMALL, "model": "tiny-random"}))
+    done = cli(autosel_command, "sweep", "--space", str(space), "--image-size", "64x96", "--pairs", "4",
+               "--dtype", "bfloat16", "--dry-run", cwd=tmp_path, cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    assert "plan: tiny-random (sd), bfloat16" in done.stdout
+    assert "64x96 px" in done.stdout and "8 search images" in done.stdout
+
+
+def test_a_bad_dtype_is_refused_in_one_line(autosel_command, tmp_path):
+    done = cli(autosel_command, "sweep", "--model", "tiny", "--dtype", "float64", "--dry-run", cwd=tmp_path, cache=tmp_path / "c")
+    assert done.returncode == 2 and "float64" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_planned_screen_forwards_are_what_the_sweep_runs(tmp_path):
+    space = SearchSpace.from_dict(SMALL)
+    plan = make_plan(space, "test", stage="sweep", device="cpu", batch_size=4)
+    result = run_sweep(space, out=tmp_path, batch_size=4, progress=False, write_files=False)
+    assert plan.forwards["screen"] == result.forwards == 8  # 16 images / 4 per batch x 2 timesteps
+
+
+def test_without_a_gpu_the_default_dtype_is_float32():
+    assert resolve_dtype(None, "cpu") == "float32" and resolve_dtype("bfloat16", "cpu") == "bfloat16"
+    with pytest.raises(InvalidInputError, match="float64"):
+        resolve_dtype("float64")
+
+
+def test_the_space_dtype_reaches_the_denoiser_and_the_sweep_key():
+    space = SearchSpace.from_dict({**SMALL, "model": "tiny-random", "dtype": "bfloat16"})
+    run = model_run(space, device="cpu", batch_size=2)
+    assert str(run.denoiser.dtype) == "torch.bfloat16" and run.denoiser.vae.dtype.is_floating_point
+    task = make_task("correspondence", "shapes", "search", pairs=8)
+    half = sweep_key(space, task, base_config(space, "unet-in", 50), (64, 64))
+    full_space = space.replace(dtype="float32")
+    assert half != sweep_key(full_space, task, base_config(full_space, "unet-in", 50), (64, 64))
+
+
+def test_folder_spellings_name_one_model(tmp_path, monkeypatch):
+    folder = tmp_path / "pipe"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert same_model("./pipe", "pipe/") and same_model("pipe", str(folder))
+    assert canonical_model("./pipe/") == canonical_model(str(folder)) == str(folder.resolve())
+    assert canonical_model("sdxl") == "sdxl" and not same_model("sd15", "sd21")
