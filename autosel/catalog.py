@@ -139,6 +139,24 @@ def _measure(architecture: Architecture, latent_hw: tuple[int, int]) -> tuple[Ac
     return tuple(sorted(points, key=lambda point: order[point.id]))
 
 
+def forward_flops(architecture: Architecture, image_size: ImageSize | None = None, batch: int = 1) -> int:
+    """FLOPs of one denoiser forward (convolutions, linear layers, attention products) at
+    ``image_size`` for ``batch`` images, counted on the meta device (no weights)."""
+    adapter = architecture.adapter
+    denoiser = architecture.build_denoiser(device="meta")
+    with torch.device("meta"):
+        sample = torch.zeros(batch, architecture.latent_channels, *architecture.latent_size(image_size))
+        timestep = torch.ones(batch) if adapter.flow else torch.ones(batch, dtype=torch.long)
+        args, kwargs = adapter.inputs(architecture, sample, timestep, architecture.dummy_conditioning(batch))
+    tally = _FlopTally(denoiser)
+    try:
+        with torch.no_grad():
+            denoiser(*args, **kwargs)
+    finally:
+        tally.remove()
+    return tally.total
+
+
 class _FlopTally:
     """Counts the FLOPs of convolutions, linear layers and attention products during a forward.
 

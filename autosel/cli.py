@@ -149,6 +149,7 @@ def extract_command(
     ] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser batch.")] = 8,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    dtype: DtypeOpt = None,
 ) -> None:
     """Extract the features a config names from images into a safetensors file.
 
@@ -162,7 +163,7 @@ def extract_command(
     from autosel.writer import extract_to_file
 
     feature_config = FeatureConfig.from_yaml(config)
-    extractor = FeatureExtractor(feature_config, device=device, batch_size=batch_size)
+    extractor = FeatureExtractor(_with_dtype(feature_config, dtype), device=device, batch_size=batch_size)
     report = extract_to_file(extractor, images, out, aggregate=aggregate)
     for name, reason in report.skipped:
         typer.echo(f"warning: skipped {name}: {reason}", err=True)
@@ -190,6 +191,7 @@ def evaluate_command(
     test_images: Annotated[Optional[int], typer.Option("--test-images", min=1, help="Segmentation: at most N scored images.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser batch.")] = 8,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    dtype: DtypeOpt = None,
     output_format: FormatOpt = OutputFormat.table,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -212,7 +214,7 @@ def evaluate_command(
         "image_size": size if isinstance(size, int) else 64,
     }
     proxy = make_task(task, dataset, role, **options)
-    extractor = FeatureExtractor(feature_config, device=device, batch_size=batch_size)
+    extractor = FeatureExtractor(_with_dtype(feature_config, dtype), device=device, batch_size=batch_size)
     result = evaluate_config(extractor, proxy, progress=not quiet)
     if output_format is not OutputFormat.table:
         print_document(result.to_dict(), output_format)
@@ -238,7 +240,7 @@ def inspect_command(
     ] = 100.0,
     images: Annotated[int, typer.Option("--images", min=1, help="How many images of the dataset to run.")] = 8,
     image_size: ImageSizeOpt = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="float32, float16 or bfloat16.")] = "float32",
+    dtype: DtypeOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser forward.")] = 8,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
     all_rows: Annotated[bool, typer.Option("--all", help="Table: list every (id, t), not only those with findings.")] = False,
@@ -254,8 +256,9 @@ def inspect_command(
     """
     from autosel.inspection import inspect_model
 
-    if dtype not in ("float32", "float16", "bfloat16"):
-        raise typer.BadParameter(f"'{dtype}' is not one of float32, float16, bfloat16", param_hint="--dtype")
+    from autosel.denoiser import resolve_dtype
+
+    dtype = resolve_dtype(_with_dtype_check(dtype), device)
     rows = inspect_model(
         model, dataset=dataset, timesteps=_parse_timesteps(timesteps) or [], ids=ids, factor=factor, images=images,
         image_size=_parse_image_size(image_size), dtype=dtype, device=device, batch_size=batch_size,
@@ -410,9 +413,11 @@ def search_command(
     metric = outcome.sweep.metric
     print_records(
         records, OutputFormat.table,
-        [("config", "config"), ("activations", "activations"), ("channels", "C"), ("search", "search %"), ("heldout", "held-out %")],
+        [("config", "config"), ("activations", "activations"), ("channels", "C"), ("search", "search %*"), ("heldout", "held-out %")],
         title=f"{space.model} · {space.task} · {metric} (held-out: {space.dataset})",
     )
+    typer.echo("* search split, two measurements: trials on the cached maps (pooled and projected), the best single "
+               "activation on full maps in the sweep; held-out: every row through the real extractor at full channels")
     stats = outcome.stats
     typer.echo(
         f"study {outcome.study}: {stats.evaluated} trials evaluated now, {stats.duplicates} duplicates copied, "
@@ -557,10 +562,22 @@ def _peak_memory_text() -> str:
     return f"{_gib(_resident_bytes())} (peak RSS of this process)"
 
 
-def _with_overrides(space, image_size, dtype, pairs, pairs_per_category, train_images, test_images):
-    """``space`` with the command line's size, dtype and proxy options (given ones only)."""
+def _with_dtype_check(dtype: str | None) -> str | None:
     if dtype is not None and dtype not in ("float32", "float16", "bfloat16"):
         raise typer.BadParameter(f"'{dtype}' is not one of float32, float16, bfloat16", param_hint="--dtype")
+    return dtype
+
+
+def _with_dtype(config, dtype: str | None):
+    """``config`` with its model's dtype replaced by ``--dtype`` (when given)."""
+    if _with_dtype_check(dtype) is None:
+        return config
+    return config.replace(model={**config.model.model_dump(), "dtype": dtype})
+
+
+def _with_overrides(space, image_size, dtype, pairs, pairs_per_category, train_images, test_images):
+    """``space`` with the command line's size, dtype and proxy options (given ones only)."""
+    _with_dtype_check(dtype)
     proxy = {"pairs": pairs, "pairs_per_category": pairs_per_category, "train_images": train_images, "test_images": test_images}
     proxy = {key: value for key, value in proxy.items() if value is not None}
     return space.replace(

@@ -9,7 +9,10 @@ Peak memory per worker is estimated as
 
     baseline (this process's RSS before the model loads: Python, torch, diffusers)
   + weights (denoiser in its dtype; VAE in float32; text encoders in the dtype, on the CPU)
-  + encoded split (latents and noise of every search image, float32: 2 × N·C·h·w·4 B)
+  + the larger of
+      load: while a checkpoint stored in another dtype is cast, its stored tensors (the
+            denoiser's weight files' size, read from a folder's safetensors headers), and
+      work: encoded split (latents and noise of every search image, float32: 2 × N·C·h·w·4 B)
   + one batch of captures (B × Σ over the screened ids of C·H·W × (4 + dtype bytes): the
     model-dtype value and its float32 copy)
   + scorer buffers (per candidate, its held maps: min(16 MB, N·C·H·W·2 B) in float16)
@@ -164,14 +167,18 @@ def make_plan(
         forwards["confirm"] = math.ceil(heldout_images / batch_size) * configs
     bytes_per = DTYPES[dtype].itemsize
     notes: list[str] = []
-    memory = {
-        "baseline": _resident_bytes(),
-        "weights": _weight_bytes(spec, architecture, bytes_per, notes),
+    work = {
         "encoded": 2 * search_images * _latent_elements(architecture, image_size) * 4,
         "captures": batch_size * sum(_elements(p) for p in screened) * (4 + bytes_per),
         "scorers": sum(min(SCORER_HELD_BYTES, search_images * _elements(p) * 2) for p in candidates),
         "forward": 2 * batch_size * max(_elements(p) for p in catalogue) * bytes_per,
     }
+    memory = {"baseline": _resident_bytes(), "weights": _weight_bytes(spec, architecture, bytes_per, notes)}
+    load = _cast_bytes(spec, architecture, dtype)
+    if load > sum(work.values()):
+        memory["load (cast)"] = load
+    else:
+        memory.update(work)
     memory["total"] = sum(memory.values())
     cache_bytes = 0
     if stage == "search":
@@ -251,6 +258,25 @@ def _weight_bytes(spec: Any, architecture: Architecture, bytes_per: int, notes: 
         elif sub.name.startswith("text_encoder"):
             total += _parameters(_meta_module(sub, diffusers=False)) * bytes_per
     return total
+
+
+def _cast_bytes(spec: Any, architecture: Architecture, dtype: str) -> int:
+    """Bytes of the denoiser's stored tensors when they are in another dtype than ``dtype``
+    (loading then holds them while the cast copy is made); 0 when unknown or not cast."""
+    if spec.source != "folder" or not spec.path:
+        return 0
+    from safetensors import safe_open
+
+    files = sorted((Path(spec.path) / architecture.adapter.component).glob("*.safetensors"))
+    if not files:
+        return 0
+    with safe_open(str(files[0]), "pt") as handle:
+        keys = list(handle.keys())
+        stored = str(handle.get_slice(keys[0]).get_dtype()) if keys else ""
+    names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+    if names.get(stored, dtype) == dtype:
+        return 0
+    return sum(f.stat().st_size for f in files)
 
 
 def _meta_module(folder: Path, diffusers: bool) -> torch.nn.Module:

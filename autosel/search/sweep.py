@@ -192,9 +192,10 @@ def run_sweep(
     if computed:
         if compute is None:
             assert extractor is not None
+            before = extractor.forward_count  # a loaded run may have run a warm-up forward already
             for records in screen_rows(space, task, extractor, todo, progress):
                 store.add(key, records)
-            forwards = extractor.forward_count
+            forwards = extractor.forward_count - before
         else:
             for records, count in compute(todo):
                 store.add(key, records)
