@@ -534,6 +534,8 @@ def _show_plan(space, space_file, model, stage, device, batch_size, workers, dry
 
     source = space_source(space.model if model is None else model, space_file, space)
     plan = make_plan(space, source, stage, device, batch_size, workers, presets_for(space.model) if stage == "search" else ())
+    if stage == "search" and not dry_run:
+        plan.notes.append("time: measured with --dry-run only (the driver loads no model; the workers do)")
     if dry_run:
         typer.echo(plan.text())
     else:

@@ -82,3 +82,19 @@ def test_folder_spellings_name_one_model(tmp_path, monkeypatch):
     assert same_model("./pipe", "pipe/") and same_model("pipe", str(folder))
     assert canonical_model("./pipe/") == canonical_model(str(folder)) == str(folder.resolve())
     assert canonical_model("sdxl") == "sdxl" and not same_model("sd15", "sd21")
+
+
+def test_without_a_bar_progress_goes_out_as_messages(monkeypatch):
+    import autosel.log
+    import autosel.progress
+    from autosel.progress import progress_bar
+
+    said = []
+    monkeypatch.setenv("AUTOSEL_PROGRESS", "0")
+    monkeypatch.setattr(autosel.log, "event", lambda message, **fields: said.append((message, fields)))
+    monkeypatch.setattr(autosel.progress, "MESSAGE_EVERY_SECONDS", 0.0)
+    with progress_bar("screening", 3) as advance:
+        for _ in range(3):
+            advance(1)
+    assert [message for message, _ in said] == ["screening: 1/3", "screening: 2/3", "screening: 3/3"]
+    assert said[-1][1]["done"] == said[-1][1]["total"] == 3
