@@ -559,9 +559,9 @@ def _time_plan(plan, run, space, dry_run) -> None:
 
 
 def _peak_memory_text() -> str:
-    from autosel.search.plan import _gib, _resident_bytes
+    from autosel.search.plan import format_bytes, peak_resident_bytes
 
-    return f"{_gib(_resident_bytes())} (peak RSS of this process)"
+    return f"{format_bytes(peak_resident_bytes())} (peak RSS of this process)"
 
 
 def _with_dtype_check(dtype: str | None) -> str | None:

@@ -95,7 +95,7 @@ class Plan:
         """The plan for people, one fact a line."""
         height, width = self.image_size
         forwards = ", ".join(f"{stage} {count:,}" for stage, count in self.forwards.items())
-        memory = " + ".join(f"{name} {_gib(value)}" for name, value in self.memory.items() if name != "total")
+        memory = " + ".join(f"{name} {format_bytes(value)}" for name, value in self.memory.items() if name != "total")
         held_out = f", {self.heldout_images} held-out images" if self.heldout_images else ""
         lines = [
             f"plan: {self.model} ({self.family}), {self.dtype} on {self.device}, {self.workers}",
@@ -105,8 +105,8 @@ class Plan:
             f"  denoiser forwards (batch {self.batch_size}, before reuse): {forwards}; total {self.total_forwards:,}",
         ]
         if self.cache_bytes:
-            lines.append(f"  activation cache: at most {_gib(self.cache_bytes)}")
-        lines.append(f"  peak memory per worker ≈ {_gib(self.memory['total'])} ({memory})")
+            lines.append(f"  activation cache: at most {format_bytes(self.cache_bytes)}")
+        lines.append(f"  peak memory per worker ≈ {format_bytes(self.memory['total'])} ({memory})")
         if self.estimated_seconds is not None:
             lines.append("  " + self.time_text())
         lines += [f"  note: {note}" for note in self.notes]
@@ -173,7 +173,7 @@ def make_plan(
         "scorers": sum(min(SCORER_HELD_BYTES, search_images * _elements(p) * 2) for p in candidates),
         "forward": 2 * batch_size * max(_elements(p) for p in catalogue) * bytes_per,
     }
-    memory = {"baseline": _resident_bytes(), "weights": _weight_bytes(spec, architecture, bytes_per, notes)}
+    memory = {"baseline": peak_resident_bytes(), "weights": _weight_bytes(spec, architecture, bytes_per, notes)}
     load = _cast_bytes(spec, architecture, dtype)
     if load > sum(work.values()):
         memory["load (cast)"] = load
@@ -230,7 +230,7 @@ def _latent_elements(architecture: Architecture, image_size: tuple[int, int]) ->
     return architecture.latent_channels * height * width
 
 
-def _resident_bytes() -> int:
+def peak_resident_bytes() -> int:
     """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
@@ -297,7 +297,8 @@ def _parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _gib(value: int) -> str:
+def format_bytes(value: int) -> str:
+    """``value`` bytes as GiB (from 0.25 GiB) or MiB."""
     return f"{value / 2**30:.2f} GiB" if value >= 2**28 else f"{value / 2**20:.0f} MiB"
 
 
