@@ -331,6 +331,10 @@ def sweep_command(
                       "exclude": exclude or space.candidates.exclude}
     space = space.replace(task=task, dataset=dataset, timesteps=_parse_timesteps(timesteps), candidates=candidates)
     space = _with_overrides(space, image_size, dtype, pairs, pairs_per_category, train_images, test_images)
+    if not dry_run:  # a store that cannot be used fails in one line, before the plan and any work
+        from autosel.search.store import SweepStore, default_storage
+
+        SweepStore(storage or default_storage(out))
     plan = _show_plan(space, space_file, model, "sweep", device, batch_size, None, dry_run)
     run = model_run(space, device=device, batch_size=batch_size)
     _time_plan(plan, run, space, dry_run)
@@ -394,6 +398,12 @@ def search_command(
 
     space = _space_for(model, space_file).replace(task=task, dataset=dataset)
     space = _with_overrides(space, image_size, dtype, pairs, pairs_per_category, train_images, test_images)
+    if not dry_run:  # a store that cannot be used fails in one line, before the plan and any work
+        from autosel.search.store import default_storage
+        from autosel.search.study import open_storage, quiet_optuna
+
+        quiet_optuna()
+        open_storage(storage or default_storage(out))
     plan = _show_plan(space, space_file, model, "search", device, batch_size, workers, dry_run)
     if dry_run:
         from autosel.search.sweep import model_run
