@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Union
@@ -35,18 +36,72 @@ def find_images(sources: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def to_tensor(image: ImageInput) -> torch.Tensor:
-    """One image as a float32 3×H×W tensor in [0, 1] (paths are opened and converted to RGB).
+class ImageReadError(OSError):
+    """An image file that cannot be decoded (unreadable, truncated, or a decompression bomb);
+    the message names the file and the reason in one line."""
+
+
+def read_rgb(path: str | Path) -> Image.Image:
+    """The image at ``path`` decoded whole and converted to 8-bit RGB (see :func:`to_rgb`).
 
     Raises:
-        OSError: the file cannot be read as an image.
+        ImageReadError: PIL cannot identify or fully decode the file, or it holds more pixels
+            than PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS`` × 2).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                opened.load()  # decode now: a truncated file fails here, not deep inside a batch
+                return to_rgb(opened)
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"{path}: refused as a decompression bomb ({error})".splitlines()[0]) from None
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for unreadable or truncated data
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ImageReadError(f"{path}: not a readable image ({reason})") from None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of the image at ``path`` from its header (nothing decoded).
+
+    Raises:
+        ImageReadError: PIL cannot identify the file, or it is a decompression bomb.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                return opened.height, opened.width
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"{path}: refused as a decompression bomb ({error})".splitlines()[0]) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(f"{path}: not a readable image ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB: 16-bit and 32-bit grey are scaled to 0–255 (PIL's own
+    conversion clips them, turning most pixels white); palette, alpha and other modes convert."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        grey = np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def to_tensor(image: ImageInput) -> torch.Tensor:
+    """One image as a float32 3×H×W tensor in [0, 1] (paths are decoded with :func:`read_rgb`).
+
+    Raises:
+        ImageReadError: the file cannot be read as an image.
         ValueError: a tensor that is not 3×H×W (or 1×3×H×W).
     """
     if isinstance(image, (str, Path)):
-        with Image.open(image) as opened:
-            image = opened.convert("RGB")
+        image = read_rgb(image)
     if isinstance(image, Image.Image):
-        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        array = np.asarray(to_rgb(image), dtype=np.float32) / 255.0
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()
     if isinstance(image, torch.Tensor):
         tensor = image[0] if image.ndim == 4 and image.shape[0] == 1 else image

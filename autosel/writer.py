@@ -61,8 +61,8 @@ def extract_to_file(
                 try:
                     loaded.append(to_tensor(path))
                     loaded_names.append(name)
-                except (OSError, ValueError) as error:
-                    report.skipped.append((str(path), str(error).splitlines()[0]))
+                except (OSError, ValueError) as error:  # ImageReadError: unreadable, truncated, bomb
+                    report.skipped.append((str(path), str(error).splitlines()[0].removeprefix(f"{path}: ")))
             if loaded:
                 features = extractor(loaded)
                 if aggregate:

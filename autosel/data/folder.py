@@ -22,7 +22,7 @@ from PIL import Image
 
 from autosel.data.records import SegmentationData, read_label
 from autosel.errors import DatasetError
-from autosel.images import IMAGE_SUFFIXES
+from autosel.images import IMAGE_SUFFIXES, ImageReadError, image_size
 
 LABEL_FOLDERS = ("labels", "masks")
 
@@ -121,19 +121,18 @@ def _read_list(path: Path, by_stem: dict[str, tuple[Path, Path]]) -> list[tuple[
 def _check_pair(image: Path, label: Path) -> int:
     """The label's largest value, after checking that it matches its image's size."""
     try:
-        with Image.open(image) as opened:
-            image_size = (opened.height, opened.width)
-    except OSError as error:
-        raise DatasetError(f"{image}: not a readable image ({error})") from None
+        size = image_size(image)
+    except ImageReadError as error:
+        raise DatasetError(f"dataset image {error}") from None
     try:
         values = read_label(label)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise DatasetError(f"{label}: not a readable label map ({error})") from None
     if values.ndim != 2:
         raise DatasetError(f"{label}: a label map must be 2-D (H×W integers), got shape {values.shape}")
-    if values.shape != image_size:
+    if values.shape != size:
         raise DatasetError(
-            f"{label}: label is {values.shape[1]}×{values.shape[0]} but its image {image.name} is {image_size[1]}×{image_size[0]}"
+            f"{label}: label is {values.shape[1]}×{values.shape[0]} but its image {image.name} is {size[1]}×{size[0]}"
         )
     if values.min() < 0:
         raise DatasetError(f"{label}: negative label value {values.min()}")

@@ -14,16 +14,25 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
+from autosel.errors import DatasetError
+from autosel.images import ImageReadError, read_rgb
+
 ImageSource = Union[Path, np.ndarray]
 LabelSource = Union[Path, np.ndarray]
 
 
 def read_image(source: ImageSource) -> np.ndarray:
-    """An image source as an H×W×3 uint8 RGB array."""
+    """An image source as an H×W×3 uint8 RGB array.
+
+    Raises:
+        DatasetError: the file cannot be decoded (the message names it and why).
+    """
     if isinstance(source, np.ndarray):
         return source
-    with Image.open(source) as opened:
-        return np.asarray(opened.convert("RGB"))
+    try:
+        return np.asarray(read_rgb(source))
+    except ImageReadError as error:
+        raise DatasetError(f"dataset image {error}") from None
 
 
 def read_label(source: LabelSource) -> np.ndarray:

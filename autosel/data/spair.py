@@ -14,10 +14,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from autosel.data.records import CorrespondenceData, KeypointPair
 from autosel.errors import DatasetError, did_you_mean
+from autosel.images import ImageReadError, image_size
 
 SPAIR_SPLITS = ("trn", "val", "test")
 _REQUIRED = ("src_imname", "trg_imname", "category", "src_imsize", "trg_imsize", "trg_bndbox", "src_kps", "trg_kps")
@@ -131,10 +131,26 @@ def _read_pair(path: Path) -> dict:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DatasetError(f"{path}: not a readable pair annotation ({error})") from None
+    if not isinstance(record, dict):
+        raise DatasetError(f"{path}: a pair annotation must be a JSON object, got {type(record).__name__}")
     missing = [key for key in _REQUIRED if key not in record]
     if missing:
         raise DatasetError(f"{path}: pair annotation lacks {', '.join(missing)}")
+    for key in ("src_imname", "trg_imname", "category"):
+        if not isinstance(record[key], str) or not record[key] or "/" in record[key] or record[key] in (".", ".."):
+            raise DatasetError(f"{path}: {key} must be a file or folder name, got {record[key]!r}")
+    for key, length in (("src_imsize", (2, 3)), ("trg_imsize", (2, 3)), ("trg_bndbox", (4,))):
+        if not _numbers(record[key], length):
+            shape = "[width, height, 3]" if key.endswith("imsize") else "[x1, y1, x2, y2]"
+            raise DatasetError(f"{path}: {key} must be {shape} (numbers), got {record[key]!r}")
     return record
+
+
+def _numbers(value: object, lengths: tuple[int, ...]) -> bool:
+    """``value`` is a list of finite numbers of one of ``lengths``."""
+    if not isinstance(value, list) or len(value) not in lengths:
+        return False
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)
 
 
 def _image_size(image: Path, annotation: Path, cache: dict[Path, tuple[int, int]]) -> tuple[int, int]:
@@ -142,10 +158,9 @@ def _image_size(image: Path, annotation: Path, cache: dict[Path, tuple[int, int]
         if not image.is_file():
             raise DatasetError(f"{annotation}: image {image} is missing")
         try:
-            with Image.open(image) as opened:
-                cache[image] = (opened.height, opened.width)
-        except OSError as error:
-            raise DatasetError(f"{image}: not a readable image ({error})") from None
+            cache[image] = image_size(image)
+        except ImageReadError as error:
+            raise DatasetError(f"{annotation}: image {error}") from None
     return cache[image]
 
 
