@@ -263,5 +263,7 @@ def describe_validation_error(
 
 
 def mask_password(url: str) -> str:
-    """``scheme://user:secret@host/db`` → ``scheme://user:***@host/db`` (other text unchanged)."""
-    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+    """``url`` with its password hidden (see :func:`autosel.urls.mask_url`)."""
+    from autosel.urls import mask_url
+
+    return mask_url(url)

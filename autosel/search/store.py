@@ -8,18 +8,20 @@ a rerun finds and reuses its rows.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
+import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
-from autosel.config import mask_password
 from autosel.errors import AutoselError
+from autosel.urls import check_storage_url, mask_in, mask_url
 
 SWEEP_COLUMNS = (
     "model", "revision", "task", "dataset", "role", "id", "kind", "stage", "level", "channels",
@@ -77,26 +79,80 @@ def portable_storage(url: str) -> str:
     return url
 
 
+SQLITE_BUSY_SECONDS = 60
+"""How long a SQLite connection waits for another process's write lock before failing."""
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL (``None`` for other URLs and in-memory ones)."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """``create_engine`` keywords for ``url``: a busy timeout for SQLite files, so a reader and a
+    writer (``autosel studies`` during a search) wait for each other instead of failing."""
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if sqlite_file(url) is not None:
+        options["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
+    return options
+
+
+@contextlib.contextmanager
+def schema_lock(url: str) -> Iterator[None]:
+    """Serialise table creation on a SQLite file across processes, and switch it to WAL.
+
+    SQLAlchemy's ``create_all`` checks, then creates: two processes opening a new file at once
+    both see no table and one fails with "table … already exists". An exclusive ``flock`` on
+    ``<file>.lock`` makes the opening one at a time; WAL mode (persistent in the file) lets
+    readers read while the search writes. Server stores need neither: their DDL is transactional
+    or retried by the caller.
+    """
+    path = sqlite_file(url)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): creation races stay possible there
+            fcntl = None
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with sqlite3.connect(path, timeout=SQLITE_BUSY_SECONDS) as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def connect(url: str) -> sa.Engine:
     """An engine for ``url`` whose tables exist; fails with a one-line, password-masked error."""
+    check_storage_url(url)
     for attempt in range(4):
         try:
-            engine = sa.create_engine(url, pool_pre_ping=True)
-            _metadata.create_all(engine)
+            with schema_lock(url):
+                engine = sa.create_engine(url, **engine_options(url))
+                _metadata.create_all(engine)
             return engine
         except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
             if attempt == 3:
                 raise
             time.sleep(0.5 + random.random())  # another driver is creating the same tables
-        except (sa.exc.SQLAlchemyError, ImportError, ValueError) as error:
+        except (sa.exc.SQLAlchemyError, ImportError, ValueError, OSError, sqlite3.Error) as error:
             raise storage_error(url, error) from None
     raise AssertionError("unreachable")
 
 
 def storage_error(url: str, error: BaseException) -> StorageError:
     """A one-line error naming the storage with its password masked."""
-    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-    return StorageError(f"cannot use storage {mask_password(url)}: {mask_password(reason)}")
+    reason = (str(getattr(error, "orig", None) or error).strip() or type(error).__name__).splitlines()[0]
+    return StorageError(f"cannot use storage {mask_url(url)}: {mask_in(reason, url)}")
 
 
 class SweepStore:

@@ -20,7 +20,8 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from autosel.errors import InvalidInputError
-from autosel.search.store import storage_error
+from autosel.search.store import engine_options, schema_lock, storage_error
+from autosel.urls import check_storage_url
 
 DIRECTIONS = ("maximize",)
 """The sampler optimises the search score; channels and denoiser cost are recorded per trial
@@ -46,15 +47,17 @@ def open_storage(url: str, heartbeat: int | None = None, grace: int | None = Non
     """An RDB storage with heartbeats and retry of stale trials; one-line masked errors."""
     import sqlalchemy as sa
 
+    check_storage_url(url)
     for attempt in range(4):
         try:
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs={"pool_pre_ping": True},
-                heartbeat_interval=heartbeat or HEARTBEAT_SECONDS,
-                grace_period=grace or GRACE_SECONDS,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-            )
+            with schema_lock(url):
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_options(url),
+                    heartbeat_interval=heartbeat or HEARTBEAT_SECONDS,
+                    grace_period=grace or GRACE_SECONDS,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+                )
         except (sa.exc.IntegrityError, sa.exc.ProgrammingError) as error:
             if attempt == 3:
                 raise storage_error(url, error) from None
