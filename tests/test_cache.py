@@ -82,7 +82,57 @@ def test_data_without_its_commit_mark_is_not_read(tmp_path):
     cache.put(a_key(), np.zeros((1, 1, 1, 1), np.float16))
     next(tmp_path.glob("*.json")).unlink()  # as if killed between the two renames
     assert ActivationCache(tmp_path).get(a_key()) is None
-    assert ActivationCache(tmp_path).clear() == 0 and not list(tmp_path.glob("*.npy"))
+    assert ActivationCache(tmp_path).clear() == 1 and not list(tmp_path.iterdir())
+
+
+def test_same_size_garbage_in_an_array_is_caught_by_its_checksum_and_recomputed(tmp_path, caplog):
+    values = np.arange(48, dtype=np.float16).reshape(1, 3, 4, 4)
+    ActivationCache(tmp_path).put(a_key(), values)
+    data = next(tmp_path.glob("*.npy"))
+    raw = bytearray(data.read_bytes())
+    raw[-8:] = b"\x00\x7c" * 4  # float16 inf where numbers were: same size, valid header
+    data.write_bytes(bytes(raw))
+    with caplog.at_level("WARNING", logger="autosel.cache"):
+        assert ActivationCache(tmp_path).get(a_key()) is None
+    assert "checksum does not match" in caplog.text and a_key().digest in caplog.text
+
+
+def test_entries_report_ok_corrupt_and_incomplete_states(tmp_path):
+    cache = ActivationCache(tmp_path)
+    for step in (1, 2, 3):
+        cache.put(a_key(timestep=step), np.ones((1, 1, 2, 2), np.float16))
+    (tmp_path / f"{a_key(timestep=2).digest}.json").write_text("{broken")
+    (tmp_path / f"{a_key(timestep=3).digest}.npy").unlink()
+    (tmp_path / f"{a_key(timestep=4).digest}.123.partial.npy").write_bytes(b"half")
+    states = {entry["digest"]: entry["state"] for entry in ActivationCache(tmp_path).entries(verify=True)}
+    assert states == {a_key(timestep=1).digest: "ok", a_key(timestep=2).digest: "corrupt",
+                      a_key(timestep=3).digest: "incomplete", a_key(timestep=4).digest: "incomplete"}
+
+
+def test_clear_broken_keeps_good_entries_and_removes_every_file_of_the_rest(tmp_path):
+    cache = ActivationCache(tmp_path)
+    cache.put(a_key(timestep=1), np.ones((1, 1, 2, 2), np.float16))
+    cache.put(a_key(timestep=2), np.ones((1, 1, 2, 2), np.float16))
+    (tmp_path / f"{a_key(timestep=2).digest}.json").write_text("{broken")
+    (tmp_path / "notes.txt").write_text("not the cache's")
+    assert ActivationCache(tmp_path).clear(broken_only=True) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{a_key(timestep=1).digest}.json", f"{a_key(timestep=1).digest}.npy", "notes.txt"])
+    assert ActivationCache(tmp_path).clear() == 1 and [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_full_disk_fails_with_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from autosel.search.cache import CacheWriteError
+
+    def full(fd, offset, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(CacheWriteError, match="no space left on the device"):
+        ActivationCache(tmp_path).put(a_key(), np.ones((1, 1, 2, 2), np.float16))
+    assert not list(tmp_path.iterdir())
 
 
 def test_entries_beyond_the_memory_budget_are_memory_mapped(tmp_path):

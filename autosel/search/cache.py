@@ -9,14 +9,18 @@ similarities approximately — what both proxy tasks consume — not individual 
 Entries live on disk (``<digest>.npy`` + ``<digest>.json``) so that reruns and other
 processes reuse them; the key digest covers everything that changes the values. Arrays are
 written under a ``.partial`` name and renamed, and the JSON (written last, also atomically)
-is the commit mark: a writer killed at any point leaves nothing that reads back as valid.
+is the commit mark: a writer killed at any point leaves nothing that reads back as valid. The
+JSON holds the SHA-256 of the ``.npy`` file; every load verifies it, so bytes changed on disk
+(same size, a bad sector, a stray write) are reported and the entry recomputed, never used.
 Within ``memory_budget`` entries are also held in RAM; beyond it they are memory-mapped.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -28,9 +32,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from autosel.errors import InvalidInputError
+from autosel.errors import AutoselError, InvalidInputError
 
 CACHE_VERSION = 1
+ENTRY_STATES = ("ok", "unverified", "corrupt", "incomplete")
+"""ok: checksum matches (or, without verifying, the files are whole); unverified: an entry
+written before checksums (used as it is); corrupt: unreadable JSON, a wrong shape or size, or a
+checksum mismatch; incomplete: an array without its JSON, a JSON without its array, or a
+``.partial`` file of an interrupted writer."""
+
+log = logging.getLogger("autosel.cache")
+
+
+class CacheWriteError(AutoselError):
+    """The cache folder cannot take an entry (read-only, missing, or full); nothing partial is left."""
 
 
 def default_cache_dir() -> Path:
@@ -95,6 +110,11 @@ class CacheEntryWriter:
         del self.array
         return self.cache._commit(self.key, self.partial, shape)
 
+    def discard(self) -> None:
+        """Drop the entry being written (its partial file goes too)."""
+        self.array = None  # type: ignore[assignment] - unmaps before the file is removed
+        self.partial.unlink(missing_ok=True)
+
 
 @dataclass
 class ActivationCache:
@@ -120,21 +140,66 @@ class ActivationCache:
         meta, data = self._paths(digest)
         if not meta.is_file() or not data.is_file():
             return None
+        state, reason, array = self._check(digest, verify=True)
+        if state in ("corrupt", "incomplete") or array is None:
+            log.warning("cache entry %s (%s @ t=%s) is %s: %s; it is recomputed", digest, key.activation, key.timestep, state, reason)
+            return None
         try:
             info = json.loads(meta.read_text())
-            array = np.load(data, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError):
             return None
-        if list(array.shape) != info.get("shape") or info.get("key") != _plain(key):
-            return None
+        if info.get("key") != _plain(key):
+            return None  # a digest collision or another version's entry: not ours
         return self._hold(digest, array)
 
+    def _check(self, digest: str, verify: bool) -> tuple[str, str, np.ndarray | None]:
+        """(state, reason, memory-mapped array or None) of the entry ``digest``."""
+        meta, data = self._paths(digest)
+        if not data.is_file():
+            return "incomplete", "its .npy array is missing", None
+        if not meta.is_file():
+            return "incomplete", "its .json record is missing", None
+        try:
+            info = json.loads(meta.read_text())
+            shape = list(info["shape"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return "corrupt", "its .json record is unreadable", None
+        try:
+            array = np.load(data, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as error:
+            return "corrupt", f"its array is unreadable ({str(error).splitlines()[0]})", None
+        if list(array.shape) != shape:
+            return "corrupt", f"its array is {list(array.shape)}, the record says {shape}", None
+        expected = info.get("sha256")
+        if expected is None:
+            return "unverified", "written without a checksum", array
+        if verify and _file_sha256(data) != expected:
+            return "corrupt", "its array's checksum does not match (the file changed after it was written)", None
+        return "ok", "", array
+
     def create(self, key: CacheKey, shape: tuple[int, ...]) -> CacheEntryWriter:
-        """A float16 memory-mapped array to fill; commit it to make the entry valid."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """A float16 memory-mapped array to fill; commit it to make the entry valid.
+
+        The file's blocks are allocated up front, so a full disk fails here with a clean error
+        instead of killing the process with SIGBUS on a write into the mapping.
+
+        Raises:
+            CacheWriteError: the folder cannot be created or written, or has no room.
+        """
         partial = self.root / f"{key.digest}.{os.getpid()}.partial.npy"
-        array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=shape)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=shape)
+            with open(partial, "r+b") as handle:
+                _allocate(handle.fileno(), os.path.getsize(partial))
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise self._write_error(error) from None
         return CacheEntryWriter(self, key, array, partial)
+
+    def _write_error(self, error: OSError) -> CacheWriteError:
+        reason = "no space left on the device" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+        return CacheWriteError(f"cannot write to the activation cache {self.root}: {reason} (choose another with --cache-dir)")
 
     def put(self, key: CacheKey, array: np.ndarray) -> np.ndarray:
         """Store a whole N×C×H×W array (cast to float16)."""
@@ -142,43 +207,63 @@ class ActivationCache:
         writer.array[...] = array.astype(np.float16)
         return writer.commit()
 
-    def entries(self) -> list[dict[str, Any]]:
-        """Committed entries: key fields, shape and bytes on disk."""
+    def entries(self, verify: bool = False) -> list[dict[str, Any]]:
+        """Every entry on disk with its ``state`` (see :data:`ENTRY_STATES`) and ``reason``:
+        key fields (where readable), shape, bytes of all its files, digest. ``verify`` reads
+        every array to check its checksum (otherwise only the files' structure is checked)."""
+        if not self.root.is_dir():
+            return []
+        digests = {path.name.split(".", 1)[0] for path in self._owned_files()}
         found = []
-        for meta in sorted(self.root.glob("*.json")) if self.root.is_dir() else []:
+        for digest in sorted(digests):
+            state, reason, _ = self._check(digest, verify)
+            files = list(self.root.glob(f"{digest}.*"))
+            partials = [f for f in files if f.name.endswith((".partial.npy", ".tmp"))]
+            if partials and state == "incomplete" and not self._paths(digest)[0].exists():
+                reason = "an interrupted writer's partial file"
+            record: dict[str, Any] = {"digest": digest, "state": state, "reason": reason,
+                                      "bytes": sum(f.stat().st_size for f in files if f.is_file())}
             try:
-                info = json.loads(meta.read_text())
-            except (OSError, ValueError):
-                continue
-            data = meta.with_suffix(".npy")
-            if data.is_file():
-                found.append({**info["key"], "shape": info["shape"], "bytes": data.stat().st_size, "digest": meta.stem})
+                info = json.loads(self._paths(digest)[0].read_text())
+                record.update({**info["key"], "shape": info["shape"]})
+            except (OSError, ValueError, KeyError, TypeError):
+                record.update({"shape": None})
+            found.append(record)
         return found
 
-    def clear(self, model: str | None = None) -> int:
-        """Delete entries (of ``model`` only, if given) and any leftover partial files; returns
-        how many entries were deleted."""
+    def clear(self, model: str | None = None, broken_only: bool = False) -> int:
+        """Delete entries (of ``model`` only, if given; only corrupt or incomplete ones with
+        ``broken_only``) with every file they own, partial and temporary files included;
+        returns how many entries were deleted."""
         deleted = 0
-        for entry in self.entries():
-            if model is None or entry["model"] == model:
-                for path in self._paths(entry["digest"]):
-                    path.unlink(missing_ok=True)
-                self._resident.pop(entry["digest"], None)
-                deleted += 1
-        if model is None and self.root.is_dir():
-            for leftover in self.root.glob("*.partial.npy"):
-                leftover.unlink(missing_ok=True)
-            for orphan in self.root.glob("*.npy"):
-                if not orphan.with_suffix(".json").exists():
-                    orphan.unlink(missing_ok=True)
+        for entry in self.entries(verify=broken_only):
+            if model is not None and entry.get("model") != model:
+                continue
+            if broken_only and entry["state"] in ("ok", "unverified"):
+                continue
+            for path in self.root.glob(f"{entry['digest']}.*"):
+                path.unlink(missing_ok=True)
+            self._resident.pop(entry["digest"], None)
+            deleted += 1
         return deleted
+
+    def _owned_files(self) -> list[Path]:
+        """Files this cache wrote: ``<40 hex digits>.json|.npy|.<pid>.partial.npy|.json.<pid>.tmp``."""
+        return [path for path in self.root.iterdir() if path.is_file() and _OWNED.fullmatch(path.name)]
 
     def _commit(self, key: CacheKey, partial: Path, shape: tuple[int, ...]) -> np.ndarray:
         meta, data = self._paths(key.digest)
-        os.replace(partial, data)
         temporary = meta.with_name(meta.name + f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"key": _plain(key), "shape": list(shape), "dtype": "float16"}))
-        os.replace(temporary, meta)
+        try:
+            checksum = _file_sha256(partial)
+            os.replace(partial, data)
+            record = {"key": _plain(key), "shape": list(shape), "dtype": "float16", "sha256": checksum}
+            temporary.write_text(json.dumps(record))
+            os.replace(temporary, meta)
+        except OSError as error:
+            for leftover in (partial, temporary):
+                leftover.unlink(missing_ok=True)
+            raise self._write_error(error) from None
         return self._hold(key.digest, np.load(data, mmap_mode="r", allow_pickle=False))
 
     def _hold(self, digest: str, mapped: np.ndarray) -> np.ndarray:
@@ -189,6 +274,25 @@ class ActivationCache:
 
     def _paths(self, digest: str) -> tuple[Path, Path]:
         return self.root / f"{digest}.json", self.root / f"{digest}.npy"
+
+
+_OWNED = re.compile(r"[0-9a-f]{40}\.(json|npy|\d+\.partial\.npy|json\.\d+\.tmp)")
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Reserve ``size`` bytes of disk for the file (where the platform can)."""
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as error:
+            if error.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                return  # a filesystem without fallocate: writes find out instead
+            raise
 
 
 def _plain(key: CacheKey) -> dict[str, Any]:

@@ -79,23 +79,29 @@ def _compute(
     encoded: Encoded | None,
 ) -> dict[tuple[str, int], Any]:
     encoded = encoded if encoded is not None else encode_images(task, extractor, progress)
-    writers = {}
-    catalogue = variants.with_variants(extractor.catalogue, [name for names in missing.values() for name in names])
-    for timestep, names in missing.items():
-        for name in names:
-            point = catalogue[name]
-            key = keys[(name, timestep)]
-            channels = point.channels if key.projection is None else min(point.channels, key.projection)
-            shape = (len(task.images), channels, min(point.height, key.resolution), min(point.width, key.resolution))
-            writers[(name, timestep)] = cache.create(key, shape)
-    with progress_bar("caching", len(encoded) * len(missing), progress) as advance:
-        for batch, latents, noise in encoded:
-            for timestep, names in missing.items():
-                captured = extractor.capture_at(latents, noise, timestep, variants.base_ids(names))
-                for name in names:
-                    key = keys[(name, timestep)]
-                    value = variants.apply(captured[variants.split_variant(name)[0]], name)
-                    value = project(proxy_map(value, key.resolution), key.projection, key.seed, name)
-                    writers[(name, timestep)].array[batch] = value.cpu().numpy().astype(np.float16)
-                advance(1)
-    return {pair: writer.commit() for pair, writer in writers.items()}
+    writers: dict[tuple[str, int], Any] = {}
+    try:
+        catalogue = variants.with_variants(extractor.catalogue, [name for names in missing.values() for name in names])
+        for timestep, names in missing.items():
+            for name in names:
+                point = catalogue[name]
+                key = keys[(name, timestep)]
+                channels = point.channels if key.projection is None else min(point.channels, key.projection)
+                shape = (len(task.images), channels, min(point.height, key.resolution), min(point.width, key.resolution))
+                writers[(name, timestep)] = cache.create(key, shape)
+        with progress_bar("caching", len(encoded) * len(missing), progress) as advance:
+            for batch, latents, noise in encoded:
+                for timestep, names in missing.items():
+                    captured = extractor.capture_at(latents, noise, timestep, variants.base_ids(names))
+                    for name in names:
+                        key = keys[(name, timestep)]
+                        value = variants.apply(captured[variants.split_variant(name)[0]], name)
+                        value = project(proxy_map(value, key.resolution), key.projection, key.seed, name)
+                        writers[(name, timestep)].array[batch] = value.cpu().numpy().astype(np.float16)
+                    advance(1)
+        return {pair: writer.commit() for pair, writer in writers.items()}
+    except BaseException:
+        for writer in writers.values():  # a failure (full disk, interrupt) leaves no partial file
+            writer.discard()
+        raise
+
