@@ -66,3 +66,58 @@ def test_a_trial_whose_driver_died_before_its_first_heartbeat_is_failed_not_wait
     assert not run.is_alive(), "the driver is still waiting on the orphaned trial"
     assert study.get_trials(deepcopy=False)[orphan.number].state == TrialState.FAIL
     assert len(completed(study)) == 2
+
+
+MORE_IDS = tuple(f"up-level{level}-repeat{repeat}-res-out" for level in range(3) for repeat in range(2))
+
+
+def distinct_selections(study) -> int:
+    return len({t.user_attrs["selection"] for t in completed(study)})
+
+
+def more_candidates():
+    catalogue = {point.id: point for point in list_activations("tiny", 64)}
+    return catalogue, [Candidate(name, (50, 150), catalogue[name].channels, catalogue[name].depth) for name in MORE_IDS]
+
+
+class ScoredPool(OneAtATimePool):
+    """Scores a set by a fixed per-(id, timestep) table, so every driver sees the same landscape."""
+
+    def poll(self, timeout):
+        if self.busy:
+            tag, items = self.busy.pop(0)
+            yield tag, {"score": sum((MORE_IDS.index(name) + 1) * (1 + t) % 7 / 10 for name, t, _ in items)}, None
+
+
+def run_driver(study, strategy_name, seed, trials):
+    catalogue, candidates = more_candidates()
+    strategy = make_strategy(strategy_name, candidates, 3, seed)
+    optimise(study, strategy, ScoredPool(), candidates, catalogue, trials, 3, None, progress=False, poll_seconds=0.01)
+
+
+def test_a_resumed_greedy_driver_continues_the_walk_instead_of_repeating_it(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    uninterrupted = open_study(storage, "one", {"model": "tiny"}, make_strategy("greedy", [], 3, 0).sampler())
+    run_driver(uninterrupted, "greedy", 0, 30)
+    resumed = open_study(storage, "two", {"model": "tiny"}, make_strategy("greedy", [], 3, 0).sampler())
+    for trials in (7, 13, 22, 30):  # a new strategy object each time, as a restarted process has
+        run_driver(resumed, "greedy", 0, trials)
+    assert len(completed(resumed)) == len(completed(uninterrupted))
+    assert distinct_selections(resumed) == distinct_selections(uninterrupted) == len(completed(resumed))
+    assert {t.user_attrs["selection"] for t in completed(resumed)} == {t.user_attrs["selection"] for t in completed(uninterrupted)}
+
+
+def test_drivers_taking_turns_on_one_study_never_rerun_a_selection(tmp_path):
+    study = open_study(open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}"), "turns", {"model": "tiny"},
+                       make_strategy("greedy", [], 3, 0).sampler())
+    for trials, seed in ((5, 1), (10, 2), (15, 1), (20, 2)):
+        run_driver(study, "greedy", seed, trials)
+    assert distinct_selections(study) == len(completed(study)) == 20
+
+
+def test_a_resumed_exhaustive_driver_skips_the_sets_already_run(tmp_path):
+    study = open_study(open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}"), "all", {"model": "tiny"},
+                       make_strategy("exhaustive", [], 3, 0).sampler())
+    for trials in (10, 25):
+        run_driver(study, "exhaustive", 0, trials)
+    assert distinct_selections(study) == len(completed(study)) == 25

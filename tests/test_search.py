@@ -166,6 +166,8 @@ def test_two_drivers_on_one_postgresql_study_complete_exactly_the_requested_tria
     assert len(trials) == 12
     evaluated = [t.user_attrs["selection"] for t in trials if "duplicate_of" not in t.user_attrs]
     assert len(evaluated) == len(set(evaluated))
+    # the greedy walk lives in the study: the drivers share one plan, nothing is run or copied twice
+    assert len({t.user_attrs["selection"] for t in trials}) == 12
     assert len({t.user_attrs["driver"] for t in trials}) == 2
 
 

@@ -109,15 +109,19 @@ def optimise(
                     and t.user_attrs.get("duplicate_of") is None
                 ]
                 previous = next((t for t in same if t.state == TrialState.COMPLETE), None)
-                if previous is not None:
+                # a fixed plan's proposal (greedy, exhaustive) that another driver ran meanwhile is a
+                # stale view, not a choice: skip it and ask the plan again instead of copying the score
+                planned = ("fixed_params" in storage.get_trial_system_attrs(trial._trial_id)
+                           and "retry_of" not in trial.user_attrs)
+                if previous is not None and (not planned or skipped >= 20):
                     trial.set_user_attr("duplicate_of", previous.number)
                     study.tell(trial, previous.values[0])
                     stats.duplicates += 1
                     complete.append(study.get_trials(deepcopy=False)[trial.number])
                     running -= 1
                     continue
-                if same and skipped < 20:  # being evaluated right now (another worker or driver)
-                    trial.set_user_attr("skipped", f"running as trial {same[0].number}")
+                if same and skipped < 20:  # being evaluated right now, or just now (another worker or driver)
+                    trial.set_user_attr("skipped", f"{'run' if previous else 'running'} as trial {same[0].number}")
                     study.tell(trial, state=TrialState.FAIL)
                     skipped += 1
                     running -= 1

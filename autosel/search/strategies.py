@@ -24,11 +24,12 @@ class Strategy:
 
     name = "tpe"
 
-    def __init__(self, candidates: Sequence[Candidate], max_activations: int, seed: int, budget: int | None = None) -> None:
+    def __init__(self, candidates: Sequence[Candidate], max_activations: int, seed: int, sampler_seed: int | None = None) -> None:
         self.candidates, self.max_activations, self.seed = list(candidates), max_activations, seed
+        self.sampler_seed = seed if sampler_seed is None else sampler_seed
 
     def sampler(self) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.TPESampler(seed=self.seed, multivariate=True, constant_liar=True, n_startup_trials=10)
+        return optuna.samplers.TPESampler(seed=self.sampler_seed, multivariate=True, constant_liar=True, n_startup_trials=10)
 
     def next_params(self, study: optuna.Study) -> dict[str, Any] | None:
         """Parameters to enqueue for the next trial (``None``: let the sampler choose)."""
@@ -47,7 +48,7 @@ class RandomStrategy(Strategy):
     name = "random"
 
     def sampler(self) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.RandomSampler(seed=self.seed)
+        return optuna.samplers.RandomSampler(seed=self.sampler_seed)
 
 
 def params_of(items: Sequence[tuple[int, int]]) -> dict[str, Any]:
@@ -61,15 +62,42 @@ def params_of(items: Sequence[tuple[int, int]]) -> dict[str, Any]:
     return params
 
 
+def params_key(params: dict[str, Any]) -> tuple:
+    """A hashable identity of a trial's parameters."""
+    return tuple(sorted(params.items()))
+
+
+def study_params(study: optuna.Study) -> tuple[dict[tuple, float], set[tuple]]:
+    """What the study already holds, by parameters: scores of COMPLETE trials (the best one
+    where a selection ran twice) and the keys of trials RUNNING or queued (WAITING).
+
+    Strategies derive their state from this, never from memory: a driver resumed after
+    kill -9, or several drivers sharing one study, continue the same plan instead of
+    re-walking it.
+    """
+    scores: dict[tuple, float] = {}
+    claimed: set[tuple] = set()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)):
+        params = trial.params or trial.system_attrs.get("fixed_params") or {}
+        key = params_key(params)
+        if trial.state == TrialState.COMPLETE:
+            scores[key] = max(scores.get(key, float("-inf")), trial.values[0])
+        else:
+            claimed.add(key)
+    return scores, claimed
+
+
 class ExhaustiveStrategy(RandomStrategy):
-    """Every set of up to K distinct candidates × their cached timesteps, at weight 1."""
+    """Every set of up to K distinct candidates × their cached timesteps, at weight 1; sets the
+    study already holds (by any driver, before or after a restart) are skipped."""
 
     name = "exhaustive"
 
-    def __init__(self, candidates: Sequence[Candidate], max_activations: int, seed: int, budget: int | None = None) -> None:
-        super().__init__(candidates, max_activations, seed)
-        self._plan: Iterator[dict[str, Any]] = iter(self.enumerate())
+    def __init__(self, candidates: Sequence[Candidate], max_activations: int, seed: int, sampler_seed: int | None = None) -> None:
+        super().__init__(candidates, max_activations, seed, sampler_seed)
         self._done = False
+        self._plan: list[dict[str, Any]] | None = None
+        self._cursor = 0
 
     def enumerate(self) -> Iterator[dict[str, Any]]:
         ids = [c.id for c in self.candidates]
@@ -79,11 +107,17 @@ class ExhaustiveStrategy(RandomStrategy):
                     yield params_of([(ids[m], s) for m, s in zip(members, steps)])
 
     def next_params(self, study: optuna.Study) -> dict[str, Any] | None:
-        try:
-            return next(self._plan)
-        except StopIteration:
-            self._done = True
-            return None
+        if self._plan is None:
+            self._plan = list(self.enumerate())
+        scores, claimed = study_params(study)
+        # from the cursor on, then once more from the start for sets whose trial failed since
+        for index in [*range(self._cursor, len(self._plan)), *range(self._cursor)]:
+            key = params_key(self._plan[index])
+            if key not in scores and key not in claimed:
+                self._cursor = index + 1
+                return self._plan[index]
+        self._done = True
+        return None
 
     def exhausted(self, study: optuna.Study) -> bool:
         return self._done
@@ -91,68 +125,63 @@ class ExhaustiveStrategy(RandomStrategy):
 
 class GreedyStrategy(RandomStrategy):
     """Forward selection: every single (candidate, timestep); then, from the best set so far,
-    every one-activation extension; stop when no extension improves or K is reached."""
+    every one-activation extension; stop when no extension improves or K is reached.
+
+    The walk is recomputed from the study's trials at every step (see :func:`study_params`):
+    rounds already scored are replayed, so a resumed or second driver picks up the round in
+    progress and proposes only its extensions nobody has run or claimed. Which unclaimed
+    extension comes next depends only on the study and the seed (the ``seed mod n``-th of the n
+    open ones): a restarted driver picks what the uninterrupted one would have, and drivers with
+    different seeds rarely pick the same one at once.
+    """
 
     name = "greedy"
 
-    def __init__(self, candidates: Sequence[Candidate], max_activations: int, seed: int, budget: int | None = None) -> None:
-        super().__init__(candidates, max_activations, seed)
-        self._queue: list[dict[str, Any]] = []
-        self._base: list[tuple[str, int]] = []
-        self._base_score = float("-inf")
-        self._round: list[tuple[list[tuple[str, int]], dict[str, Any]]] = []
-        self._done = False
-        self._extend()
 
-    def _extend(self) -> None:
-        used = {name for name, _ in self._base}
-        self._round = []
-        for candidate in self.candidates:
-            if candidate.id in used:
-                continue
-            for step in range(len(candidate.timesteps)):
-                items = self._base + [(candidate.id, step)]
-                self._round.append((items, params_of(items)))
-        self._queue = [params for _, params in self._round]
-        if not self._round:
-            self._done = True
+    def _extensions(self, base: list[tuple[str, int]]) -> list[tuple[list[tuple[str, int]], dict[str, Any]]]:
+        used = {name for name, _ in base}
+        return [
+            (base + [(candidate.id, step)], params_of(base + [(candidate.id, step)]))
+            for candidate in self.candidates if candidate.id not in used
+            for step in range(len(candidate.timesteps))
+        ]
+
+    def state(self, study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
+        """(extensions of the current round nobody has scored or claimed, the round's claimed but
+        unscored ones, whether the walk is over), replayed from the study."""
+        scores, claimed = study_params(study)
+        base: list[tuple[str, int]] = []
+        base_score = float("-inf")
+        while True:
+            round_ = self._extensions(base)
+            if not round_:
+                return [], [], True
+            unscored = [params for _, params in round_ if params_key(params) not in scores]
+            if unscored:
+                open_ = [params for params in unscored if params_key(params) not in claimed]
+                return open_, [params for params in unscored if params_key(params) in claimed], False
+            best_items, best_score = None, base_score
+            for items, params in round_:  # first best in round order: ties break the same way every replay
+                if scores[params_key(params)] > best_score:
+                    best_items, best_score = items, scores[params_key(params)]
+            if best_items is None or len(best_items) >= self.max_activations:
+                return [], [], True
+            base, base_score = best_items, best_score
 
     def next_params(self, study: optuna.Study) -> dict[str, Any] | None:
-        if not self._queue and not self._done:
-            if self.waiting(study):
-                return None
-            scores = {}
-            for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-                scores[tuple(sorted(trial.params.items()))] = trial.values[0]
-            best_items, best_score = None, self._base_score
-            for items, params in self._round:
-                score = scores.get(tuple(sorted(params.items())))
-                if score is not None and score > best_score:
-                    best_items, best_score = items, score
-            if best_items is None or len(best_items) >= self.max_activations:
-                self._done = True
-                return None
-            self._base, self._base_score = best_items, best_score
-            self._extend()
-        return self._queue.pop(0) if self._queue else None
+        open_, _, done = self.state(study)
+        if done or not open_:
+            return None
+        return open_[self.seed % len(open_)]
 
     def exhausted(self, study: optuna.Study) -> bool:
-        return self._done
+        return self.state(study)[2]
 
     def waiting(self, study: optuna.Study) -> bool:
-        """With several workers the round's last trials may still run (or be queued for a
-        retry) when its queue is spent: the round is judged only once every one has finished."""
-        if self._queue or self._done:
-            return False
-        round_keys = {tuple(sorted(params.items())) for _, params in self._round}
-        finished, unfinished = set(), set()
-        states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-        for trial in study.get_trials(deepcopy=False, states=states):
-            params = trial.params or trial.system_attrs.get("fixed_params") or {}
-            key = tuple(sorted(params.items()))
-            if key in round_keys:
-                (finished if trial.state == TrialState.COMPLETE else unfinished).add(key)
-        return bool(unfinished - finished)
+        """True when the round's remaining extensions are all running or queued (on this or
+        another driver): the round is judged only once every one has finished."""
+        open_, running, done = self.state(study)
+        return not done and not open_ and bool(running)
 
 
 class GreedyThenTPE(GreedyStrategy):
@@ -170,10 +199,18 @@ class GreedyThenTPE(GreedyStrategy):
         return False  # after greedy, TPE goes on until the trial budget is spent
 
 
-def make_strategy(name: str, candidates: Sequence[Candidate], max_activations: int, seed: int) -> Strategy:
-    """The strategy called ``name`` (greedy-tpe, tpe, random, greedy, exhaustive)."""
+def check_strategy(name: str) -> None:
+    """Raises :class:`InvalidInputError` (with the closest name) unless ``name`` is a strategy."""
+    if name not in STRATEGIES:
+        raise InvalidInputError(f"unknown strategy '{name}':{did_you_mean(name, STRATEGIES)} use {', '.join(STRATEGIES)}")
+
+
+def make_strategy(
+    name: str, candidates: Sequence[Candidate], max_activations: int, seed: int, sampler_seed: int | None = None
+) -> Strategy:
+    """The strategy called ``name`` (greedy-tpe, tpe, random, greedy, exhaustive); ``seed`` orders
+    fixed plans, ``sampler_seed`` (default ``seed``) seeds Optuna's sampler."""
+    check_strategy(name)
     kinds = {"greedy-tpe": GreedyThenTPE, "tpe": Strategy, "random": RandomStrategy, "greedy": GreedyStrategy,
              "exhaustive": ExhaustiveStrategy}
-    if name not in kinds:
-        raise InvalidInputError(f"unknown strategy '{name}':{did_you_mean(name, kinds)} use {', '.join(STRATEGIES)}")
-    return kinds[name](candidates, max_activations, seed)
+    return kinds[name](candidates, max_activations, seed, sampler_seed)
