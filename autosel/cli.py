@@ -162,7 +162,12 @@ def extract_command(
     from autosel.extract import FeatureExtractor
     from autosel.writer import extract_to_file
 
+    from autosel.denoiser import check_device
+    from autosel.search.preflight import probe_output_file
+
     feature_config = FeatureConfig.from_yaml(config)
+    check_device(device)
+    probe_output_file(out)
     extractor = FeatureExtractor(_with_dtype(feature_config, dtype), device=device, batch_size=batch_size)
     report = extract_to_file(extractor, images, out, aggregate=aggregate)
     for name, reason in report.skipped:
@@ -213,6 +218,9 @@ def evaluate_command(
         "train_images": train_images, "test_images": test_images,
         "image_size": size if isinstance(size, int) else 64,
     }
+    from autosel.denoiser import check_device
+
+    check_device(device)
     proxy = make_task(task, dataset, role, **options)
     extractor = FeatureExtractor(_with_dtype(feature_config, dtype), device=device, batch_size=batch_size)
     result = evaluate_config(extractor, proxy, progress=not quiet)
@@ -258,7 +266,7 @@ def inspect_command(
 
     from autosel.denoiser import resolve_dtype
 
-    dtype = resolve_dtype(_with_dtype_check(dtype), device)
+    dtype = resolve_dtype(_with_dtype_check(dtype), device)  # checks --device too
     rows = inspect_model(
         model, dataset=dataset, timesteps=_parse_timesteps(timesteps) or [], ids=ids, factor=factor, images=images,
         image_size=_parse_image_size(image_size), dtype=dtype, device=device, batch_size=batch_size,
@@ -331,9 +339,11 @@ def sweep_command(
                       "exclude": exclude or space.candidates.exclude}
     space = space.replace(task=task, dataset=dataset, timesteps=_parse_timesteps(timesteps), candidates=candidates)
     space = _with_overrides(space, image_size, dtype, pairs, pairs_per_category, train_images, test_images)
-    if not dry_run:  # a store that cannot be used fails in one line, before the plan and any work
+    if not dry_run:  # bad names, folders or store fail in one line, before the plan and any work
+        from autosel.search.preflight import preflight
         from autosel.search.store import SweepStore, default_storage
 
+        preflight(model=space.model, task=space.task, dataset=space.dataset, device=device, out=out)
         SweepStore(storage or default_storage(out))
     plan = _show_plan(space, space_file, model, "sweep", device, batch_size, None, dry_run)
     run = model_run(space, device=device, batch_size=batch_size)
@@ -398,10 +408,14 @@ def search_command(
 
     space = _space_for(model, space_file).replace(task=task, dataset=dataset)
     space = _with_overrides(space, image_size, dtype, pairs, pairs_per_category, train_images, test_images)
-    if not dry_run:  # a store that cannot be used fails in one line, before the plan and any work
+    if not dry_run:  # bad names, folders or store fail in one line, before the plan and any work
+        from autosel.search.cache import default_cache_dir
+        from autosel.search.preflight import preflight
         from autosel.search.store import default_storage
         from autosel.search.study import open_storage, quiet_optuna
 
+        preflight(model=space.model, task=space.task, dataset=space.dataset, device=device, out=out,
+                  cache_dir=cache_dir or default_cache_dir(), strategy=strategy)
         quiet_optuna()
         open_storage(storage or default_storage(out))
     plan = _show_plan(space, space_file, model, "search", device, batch_size, workers, dry_run)
@@ -484,8 +498,8 @@ def dashboard_command(
 ) -> None:
     """Serve optuna-dashboard on 127.0.0.1 for the live view of the studies in a store (Ctrl-C stops).
 
-    A SQLite store should not be written by several processes while it is watched: use a
-    server store (PostgreSQL, MySQL) for live views of busy searches.
+    Works on a SQLite store while a search writes it (WAL mode; readers and the writer wait
+    for each other's locks).
 
     Example: autosel dashboard --storage sqlite:///results/autosel.db --port 8080
     """
@@ -495,12 +509,28 @@ def dashboard_command(
     from autosel.search.study import open_storage, quiet_optuna
 
     url = _existing_storage(storage)
+    _check_port_free(port)
     quiet_optuna()
+    rdb = open_storage(url)
     typer.echo(f"optuna-dashboard for {mask_password(url)} on http://127.0.0.1:{port}/ (Ctrl-C stops)")
     try:
-        run_server(open_storage(url), host="127.0.0.1", port=port)
+        run_server(rdb, host="127.0.0.1", port=port)
     except KeyboardInterrupt:
         pass
+
+
+def _check_port_free(port: int) -> None:
+    """Refuse a port another program listens on, before anything starts."""
+    import socket
+
+    from autosel.errors import InvalidInputError
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            reason = "already in use" if error.errno in (98, 48) else (error.strerror or str(error)).lower()
+            raise InvalidInputError(f"port {port} on 127.0.0.1 is {reason}: choose another with --port") from None
 
 
 def _existing_storage(storage: str | None) -> str:
@@ -620,33 +650,64 @@ CacheDirOpt = Annotated[
 
 @cache_app.command("info")
 def cache_info_command(cache_dir: CacheDirOpt = None, output_format: FormatOpt = OutputFormat.table) -> None:
-    """List cached activation entries (model, id, t, dataset, shape, size) and the total.
+    """List every cached activation entry (model, id, t, dataset, shape, size) with its state
+    (ok, unverified, corrupt, incomplete) and the total. Checksums are read by `autosel cache verify`.
 
     Example: autosel cache info --format json
     """
+    _print_cache_entries(cache_dir, output_format, verify=False)
+
+
+@cache_app.command("verify")
+def cache_verify_command(cache_dir: CacheDirOpt = None, output_format: FormatOpt = OutputFormat.table) -> None:
+    """Read every cached array and check it against the checksum written with it; exits with 1
+    when an entry is corrupt or incomplete (searches recompute those; `autosel cache clear --broken`
+    deletes them).
+
+    Example: autosel cache verify --cache-dir /scratch/autosel-cache
+    """
+    entries = _print_cache_entries(cache_dir, output_format, verify=True)
+    broken = [e for e in entries if e["state"] in ("corrupt", "incomplete")]
+    if broken:
+        typer.echo(f"{len(broken)} of {len(entries)} entries are corrupt or incomplete: "
+                   "`autosel cache clear --broken` deletes them", err=True)
+        raise typer.Exit(1)
+
+
+def _print_cache_entries(cache_dir: Path | None, output_format: OutputFormat, verify: bool) -> list[dict]:
     from autosel.search import ActivationCache, default_cache_dir
 
     cache = ActivationCache(cache_dir or default_cache_dir())
-    entries = cache.entries()
-    records = [{**e, "shape": "×".join(map(str, e["shape"])), "MB": round(e["bytes"] / 1e6, 2)} for e in entries]
+    entries = cache.entries(verify=verify)
+    records = [{**e, "shape": "×".join(map(str, e["shape"])) if e["shape"] else "?", "MB": round(e["bytes"] / 1e6, 2)}
+               for e in entries]
+    if output_format is OutputFormat.table:
+        records = [{**r, "state": r["state"] + (f" ({r['reason']})" if r["reason"] else "")} for r in records]
     total = sum(e["bytes"] for e in entries) / 1e6
-    columns = [("model", "model"), ("activation", "id"), ("timestep", "t"), ("dataset", "dataset"), ("role", "role"), ("shape", "N×C×H×W"), ("MB", "MB")]
-    print_records(records, output_format, columns, title=f"{len(records)} entries, {total:.1f} MB in {cache.root}")
+    counts = ", ".join(f"{sum(e['state'] == s for e in entries)} {s}" for s in ("ok", "unverified", "corrupt", "incomplete")
+                       if any(e["state"] == s for e in entries))
+    columns = [("model", "model"), ("activation", "id"), ("timestep", "t"), ("dataset", "dataset"), ("role", "role"),
+               ("shape", "N×C×H×W"), ("MB", "MB"), ("state", "state")]
+    title = f"{len(records)} entries ({counts or 'none'}), {total:.1f} MB in {cache.root}"
+    print_records(records, output_format, columns, title=title)
+    return entries
 
 
 @cache_app.command("clear")
 def cache_clear_command(
     cache_dir: CacheDirOpt = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Only this model's entries.")] = None,
+    broken: Annotated[bool, typer.Option("--broken", help="Only corrupt or incomplete entries (checksums are read).")] = False,
 ) -> None:
-    """Delete cached entries (all, or one model's) and leftovers of interrupted writers.
+    """Delete cached entries (all, one model's, or the broken ones) with every file they own,
+    leftovers of interrupted writers included; files the cache did not write stay.
 
-    Example: autosel cache clear --model tiny
+    Example: autosel cache clear --model tiny ; autosel cache clear --broken
     """
     from autosel.search import ActivationCache, default_cache_dir
 
     cache = ActivationCache(cache_dir or default_cache_dir())
-    typer.echo(f"deleted {cache.clear(model)} entries from {cache.root}")
+    typer.echo(f"deleted {cache.clear(model, broken_only=broken)} entries from {cache.root}")
 
 
 class ExportTarget(str, Enum):
@@ -731,7 +792,9 @@ def main() -> None:
     except AutoselError as error:
         if os.environ.get("AUTOSEL_DEBUG"):
             raise
-        typer.echo(f"error: {error}", err=True)
+        from autosel.log import error_line
+
+        typer.echo(error_line(str(error), error.exit_code), err=True)
         sys.exit(error.exit_code)
 
 

@@ -45,6 +45,34 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def check_device(device: str | torch.device | None) -> torch.device:
+    """``device`` parsed and checked against this machine (``None``: :func:`default_device`).
+
+    Raises:
+        InvalidInputError: not a device name torch knows, or one this machine does not have
+            (``cuda`` with a CPU-only torch or no GPU, ``cuda:3`` on a two-GPU box, ``mps`` off a Mac).
+    """
+    if device is None:
+        return default_device()
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise InvalidInputError(f"--device '{device}' is not a device: use cpu, cuda or cuda:N") from None
+    if parsed.type == "cpu":
+        return parsed
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            built = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise InvalidInputError(f"--device '{device}': {built}; use --device cpu")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise InvalidInputError(f"--device '{device}': this machine has {count} CUDA device(s), cuda:0…cuda:{count - 1}")
+        return parsed
+    if parsed.type == "mps" and torch.backends.mps.is_available():
+        return parsed
+    raise InvalidInputError(f"--device '{device}' is not available here: use cpu" + (" or cuda" if torch.cuda.is_available() else ""))
+
+
 def resolve_dtype(dtype: str | None, device: str | torch.device | None = None) -> str:
     """``dtype`` if given; else the default for ``device``: bfloat16 on CUDA where supported,
     float16 on older CUDA devices, float32 on a CPU (half precision is slow and partial there)."""
@@ -52,8 +80,7 @@ def resolve_dtype(dtype: str | None, device: str | torch.device | None = None) -
         if dtype not in DTYPES:
             raise InvalidInputError(f"dtype '{dtype}' is not one of {', '.join(DTYPES)}")
         return dtype
-    device = torch.device(device) if device is not None else default_device()
-    if device.type == "cuda":
+    if check_device(device).type == "cuda":
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     return "float32"
 
@@ -79,7 +106,7 @@ class Denoiser:
         architecture: Architecture | None = None,
     ) -> None:
         self.pipeline = pipeline
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = check_device(device)
         self.dtype = dtype
         self.name = name
         self.revision = revision
@@ -107,7 +134,7 @@ class Denoiser:
             UnknownModelError, NotAPipelineError, WeightsUnavailableError, UnsupportedModelError.
         """
         dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = check_device(device)
         spec = resolve_model(model)
         # loaded on the CPU: only the denoiser and the VAE move to the device (text encoders visit it once)
         pipeline = load_pipeline(spec, dtype=dtype, device="cpu", revision=revision)

@@ -25,8 +25,13 @@ class _JsonLines(logging.Formatter):
         return json.dumps(document, default=str)
 
 
+_json_lines = False
+
+
 def configure(quiet: bool = False, json_lines: bool = False) -> None:
     """Set up logging and progress for one command (see the module docstring)."""
+    global _json_lines
+    _json_lines = json_lines
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonLines() if json_lines else logging.Formatter("%(message)s"))
     logger.handlers[:] = [handler]
@@ -40,6 +45,34 @@ def configure(quiet: bool = False, json_lines: bool = False) -> None:
         warnings.simplefilter("ignore")
         os.environ["PYTHONWARNINGS"] = "ignore"  # worker processes too
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - results still go to files; errors to stderr
+
+
+class _PinnedFormat(logging.StreamHandler):
+    """A stderr handler whose formatter cannot be replaced later (``ray.init`` sets its own
+    format on every handler of the ``ray`` logger)."""
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:  # noqa: N802 - logging's name
+        if self.formatter is None:
+            super().setFormatter(fmt)
+
+
+def adopt(name: str) -> None:
+    """Print library logger ``name``'s records in autosel's format (JSON lines with
+    ``--log-json``); call it after the library has set up its own handlers."""
+    if not logger.handlers:
+        return
+    handler = _PinnedFormat(sys.stderr)
+    handler.setFormatter(logger.handlers[0].formatter)
+    library = logging.getLogger(name)
+    library.handlers[:] = [handler]
+    library.propagate = False
+
+
+def error_line(message: str, exit_code: int) -> str:
+    """The one stderr line of a failed command: ``error: …``, or a JSON object with ``--log-json``."""
+    if not _json_lines:
+        return f"error: {message}"
+    return json.dumps({"level": "error", "logger": "autosel", "message": message, "exit_code": exit_code})
 
 
 def event(message: str, **fields: object) -> None:

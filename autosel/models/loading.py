@@ -91,3 +91,26 @@ def _no_loading_bars() -> Iterator[None]:
 
 def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def check_model_files(model: str | ModelSpec, revision: str | None = None) -> ModelSpec:
+    """Fail now, with the download line, when a hub model's files cannot be had here: they are
+    not in the local Hugging Face cache and the hub is off (``HF_HUB_OFFLINE``). Folders are
+    checked by :func:`resolve_model`; built-in models need nothing. Reads no weights.
+
+    Raises:
+        WeightsUnavailableError, NotAPipelineError, UnknownModelError.
+    """
+    import os
+
+    spec = resolve_model(model) if isinstance(model, str) else model
+    if spec.source in ("builtin", "folder") or spec.hub_id is None:
+        return spec
+    if os.environ.get("HF_HUB_OFFLINE", "0") in ("", "0"):
+        return spec  # online: from_pretrained may still download them
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(spec.hub_id, "model_index.json", revision=revision)
+    if not isinstance(found, str):
+        raise weights_unavailable(spec.hub_id)
+    return spec

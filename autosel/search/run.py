@@ -7,6 +7,7 @@ this process with ``workers=0``) hold model replicas and do all denoiser work.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -25,6 +26,7 @@ from autosel.progress import progress_bar
 from autosel.search import variants
 from autosel.search.cache import default_cache_dir, parse_bytes
 from autosel.search.driver import DriveStats, optimise
+from autosel.search.preflight import preflight
 from autosel.search.selection import Candidate, Selection
 from autosel.search.space import SearchSpace, canonical_model
 from autosel.search.store import default_storage, portable_storage
@@ -86,10 +88,13 @@ def run_search(
         ConfigError, UnknownActivationError, DatasetError: a bad space file or dataset.
     """
     quiet_optuna()
-    space = space.replace(dtype=resolve_dtype(space.dtype, device))
     trials = space.search.trials if trials is None else trials
     if trials < 1:
         raise InvalidInputError(f"--trials must be at least 1, got {trials}")
+    cache_dir = Path(cache_dir or default_cache_dir())
+    preflight(model=space.model, task=space.task, dataset=space.dataset, device=device, out=out,
+              cache_dir=cache_dir, strategy=strategy)
+    space = space.replace(dtype=resolve_dtype(space.dtype, device))
     seed = space.seed if seed is None else seed
     out = Path(out)
     folder = out / Path(space.model).name / space.task
@@ -97,16 +102,40 @@ def run_search(
     study_name = study_name or f"{Path(space.model).name}-{space.task}"
     identity = {"model": canonical_model(space.model), "task": space.task, "dataset": space.dataset}
     rdb = open_storage(storage_url)
-    open_study(rdb, study_name, identity, optuna.samplers.RandomSampler())  # validates before any work
+    existed = study_name in {summary.study_name for summary in optuna.get_all_study_summaries(rdb, include_best_trial=False)}
+    try:
+        return _search(space, trials, workers, rdb, storage_url, study_name, identity, ray_address, folder, seed,
+                       strategy, cache_dir, cache_memory, device, batch_size, progress, out)
+    except BaseException:
+        _drop_if_empty(rdb, study_name, existed)
+        raise
+
+
+def _drop_if_empty(rdb: optuna.storages.RDBStorage, study_name: str, existed: bool) -> None:
+    """Delete the study this run created if it failed before any trial: no empty study is left."""
+    if existed:
+        return
+    try:
+        study = optuna.load_study(study_name=study_name, storage=rdb)
+        if not study.get_trials(deepcopy=False):
+            optuna.delete_study(study_name=study_name, storage=rdb)
+    except Exception:  # noqa: BLE001 - cleanup must not hide the error being raised
+        pass
+
+
+def _search(space, trials, workers, rdb, storage_url, study_name, identity, ray_address, folder, seed, strategy,
+            cache_dir, cache_memory, device, batch_size, progress, out) -> SearchOutcome:
+    existing = len(open_study(rdb, study_name, identity, optuna.samplers.RandomSampler()).trials)  # validates first
     catalogue = {p.id: p for p in list_activations(space.model, space.image_size)}
     screened = select_candidates(list(catalogue.values()), space.candidates.include, space.candidates.exclude, space.model)
     catalogue = variants.with_variants(catalogue, [p.id for p in variants.expand(screened, space.candidates.post)])
     worker_options = {
-        "space": space.model_dump(mode="json"), "cache_dir": str(cache_dir or default_cache_dir()),
+        "space": space.model_dump(mode="json"), "cache_dir": str(cache_dir),
         "cache_memory": parse_bytes(cache_memory), "device": device, "batch_size": batch_size, "quiet": not progress,
     }
-    pool, actors, local = _start_workers(workers, ray_address, worker_options)
+    actors: list[Any] = []
     try:
+        pool, actors, local = _start_workers(workers, ray_address, worker_options)
         event("screen: start", model=space.model, candidates_timesteps=len(space.timesteps))
         sweep = run_sweep(space, out=out, storage=storage_url, progress=progress, compute=_screen_on(actors, local, progress))
         event(f"screen: {sweep.computed} (id, t) scored with {sweep.forwards} forwards, {sweep.reused} reused",
@@ -115,7 +144,8 @@ def run_search(
         pairs = sorted({(c.id, t) for c in candidates for t in c.timesteps})
         _prepare(actors, local, pairs, progress)
         event(f"cache: {len(pairs)} (id, t) of the top {len(candidates)} candidates ready", pairs=len(pairs))
-        search_strategy = make_strategy(strategy, candidates, space.search.max_activations, _driver_seed(seed, storage_url))
+        search_strategy = make_strategy(strategy, candidates, space.search.max_activations,
+                                        _driver_seed(seed, storage_url), _driver_seed(seed, storage_url, existing))
         study = open_study(rdb, study_name, identity, search_strategy.sampler())
         stats = optimise(study, search_strategy, pool, candidates, catalogue, trials,
                          space.search.max_activations, space.search.channel_budget, progress)
@@ -130,6 +160,13 @@ def run_search(
              "activations": [a.label for a in c.config.activations]}
             for c in confirmed
         ])
+    except Exception as error:
+        from autosel.search.workers import unwrap_worker_error
+
+        unwrapped = unwrap_worker_error(error)
+        if unwrapped is error or os.environ.get("AUTOSEL_DEBUG"):
+            raise
+        raise unwrapped from None
     finally:
         if actors:
             import ray
@@ -141,17 +178,19 @@ def run_search(
     return SearchOutcome(best, confirmed, sweep, stats, study_name, folder, files)
 
 
-def _driver_seed(seed: int, storage_url: str) -> int:
-    """The sampler seed: ``seed`` itself with a SQLite study (one driver: reproducible); mixed
-    with this host and process on a server store, where several drivers share the study and
-    must not propose the same parameters in lockstep."""
-    if storage_url.startswith("sqlite"):
+def _driver_seed(seed: int, storage_url: str, existing_trials: int = 0) -> int:
+    """The sampler seed: ``seed`` itself for a new SQLite study (one driver: reproducible), mixed
+    with the study's trial count when it resumes (a restarted sampler must not replay the
+    proposals of the run it continues), and with this host and process on a server store, where
+    several drivers share the study and must not propose the same parameters in lockstep."""
+    if storage_url.startswith("sqlite") and existing_trials == 0:
         return seed
     import hashlib
     import os
     import socket
 
-    digest = hashlib.sha256(f"{seed}:{socket.gethostname()}:{os.getpid()}".encode()).digest()
+    driver = "" if storage_url.startswith("sqlite") else f"{socket.gethostname()}:{os.getpid()}"
+    digest = hashlib.sha256(f"{seed}:{existing_trials}:{driver}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
 
 
@@ -198,6 +237,7 @@ def _prepare(actors: list[Any], local: Any, pairs: Sequence[tuple[str, int]], pr
     with progress_bar("caching timesteps", len(timesteps), progress) as advance:
         for timestep in timesteps:
             subset = [pair for pair in pairs if pair[1] == timestep]
+            event(f"caching t={timestep}: {len(subset)} (id, t)", timestep=timestep, pairs=len(subset))
             if local is not None:
                 local.fill(subset)
             else:

@@ -118,6 +118,53 @@ class Worker:
         return evaluate_config(extractor, self.task("heldout"), progress=False).to_dict()
 
 
+class RayWorker(Worker):
+    """A :class:`Worker` for Ray: an error while loading the replica is kept and raised by its
+    first call, so the driver receives the original exception (a ``RayTaskError`` whose ``cause``
+    is it) instead of an ``ActorDiedError`` that carries only the traceback's text."""
+
+    def __init__(self, **options: Any) -> None:
+        self._load_error: BaseException | None = None
+        try:
+            super().__init__(**options)
+        except Exception as error:  # noqa: BLE001 - re-raised by pid(), which the driver awaits
+            self._load_error = error
+
+    def pid(self) -> int:
+        if self._load_error is not None:
+            raise self._load_error
+        return super().pid()
+
+
+def unwrap_worker_error(error: BaseException) -> BaseException:
+    """The error a Ray worker raised, as the driver should report it: the worker's own
+    :class:`AutoselError` (one line, its exit code) for a ``RayTaskError`` wrapping one; an
+    :class:`AutoselError` naming the exception type and first line for anything else raised in a
+    worker, or for a worker that died; ``error`` itself when it did not come from Ray."""
+    try:
+        import ray.exceptions as ray_errors
+    except ImportError:
+        return error
+    if not isinstance(error, ray_errors.RayError):
+        return error
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, AutoselError):
+        return cause
+    if cause is not None:
+        text = (str(cause).strip().splitlines() or [""])[0]
+        return WorkerError(f"a search worker failed: {type(cause).__name__}: {text} (AUTOSEL_DEBUG=1 shows the traceback)")
+    message = getattr(error, "error_msg", None) or str(error)
+    last = [line.strip() for line in str(message).splitlines() if line.strip()]
+    reason = last[-1] if last else type(error).__name__
+    return WorkerError(f"a search worker died: {reason}")
+
+
+class WorkerError(AutoselError):
+    """A search worker raised an unexpected error or died (exit code 1: not the user's input)."""
+
+    exit_code = 1
+
+
 def start_ray(address: str | None, num_cpus: int | None = None) -> Any:
     """Join ``address`` or start a local instance sized to the machine (explicit CPU count,
     bounded object store, no dashboard, logs at warning level)."""
@@ -125,8 +172,11 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> Any:
 
     import ray
 
+    from autosel.log import adopt
+
     if ray.is_initialized():
         return ray
+    adopt("ray")  # Ray's own warnings (e.g. about token auth) in autosel's format, JSON with --log-json
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     if address:
@@ -146,7 +196,7 @@ def start_ray_workers(count: int, **worker_options: Any) -> list[Any]:
 
     gpus = 1 if torch.cuda.is_available() else 0
     cpus = max(1, int(ray.available_resources().get("CPU", 1)) // max(count, 1)) if not gpus else 1
-    remote = ray.remote(Worker).options(num_gpus=gpus, num_cpus=cpus, max_restarts=1, max_task_retries=0)
+    remote = ray.remote(RayWorker).options(num_gpus=gpus, num_cpus=cpus, max_restarts=1, max_task_retries=0)
     actors = [remote.remote(**worker_options) for _ in range(count)]
     ray.get([actor.pid.remote() for actor in actors])  # wait for the replicas to load
     return actors
