@@ -168,7 +168,8 @@ def test_two_drivers_on_one_postgresql_study_complete_exactly_the_requested_tria
     assert len(evaluated) == len(set(evaluated))
     # the greedy walk lives in the study: the drivers share one plan, nothing is run or copied twice
     assert len({t.user_attrs["selection"] for t in trials}) == 12
-    assert len({t.user_attrs["driver"] for t in trials}) == 2
+    # which driver ran how many is timing: the first to finish screening may run them all (the
+    # other then finds the plan done), so only the total and the distinctness are asserted
 
 
 def test_trials_zero_is_refused(run_cli, space_file, tmp_path):

@@ -78,9 +78,14 @@ def optimise(
                     study.enqueue_trial(params)
                 elif strategy.exhausted(study):
                     break
-                elif strategy.waiting(study) and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                    break  # the strategy needs running trials' results first, and nothing is queued
+                elif not strategy.sampling(study) and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                    break  # the plan needs running trials' results first, and nothing is queued (retries)
                 trial = study.ask()
+                if not strategy.sampling(study) and "fixed_params" not in storage.get_trial_system_attrs(trial._trial_id):
+                    # another driver asked the trial this one queued: the sampler filled in, but the plan decides
+                    trial.set_user_attr("skipped", "sampled while a fixed plan is in progress")
+                    study.tell(trial, state=TrialState.FAIL)
+                    break
                 storage.record_heartbeat(trial._trial_id)
                 trial.set_user_attr("heartbeat_of", trial.number)  # see fail_orphaned_trials
                 trial.set_user_attr("driver", driver)

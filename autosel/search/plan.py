@@ -270,9 +270,12 @@ def _cast_bytes(spec: Any, architecture: Architecture, dtype: str) -> int:
     files = sorted((Path(spec.path) / architecture.adapter.component).glob("*.safetensors"))
     if not files:
         return 0
-    with safe_open(str(files[0]), "pt") as handle:
-        keys = list(handle.keys())
-        stored = str(handle.get_slice(keys[0]).get_dtype()) if keys else ""
+    try:
+        with safe_open(str(files[0]), "pt") as handle:
+            keys = list(handle.keys())
+            stored = str(handle.get_slice(keys[0]).get_dtype()) if keys else ""
+    except Exception:  # noqa: BLE001 - safetensors' own error type: an unreadable file is the loader's to report
+        return 0
     names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
     if names.get(stored, dtype) == dtype:
         return 0

@@ -39,9 +39,11 @@ class Strategy:
         """True when the strategy has nothing left to propose."""
         return False
 
-    def waiting(self, study: optuna.Study) -> bool:
-        """True when the next proposal depends on trials still running (ask nothing new yet)."""
-        return False
+    def sampling(self, study: optuna.Study) -> bool:
+        """True when the sampler may propose the next trial; False while a fixed plan (greedy,
+        exhaustive) is in progress: then only its own proposals are run, and when none is open
+        (the rest of a round is still running, here or on another driver) the driver waits."""
+        return True
 
 
 class RandomStrategy(Strategy):
@@ -122,6 +124,9 @@ class ExhaustiveStrategy(RandomStrategy):
     def exhausted(self, study: optuna.Study) -> bool:
         return self._done
 
+    def sampling(self, study: optuna.Study) -> bool:
+        return False
+
 
 class GreedyStrategy(RandomStrategy):
     """Forward selection: every single (candidate, timestep); then, from the best set so far,
@@ -177,11 +182,10 @@ class GreedyStrategy(RandomStrategy):
     def exhausted(self, study: optuna.Study) -> bool:
         return self.state(study)[2]
 
-    def waiting(self, study: optuna.Study) -> bool:
-        """True when the round's remaining extensions are all running or queued (on this or
-        another driver): the round is judged only once every one has finished."""
-        open_, running, done = self.state(study)
-        return not done and not open_ and bool(running)
+    def sampling(self, study: optuna.Study) -> bool:
+        """Never: a round is judged only once all its extensions have finished (on this or
+        another driver); meanwhile nothing else is proposed."""
+        return False
 
 
 class GreedyThenTPE(GreedyStrategy):
@@ -197,6 +201,9 @@ class GreedyThenTPE(GreedyStrategy):
 
     def exhausted(self, study: optuna.Study) -> bool:
         return False  # after greedy, TPE goes on until the trial budget is spent
+
+    def sampling(self, study: optuna.Study) -> bool:
+        return self.state(study)[2]  # TPE once the greedy walk is over
 
 
 def check_strategy(name: str) -> None:

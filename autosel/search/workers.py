@@ -177,14 +177,15 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> Any:
     if ray.is_initialized():
         return ray
     adopt("ray")  # Ray's own warnings (e.g. about token auth) in autosel's format, JSON with --log-json
+    level = logging.ERROR if logging.getLogger("autosel").level >= logging.ERROR else logging.WARNING  # --quiet
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=address, logging_level=level, log_to_driver=False)
     else:
         ray.init(
             num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=RAY_OBJECT_STORE_BYTES,
-            include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+            include_dashboard=False, logging_level=level, log_to_driver=False,
         )
     return ray
 

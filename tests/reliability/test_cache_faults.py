@@ -47,12 +47,13 @@ def test_same_size_garbage_in_a_cached_array_is_recomputed_to_the_true_values(ti
 
 def corrupt_cache(tmp_path):
     cache = ActivationCache(tmp_path)
-    for step in (1, 2, 3):
-        key = _key(step)
-        cache.put(key, np.ones((1, 2, 2, 2), np.float16))
-    np.save(tmp_path / f"{_key(2).digest}.npy", np.zeros((1, 2, 2, 2), np.float16))
-    (tmp_path / f"{_key(3).digest}.json").write_text("{")
-    (tmp_path / f"{_key(4).digest}.77.partial.npy").write_bytes(b"x")
+    for step in (1, 2, 3, 5):
+        cache.put(_key(step), np.ones((1, 2, 2, 2), np.float16))
+    np.save(tmp_path / f"{_key(2).digest}.npy", np.zeros((1, 2, 2, 2), np.float16))  # same size, other values
+    (tmp_path / f"{_key(3).digest}.json").write_text("{")  # a broken record
+    (tmp_path / f"{_key(4).digest}.77.partial.npy").write_bytes(b"x")  # an interrupted writer's leftover
+    truncated = tmp_path / f"{_key(5).digest}.npy"
+    truncated.write_bytes(truncated.read_bytes()[:-6])
 
 
 def _key(step):
@@ -67,13 +68,13 @@ def test_cache_info_lists_every_entry_with_its_state(cli_main, tmp_path):
     outcome = cli_main("cache", "info", "--cache-dir", tmp_path, "--format", "json")
     assert outcome.code == 0, outcome.stderr
     states = sorted(entry["state"] for entry in json.loads(outcome.stdout))
-    assert states == ["corrupt", "incomplete", "ok", "ok"]  # the checksum of entry 2 is read by `verify` only
+    assert states == ["corrupt", "corrupt", "incomplete", "ok", "ok"]  # entry 2's checksum is read by `verify` only
 
 
 def test_cache_verify_finds_changed_bytes_and_exits_with_one(cli_main, tmp_path):
     corrupt_cache(tmp_path)
     outcome = cli_main("cache", "verify", "--cache-dir", tmp_path, "--format", "json")
-    assert outcome.code == 1 and "3 of 4 entries are corrupt or incomplete" in outcome.stderr
+    assert outcome.code == 1 and "4 of 5 entries are corrupt or incomplete" in outcome.stderr
     states = {entry["digest"]: entry["state"] for entry in json.loads(outcome.stdout)}
     assert states[_key(1).digest] == "ok" and states[_key(2).digest] == "corrupt"
 
@@ -81,7 +82,7 @@ def test_cache_verify_finds_changed_bytes_and_exits_with_one(cli_main, tmp_path)
 def test_cache_clear_broken_then_clear_leaves_only_foreign_files(cli_main, tmp_path):
     corrupt_cache(tmp_path)
     (tmp_path / "README.txt").write_text("mine")
-    assert "deleted 3 entries" in cli_main("cache", "clear", "--broken", "--cache-dir", tmp_path).stdout
+    assert "deleted 4 entries" in cli_main("cache", "clear", "--broken", "--cache-dir", tmp_path).stdout
     assert cli_main("cache", "verify", "--cache-dir", tmp_path).code == 0
     assert "deleted 1 entries" in cli_main("cache", "clear", "--cache-dir", tmp_path).stdout
     assert [path.name for path in tmp_path.iterdir()] == ["README.txt"]
