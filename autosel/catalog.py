@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,8 +32,7 @@ from autosel.capture import ActivationCapture, Tap, TapKind
 from autosel.errors import unknown_activation
 from autosel.models.architecture import Architecture, ImageSize
 from autosel.models.families import Candidate
-from autosel.models.families.dit import DIT_KINDS
-from autosel.models.families.unet import BLOCK_KINDS, discover_unet
+from autosel.models.families.unet import discover_unet
 from autosel.models.registry import ModelSpec, resolve_model
 
 discover_taps = discover_unet

@@ -158,14 +158,13 @@ def extract_command(
 
     Example: autosel extract --config results/presets/meng-practical-sd15.yaml --images photos/ --out feats.safetensors
     """
-    from autosel.config import FeatureConfig
     from autosel.extract import FeatureExtractor
     from autosel.writer import extract_to_file
 
     from autosel.denoiser import check_device
     from autosel.search.preflight import probe_output_file
 
-    feature_config = FeatureConfig.from_yaml(config)
+    feature_config = _feature_config(config)
     check_device(device)
     probe_output_file(out)
     extractor = FeatureExtractor(_with_dtype(feature_config, dtype), device=device, batch_size=batch_size)
@@ -205,13 +204,12 @@ def evaluate_command(
     Examples: autosel evaluate --config results/presets/meng-practical-sd15.yaml --dataset spair:~/SPair-71k:test ;
     autosel evaluate --config best.yaml --task segmentation --dataset folder:horse21/ --train-images 30
     """
-    from autosel.config import FeatureConfig
     from autosel.evaluate import evaluate_config
     from autosel.extract import FeatureExtractor
     from autosel.output import print_document
     from autosel.tasks import make_task
 
-    feature_config = FeatureConfig.from_yaml(config)
+    feature_config = _feature_config(config)
     size = feature_config.extraction.image_size
     options = {
         "pairs": pairs, "pairs_per_category": pairs_per_category, "soft_window": soft_window,
@@ -531,6 +529,21 @@ def _check_port_free(port: int) -> None:
         except OSError as error:
             reason = "already in use" if error.errno in (98, 48) else (error.strerror or str(error)).lower()
             raise InvalidInputError(f"port {port} on 127.0.0.1 is {reason}: choose another with --port") from None
+
+
+def _feature_config(path: Path):
+    """The feature config at ``path``, its ids checked against the model's offline catalogue
+    before any weights load (an unknown id names the file, the closest ids and the listing)."""
+    from autosel.catalog import list_activations
+    from autosel.config import FeatureConfig
+    from autosel.errors import UnknownActivationError
+
+    config = FeatureConfig.from_yaml(path)
+    try:
+        config.check_ids(point.id for point in list_activations(config.model.name, config.extraction.image_size))
+    except UnknownActivationError as error:
+        raise UnknownActivationError(f"{path}: {error}") from None
+    return config
 
 
 def _existing_storage(storage: str | None) -> str:
