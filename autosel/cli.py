@@ -390,6 +390,9 @@ def search_command(
     test_images: TestImagesOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser forward.")] = 16,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    allow_same_split: Annotated[
+        bool, typer.Option("--allow-same-split", help="Accept a dataset split pinned for both roles (spair:PATH:test); scores are labelled not held-out.")
+    ] = False,
     dry_run: DryRunOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -413,7 +416,8 @@ def search_command(
         from autosel.search.study import open_storage, quiet_optuna
 
         preflight(model=space.model, task=space.task, dataset=space.dataset, device=device, out=out,
-                  cache_dir=cache_dir or default_cache_dir(), strategy=strategy)
+                  cache_dir=cache_dir or default_cache_dir(), strategy=strategy, both_roles=True,
+                  allow_same_split=allow_same_split)
         quiet_optuna()
         open_storage(storage or default_storage(out))
     plan = _show_plan(space, space_file, model, "search", device, batch_size, workers, dry_run)
@@ -425,8 +429,9 @@ def search_command(
     outcome = run_search(
         space, trials=trials, workers=workers, storage=storage, study_name=study, ray_address=ray_address, out=out,
         seed=seed, strategy=strategy, cache_dir=cache_dir, cache_memory=cache_memory, device=device,
-        batch_size=batch_size, progress=not quiet,
+        batch_size=batch_size, progress=not quiet, allow_same_split=allow_same_split,
     )
+    heldout = "held-out" if outcome.heldout_label == "heldout" else "NOT held-out"
     records = [
         {"config": c.name, "activations": ", ".join(a.label for a in c.config.activations),
          "channels": c.channels, "search": "–" if c.search is None else f"{100 * c.search:.1f}", "heldout": f"{100 * c.heldout:.1f}"}
@@ -435,8 +440,8 @@ def search_command(
     metric = outcome.sweep.metric
     print_records(
         records, OutputFormat.table,
-        [("config", "config"), ("activations", "activations"), ("channels", "C"), ("search", "search %*"), ("heldout", "held-out %")],
-        title=f"{space.model} · {space.task} · {metric} (held-out: {space.dataset})",
+        [("config", "config"), ("activations", "activations"), ("channels", "C"), ("search", "search %*"), ("heldout", f"{heldout} %")],
+        title=f"{space.model} · {space.task} · {metric} ({heldout}: {space.dataset})",
     )
     typer.echo("* search split, two measurements: trials on the cached maps (pooled and projected), the best single "
                "activation on full maps in the sweep; held-out: every row through the real extractor at full channels")

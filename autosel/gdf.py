@@ -69,15 +69,25 @@ def export_gdf(config: FeatureConfig, out_dir: str | Path) -> GdfExport:
     notes.append(f"noise seed {extraction.noise_seed} is not expressible (gdf's noise is unseeded)")
     if aggregation.pca_dim or aggregation.combine != "concat" or aggregation.resolution is not None:
         notes.append("aggregation (resolution, combine, PCA) is not expressible: gdf returns each activation as is")
+    if aggregation.l2_normalize:
+        notes.append("per-activation L2 normalisation (aggregation.l2_normalize) is not applied by gdf: its nn mode "
+                     "concatenates the raw activations, so normalise each one over channels yourself to match autosel's scores")
+    if any(a.id.endswith("-map") for a in config.activations):
+        notes.append("-map ids: autosel's is the head-averaged attention map (channels = key positions); gdf keeps "
+                     "one map per head, so its feature_len and values differ")
 
+    channels = _channels(config, img_size)
     files: list[Path] = []
     for timestep in timesteps:
-        name = "layers.json" if len(timesteps) == 1 else f"layers-t{timestep}.json"
+        suffix = "" if len(timesteps) == 1 else f"-t{timestep}"
         selection = {a.id: True for a in config.activations if a.timestep == timestep}
-        (out / name).write_text(json.dumps(selection, indent=4) + "\n")
-        files.append(out / name)
+        (out / f"layers{suffix}.json").write_text(json.dumps(selection, indent=4) + "\n")
+        task = {"feature_len": sum(channels[name] for name in selection), "layer": f"layers{suffix}.json",
+                "version": version, "attention": None, "img_size": img_size, "t": timestep}
+        (out / f"correspondence{suffix}.json").write_text(json.dumps(task, indent=4) + "\n")
+        files += [out / f"layers{suffix}.json", out / f"correspondence{suffix}.json"]
     args = {"version": version, "img_size": img_size, "t": timesteps[0] if len(timesteps) == 1 else timesteps,
-            "prompt": extraction.prompt, "model": config.model.name}
+            "prompt": extraction.prompt, "model": config.model.name, "dtype": config.model.dtype}
     (out / "args.json").write_text(json.dumps(args, indent=4) + "\n")
     files.append(out / "args.json")
     (out / "README.md").write_text(_readme(config, files, args, notes))
@@ -128,6 +138,21 @@ def import_gdf(
     return FeatureConfig.from_dict(data, source=str(path))
 
 
+GDF_CORRESPONDENCE_KEYS = {"feature_len": int, "layer": str, "version": str, "attention": type(None), "img_size": int, "t": int}
+"""What gdf's correspondence task reads from each ``--configs`` JSON, with the types it uses
+(``correspondence/correspondence/aggregation_network.py``: ``c['feature_len']`` line 20,
+``config['t']`` line 35, ``config['layer']``, ``['version']``, ``['attention']``, ``['img_size']``
+lines 37–41, passed to gdf's ``FeatureExtractor``)."""
+
+
+def _channels(config: FeatureConfig, img_size: int) -> dict[str, int]:
+    """Channels of each id at ``img_size`` (gdf's ``feature_len`` is their sum), from the offline catalogue."""
+    from autosel.catalog import list_activations
+
+    catalogue = {point.id: point.channels for point in list_activations(config.model.name, img_size)}
+    return {a.id: catalogue[a.id] for a in config.activations}
+
+
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text())
@@ -142,13 +167,21 @@ def _readme(config: FeatureConfig, files: list[Path], args: dict, notes: list[st
     lines = [
         f"# gdf export of an autosel feature config ({config.model.name})",
         "",
-        "Use with generic-diffusion-feature:",
+        "Use with generic-diffusion-feature (run from its `feature/` folder, as its",
+        "`correspondence/task-corres.py` does):",
         "",
         "```python",
-        "from feature.diffusion_feature import FeatureExtractor",
-        f"extractor = FeatureExtractor(layer='{layer_files[0]}', version='{args['version']}', img_size={args['img_size']})",
-        f"features = extractor.extract(['{args['prompt']}'], images, t={config.timesteps[0]})",
+        "from PIL import Image",
+        "from diffusion_feature import FeatureExtractor",
+        "",
+        f"extractor = FeatureExtractor(layer='{layer_files[0]}', version='{args['version']}', device='cuda',",
+        f"                             dtype='{args['dtype']}', img_size={args['img_size']}, attention=None)",
+        f"prompt = extractor.encode_prompt({args['prompt']!r})  # the embeddings tuple extract() expects",
+        f"features = extractor.extract(prompt, batch_size=1, image=[Image.open('image.jpg')], t={config.timesteps[0]})",
         "```",
+        "",
+        "For gdf's correspondence task (`python task-corres.py --configs correspondence.json ...`), "
+        "`correspondence*.json` carries the keys it reads: feature_len, layer, version, attention, img_size, t.",
         "",
     ]
     if len(layer_files) > 1:

@@ -80,3 +80,36 @@ def test_a_pixart_config_exports_with_gdf_version_and_flags_the_autosel_extra(tm
     result = export_gdf(config, tmp_path)
     assert json.loads((tmp_path / "args.json").read_text())["version"] == "pixart-sigma"
     assert any("vit-block13-norm-in" in note and "extra" in note for note in result.notes)
+
+
+def test_the_sdxl_practical_export_carries_every_key_gdf_s_correspondence_task_reads(tmp_path):
+    """Keys and types from gdf's correspondence/correspondence/aggregation_network.py (lines 20,
+    35, 37–41: c['feature_len'], config['t'], ['layer'], ['version'], ['attention'], ['img_size']);
+    feature_len equals gdf's own correspondence/correspondence/config_sdxl.json (3840)."""
+    from autosel.gdf import GDF_CORRESPONDENCE_KEYS
+
+    export_gdf(FeatureConfig.from_yaml(PRESETS[0].with_name("meng-practical-sdxl.yaml")), tmp_path)
+    task = json.loads((tmp_path / "correspondence.json").read_text())
+    assert set(task) == set(GDF_CORRESPONDENCE_KEYS) == {"feature_len", "layer", "version", "attention", "img_size", "t"}
+    assert all(isinstance(task[key], kind) for key, kind in GDF_CORRESPONDENCE_KEYS.items())
+    assert task == {"feature_len": 3840, "layer": "layers.json", "version": "xl", "attention": None, "img_size": 1024, "t": 50}
+    assert (tmp_path / task["layer"]).is_file()
+
+
+def test_the_readme_call_matches_gdf_s_feature_extractor_signatures(tmp_path):
+    """gdf's feature/diffusion_feature.py: FeatureExtractor(layer, version, device, dtype, img_size, …,
+    attention, …); encode_prompt(prompt_str); extract(prompts, batch_size, image, …, t)."""
+    export_gdf(FeatureConfig.from_yaml(PRESETS[0].with_name("meng-practical-sdxl.yaml")), tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    assert "FeatureExtractor(layer='layers.json', version='xl', device='cuda'," in readme
+    assert "dtype='float32', img_size=1024, attention=None)" in readme
+    assert "prompt = extractor.encode_prompt(''" in readme
+    assert "extractor.extract(prompt, batch_size=1, image=[Image.open(" in readme and "t=50)" in readme
+
+
+def test_l2_normalisation_and_head_averaged_maps_are_reported(tmp_path):
+    config = FeatureConfig.from_dict({"model": {"name": "sd15"},
+                                      "activations": [{"id": "up-level1-repeat0-vit-block0-self-map", "timestep": 50}]})
+    notes = " | ".join(export_gdf(config, tmp_path).notes)
+    assert "L2 normalisation" in notes and "head-averaged" in notes
+    assert "L2 normalisation" in (tmp_path / "README.md").read_text()

@@ -126,6 +126,13 @@ def load_segmentation(
     raise DatasetError(f"dataset '{spec}' holds keypoint pairs, not segmentation labels: use shapes or folder:PATH for segmentation")
 
 
+def shared_split(spec: str | DatasetSpec) -> str | None:
+    """The split a spec pins for both roles (``spair:PATH:test``), or ``None`` when the search
+    and held-out roles read different data (shapes, folders, SPair without a split)."""
+    spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(spec)
+    return spec.split if spec.kind == "spair" else None
+
+
 def _check_role(role: str) -> None:
     if role not in ROLES:
         raise DatasetError(f"unknown role '{role}': use {' or '.join(ROLES)}")

@@ -68,6 +68,24 @@ def check_dataset_names(task: str, dataset: str) -> None:
         raise DatasetError(f"dataset {dataset}: {spec.path} does not exist")
 
 
+def check_distinct_roles(dataset: str) -> None:
+    """Refuse a dataset spec that pins one split for both the search and the held-out role.
+
+    Raises:
+        DatasetError: naming the split, the default splits and ``--allow-same-split``.
+    """
+    from autosel.data.specs import _SPAIR_ROLE_SPLIT, shared_split
+
+    split = shared_split(dataset)
+    if split is not None:
+        raise DatasetError(
+            f"dataset {dataset} pins split '{split}' for both the search and the held-out role, so the "
+            f"held-out scores would be measured on the search pairs: drop ':{split}' (search reads "
+            f"{_SPAIR_ROLE_SPLIT['search']}, held-out {_SPAIR_ROLE_SPLIT['heldout']}) or pass --allow-same-split "
+            "to have every such score labelled 'not held-out'"
+        )
+
+
 def preflight(
     *,
     model: str,
@@ -77,8 +95,11 @@ def preflight(
     out: str | Path,
     cache_dir: str | Path | None = None,
     strategy: str | None = None,
+    both_roles: bool = False,
+    allow_same_split: bool = False,
 ) -> None:
-    """Everything a sweep or search checks before loading a model or touching the store.
+    """Everything a sweep or search checks before loading a model or touching the store
+    (``both_roles``: the run scores the held-out role too, see :func:`check_distinct_roles`).
 
     Raises:
         AutoselError: the first problem found, as one line.
@@ -91,6 +112,8 @@ def preflight(
 
         check_strategy(strategy)
     check_dataset_names(task, dataset)
+    if both_roles and not allow_same_split:
+        check_distinct_roles(dataset)
     check_device(device)
     probe_folder(out, "output folder", "--out")
     if cache_dir is not None:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from autosel.catalog import list_activations
 from autosel.config import FeatureConfig, mask_password
+from autosel.data.specs import shared_split
 from autosel.denoiser import resolve_dtype
 from autosel.errors import InvalidInputError
 from autosel.log import event
@@ -36,6 +37,7 @@ from autosel.search.sweep import SweepResult, base_config, run_sweep, select_can
 from autosel.tasks import get_task
 
 PRESETS_FOLDER = Path(__file__).resolve().parents[2] / "results" / "presets"
+NOT_HELD_OUT = "not held-out (same split as the search)"
 
 
 @dataclass
@@ -62,6 +64,7 @@ class SearchOutcome:
     study: str
     folder: Path
     files: list[Path]
+    heldout_label: str = "heldout"
 
 
 def run_search(
@@ -79,8 +82,12 @@ def run_search(
     device: str | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    allow_same_split: bool = False,
 ) -> SearchOutcome:
     """Search ``space`` and write ``OUT/<model>/<task>/best.yaml``, ``pareto/``, ``trials.csv``.
+
+    A dataset that pins one split for both roles (``spair:PATH:test``) is refused unless
+    ``allow_same_split``; then every confirmation score is labelled ``not held-out``.
 
     Raises:
         InvalidInputError: ``trials`` < 1, a study of another model/task, a bad strategy.
@@ -93,7 +100,7 @@ def run_search(
         raise InvalidInputError(f"--trials must be at least 1, got {trials}")
     cache_dir = Path(cache_dir or default_cache_dir())
     preflight(model=space.model, task=space.task, dataset=space.dataset, device=device, out=out,
-              cache_dir=cache_dir, strategy=strategy)
+              cache_dir=cache_dir, strategy=strategy, both_roles=True, allow_same_split=allow_same_split)
     space = space.replace(dtype=resolve_dtype(space.dtype, device))
     seed = space.seed if seed is None else seed
     out = Path(out)
@@ -174,8 +181,9 @@ def _search(space, trials, workers, rdb, storage_url, study_name, identity, ray_
             for actor in actors:
                 ray.kill(actor)
     best = confirmed[0]
-    files = _write(folder, space, study, best, confirmed, storage_url, study_name)
-    return SearchOutcome(best, confirmed, sweep, stats, study_name, folder, files)
+    label = "heldout" if shared_split(space.dataset) is None else NOT_HELD_OUT
+    files = _write(folder, space, study, best, confirmed, storage_url, study_name, label)
+    return SearchOutcome(best, confirmed, sweep, stats, study_name, folder, files, label)
 
 
 def _driver_seed(seed: int, storage_url: str, existing_trials: int = 0) -> int:
@@ -332,7 +340,7 @@ def metric_parts(metric: str) -> tuple[str | None, str | None]:
     return (parts[1], parts[2]) if len(parts) == 3 else (None, None)
 
 
-def _write(folder, space, study, best, confirmed, storage_url, study_name) -> list[Path]:
+def _write(folder, space, study, best, confirmed, storage_url, study_name, heldout_label="heldout") -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pareto").mkdir(exist_ok=True)
     for old in (folder / "pareto").glob("*.yaml"):
@@ -346,7 +354,7 @@ def _write(folder, space, study, best, confirmed, storage_url, study_name) -> li
 
     def finished(config: FeatureConfig, heldout: float, search: float | None, trial: int | None) -> FeatureConfig:
         return config.replace(
-            score={"task": space.task, "dataset": space.dataset, "split": "heldout", "metric": primary,
+            score={"task": space.task, "dataset": space.dataset, "split": heldout_label, "metric": primary,
                    "normalisation": normalisation, "averaging": averaging, "value": heldout,
                    "search_value": search, "presets": presets},
             provenance={"study": study_name, "storage": recorded_storage, "trial": trial,

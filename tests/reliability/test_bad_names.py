@@ -73,3 +73,23 @@ def test_dashboard_on_a_port_in_use_says_so(cli_main, tmp_path):
         port = busy.getsockname()[1]
         outcome = cli_main("dashboard", "--storage", url, "--port", port)
     assert_one_error_line(outcome, f"port {port} on 127.0.0.1 is already in use", "--port")
+
+
+def test_a_split_pinned_for_both_roles_is_refused(cli_main, space_file, spair_root, tmp_path):
+    outcome = cli_main("search", "--space", space_file, "--dataset", f"spair:{spair_root}:test", "--out", tmp_path / "out")
+    assert_one_error_line(outcome, "pins split 'test' for both the search and the held-out role", "--allow-same-split")
+    assert not (tmp_path / "out" / "autosel.db").exists()
+
+
+def test_allowing_the_same_split_labels_every_confirmation_not_held_out(spair_root, tmp_path):
+    from autosel.config import FeatureConfig
+    from autosel.search import SearchSpace
+    from autosel.search.run import NOT_HELD_OUT, run_search
+    from fixture_data import small_search_space
+
+    space = small_search_space(trials=2)
+    space = SearchSpace.from_dict({**space, "dataset": f"spair:{spair_root}:test", "proxy": {}, "image_size": 64})
+    outcome = run_search(space, workers=0, out=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False,
+                         allow_same_split=True)
+    assert outcome.heldout_label == NOT_HELD_OUT
+    assert FeatureConfig.from_yaml(outcome.folder / "best.yaml").score.split == NOT_HELD_OUT
