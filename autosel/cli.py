@@ -177,7 +177,9 @@ def extract_command(
 @app.command("evaluate")
 def evaluate_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="Feature config YAML.")],
-    task: Annotated[str, typer.Option("--task", "-t", help="Proxy task: correspondence or segmentation.")] = "correspondence",
+    task: Annotated[
+        str, typer.Option("--task", "-t", help="Proxy task: correspondence, correspondence-trained (gdf's trained head) or segmentation.")
+    ] = "correspondence",
     dataset: Annotated[
         str, typer.Option("--dataset", "-d", help="shapes, spair:PATH[:trn|val|test] or folder:PATH.")
     ] = "shapes",
@@ -193,6 +195,12 @@ def evaluate_command(
         Optional[int], typer.Option("--train-images", min=1, help="Segmentation: labelled images to train on.")
     ] = None,
     test_images: Annotated[Optional[int], typer.Option("--test-images", min=1, help="Segmentation: at most N scored images.")] = None,
+    train_pairs: Annotated[
+        Optional[int], typer.Option("--train-pairs", min=1, help="correspondence-trained: training pairs (shapes: 200; SPair: all of trn).")
+    ] = None,
+    protocol: Annotated[
+        str, typer.Option("--protocol", help="Correspondence convention: autosel (per-activation L2, bilinear query) or dift (raw, one normalisation, rounded-cell query).")
+    ] = "autosel",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser batch.")] = 8,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
     dtype: DtypeOpt = None,
@@ -200,6 +208,14 @@ def evaluate_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Score a feature config on a proxy task: every PCK variant, or mIoU with per-class IoU.
+
+    Correspondence scores carry their protocol: `autosel` (default; each activation L2-normalised,
+    bilinear query) or `dift` (raw activations, one normalisation, the query at the keypoint's
+    rounded cell, as DIFT and gdf compute it).
+
+    `--task correspondence-trained` is the seed codebase's protocol: a 3×3 convolution head trained
+    on another split's pairs (shapes train, SPair trn) with gdf's loss and defaults, then nearest
+    neighbours on its output.
 
     Examples: autosel evaluate --config results/presets/meng-practical-sd15.yaml --dataset spair:~/SPair-71k:test ;
     autosel evaluate --config best.yaml --task segmentation --dataset folder:horse21/ --train-images 30
@@ -217,19 +233,31 @@ def evaluate_command(
         "image_size": size if isinstance(size, int) else 64,
     }
     from autosel.denoiser import check_device
+    from autosel.protocols import get_protocol
 
     check_device(device)
+    chosen = get_protocol(protocol)
+    if task.startswith("correspondence"):
+        options["query"] = chosen.query
+        feature_config = chosen.apply(feature_config)
+        if task == "correspondence-trained":
+            options["train_pairs"] = train_pairs
+    elif protocol != "autosel":
+        raise typer.BadParameter(f"'{protocol}' is a correspondence protocol; {task} has none", param_hint="--protocol")
     proxy = make_task(task, dataset, role, **options)
     extractor = FeatureExtractor(_with_dtype(feature_config, dtype), device=device, batch_size=batch_size)
     result = evaluate_config(extractor, proxy, progress=not quiet)
     if output_format is not OutputFormat.table:
-        print_document(result.to_dict(), output_format)
+        print_document({**result.to_dict(), **({"protocol": protocol, "protocol_description": chosen.description}
+                                               if task.startswith("correspondence") else {})}, output_format)
         return
     records = [
         {"metric": name, "value": f"{100 * value:.1f}", "meaning": result.descriptions.get(name, "")}
         for name, value in result.metrics.items()
     ]
     title = f"{task} on {dataset} ({role}): {result.n_items} {result.unit}; primary {result.primary} = {100 * result.value:.1f}"
+    if task.startswith("correspondence"):
+        title += f"; protocol {protocol}"
     print_records(records, output_format, [("metric", "metric"), ("value", "%"), ("meaning", "meaning")], title=title)
 
 
@@ -390,6 +418,9 @@ def search_command(
     test_images: TestImagesOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser forward.")] = 16,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    confirm_task: Annotated[
+        Optional[str], typer.Option("--confirm-task", help="Score the confirmations with this task, e.g. correspondence-trained (gdf's trained head).")
+    ] = None,
     allow_same_split: Annotated[
         bool, typer.Option("--allow-same-split", help="Accept a dataset split pinned for both roles (spair:PATH:test); scores are labelled not held-out.")
     ] = False,
@@ -429,7 +460,7 @@ def search_command(
     outcome = run_search(
         space, trials=trials, workers=workers, storage=storage, study_name=study, ray_address=ray_address, out=out,
         seed=seed, strategy=strategy, cache_dir=cache_dir, cache_memory=cache_memory, device=device,
-        batch_size=batch_size, progress=not quiet, allow_same_split=allow_same_split,
+        batch_size=batch_size, progress=not quiet, allow_same_split=allow_same_split, confirm_task=confirm_task,
     )
     heldout = "held-out" if outcome.heldout_label == "heldout" else "NOT held-out"
     records = [

@@ -99,6 +99,7 @@ class ScoreSection(_Section):
     metric: str
     normalisation: str | None = None
     averaging: str | None = None
+    protocol: str | None = Field(default=None, description="evaluation protocol (autosel.protocols), e.g. autosel or dift")
     value: float
     search_value: float | None = None
     presets: dict[str, float] = Field(default_factory=dict)

@@ -18,6 +18,7 @@ import optuna
 
 from autosel.errors import InvalidInputError, did_you_mean
 from autosel.search.store import SweepStore
+from autosel.protocols import DEFAULT_PROTOCOL
 from autosel.search.study import completed, open_storage, pareto_front, quiet_optuna, states, trials_frame
 from autosel.tasks import TASKS, get_task
 
@@ -81,7 +82,7 @@ def write_report(name: str, storage: str, out: str | Path, html: bool = False) -
     identity = study.user_attrs.get("autosel", {})
     model, task, dataset = identity.get("model", "?"), identity.get("task", "?"), identity.get("dataset", "?")
     metric = get_task(task).primary_metric if task in TASKS else "score"
-    heading = f"{model} · {task} · {metric}"
+    heading = f"{model} · {task} · {metric}" + (f" · protocol {DEFAULT_PROTOCOL}" if task == "correspondence" else "")
     from autosel import plots
 
     files: list[Path] = []

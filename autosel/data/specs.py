@@ -91,6 +91,25 @@ def load_correspondence(
     raise DatasetError(f"dataset '{spec}' holds segmentation labels, not keypoint pairs: use shapes or spair:PATH for correspondence")
 
 
+def load_training_pairs(
+    spec: str | DatasetSpec,
+    pairs: int | None = None,
+    image_size: int = 64,
+    seed: int = 0,
+) -> CorrespondenceData:
+    """Keypoint pairs to *train* a correspondence head on, disjoint from both roles' pairs:
+    the shapes ``train`` split (the one the tiny models learned from; default 200 pairs), or
+    SPair-71k's ``trn`` split (every pair, or a seeded round-robin subset of ``pairs``).
+    """
+    spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(spec)
+    if spec.kind == "shapes":
+        return _shapes_pairs("train", pairs or 200, None, image_size, seed)
+    if spec.kind == "spair":
+        assert spec.path is not None
+        return load_spair(spec.path, "trn", None, pairs, seed=seed)
+    raise DatasetError(f"dataset '{spec}' holds segmentation labels, not keypoint pairs: use shapes or spair:PATH")
+
+
 def load_segmentation(
     spec: str | DatasetSpec,
     role: str = "search",

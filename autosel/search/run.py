@@ -23,6 +23,7 @@ from autosel.data.specs import shared_split
 from autosel.denoiser import resolve_dtype
 from autosel.errors import InvalidInputError
 from autosel.log import event
+from autosel.protocols import DEFAULT_PROTOCOL
 from autosel.progress import progress_bar
 from autosel.search import variants
 from autosel.search.cache import default_cache_dir, parse_bytes
@@ -83,11 +84,14 @@ def run_search(
     batch_size: int = 16,
     progress: bool = True,
     allow_same_split: bool = False,
+    confirm_task: str | None = None,
 ) -> SearchOutcome:
     """Search ``space`` and write ``OUT/<model>/<task>/best.yaml``, ``pareto/``, ``trials.csv``.
 
     A dataset that pins one split for both roles (``spair:PATH:test``) is refused unless
     ``allow_same_split``; then every confirmation score is labelled ``not held-out``.
+    ``confirm_task`` scores the confirmations with another task than the search's (e.g.
+    ``correspondence-trained``: gdf's trained head); best.yaml's ``score.task`` names it.
 
     Raises:
         InvalidInputError: ``trials`` < 1, a study of another model/task, a bad strategy.
@@ -99,6 +103,7 @@ def run_search(
     if trials < 1:
         raise InvalidInputError(f"--trials must be at least 1, got {trials}")
     cache_dir = Path(cache_dir or default_cache_dir())
+    _check_confirm_task(space.task, confirm_task)
     preflight(model=space.model, task=space.task, dataset=space.dataset, device=device, out=out,
               cache_dir=cache_dir, strategy=strategy, both_roles=True, allow_same_split=allow_same_split)
     space = space.replace(dtype=resolve_dtype(space.dtype, device))
@@ -112,7 +117,7 @@ def run_search(
     existed = study_name in {summary.study_name for summary in optuna.get_all_study_summaries(rdb, include_best_trial=False)}
     try:
         return _search(space, trials, workers, rdb, storage_url, study_name, identity, ray_address, folder, seed,
-                       strategy, cache_dir, cache_memory, device, batch_size, progress, out)
+                       strategy, cache_dir, cache_memory, device, batch_size, progress, out, confirm_task)
     except BaseException:
         _drop_if_empty(rdb, study_name, existed)
         raise
@@ -130,8 +135,17 @@ def _drop_if_empty(rdb: optuna.storages.RDBStorage, study_name: str, existed: bo
         pass
 
 
+def _check_confirm_task(task: str, confirm_task: str | None) -> None:
+    """The confirmation task must score the same kind of data as the search's."""
+    if confirm_task is None:
+        return
+    get_task(confirm_task)
+    if confirm_task.split("-")[0] != task.split("-")[0]:
+        raise InvalidInputError(f"--confirm-task {confirm_task} cannot confirm a {task} search: use a {task.split('-')[0]} task")
+
+
 def _search(space, trials, workers, rdb, storage_url, study_name, identity, ray_address, folder, seed, strategy,
-            cache_dir, cache_memory, device, batch_size, progress, out) -> SearchOutcome:
+            cache_dir, cache_memory, device, batch_size, progress, out, confirm_task) -> SearchOutcome:
     existing = len(open_study(rdb, study_name, identity, optuna.samplers.RandomSampler()).trials)  # validates first
     catalogue = {p.id: p for p in list_activations(space.model, space.image_size)}
     screened = select_candidates(list(catalogue.values()), space.candidates.include, space.candidates.exclude, space.model)
@@ -139,6 +153,7 @@ def _search(space, trials, workers, rdb, storage_url, study_name, identity, ray_
     worker_options = {
         "space": space.model_dump(mode="json"), "cache_dir": str(cache_dir),
         "cache_memory": parse_bytes(cache_memory), "device": device, "batch_size": batch_size, "quiet": not progress,
+        "confirm_task": confirm_task,
     }
     actors: list[Any] = []
     try:
@@ -182,7 +197,7 @@ def _search(space, trials, workers, rdb, storage_url, study_name, identity, ray_
                 ray.kill(actor)
     best = confirmed[0]
     label = "heldout" if shared_split(space.dataset) is None else NOT_HELD_OUT
-    files = _write(folder, space, study, best, confirmed, storage_url, study_name, label)
+    files = _write(folder, space, study, best, confirmed, storage_url, study_name, label, confirm_task or space.task)
     return SearchOutcome(best, confirmed, sweep, stats, study_name, folder, files, label)
 
 
@@ -340,7 +355,8 @@ def metric_parts(metric: str) -> tuple[str | None, str | None]:
     return (parts[1], parts[2]) if len(parts) == 3 else (None, None)
 
 
-def _write(folder, space, study, best, confirmed, storage_url, study_name, heldout_label="heldout") -> list[Path]:
+def _write(folder, space, study, best, confirmed, storage_url, study_name, heldout_label="heldout",
+           confirm_task=None) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pareto").mkdir(exist_ok=True)
     for old in (folder / "pareto").glob("*.yaml"):
@@ -348,14 +364,15 @@ def _write(folder, space, study, best, confirmed, storage_url, study_name, heldo
     presets = {c.name.removeprefix("preset "): round(c.heldout, 6) for c in confirmed if c.name.startswith(("preset", "best single"))}
     primary = get_task(space.task).primary_metric
     normalisation, averaging = metric_parts(primary)
+    protocol = DEFAULT_PROTOCOL if space.task.startswith("correspondence") else None
     versions = {name: _version(name) for name in ("autosel", "torch", "diffusers", "optuna", "ray")}
     recorded_storage = mask_password(portable_storage(storage_url))
     files = []
 
     def finished(config: FeatureConfig, heldout: float, search: float | None, trial: int | None) -> FeatureConfig:
         return config.replace(
-            score={"task": space.task, "dataset": space.dataset, "split": heldout_label, "metric": primary,
-                   "normalisation": normalisation, "averaging": averaging, "value": heldout,
+            score={"task": confirm_task or space.task, "dataset": space.dataset, "split": heldout_label, "metric": primary,
+                   "normalisation": normalisation, "averaging": averaging, "protocol": protocol, "value": heldout,
                    "search_value": search, "presets": presets},
             provenance={"study": study_name, "storage": recorded_storage, "trial": trial,
                         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "versions": versions},
@@ -369,7 +386,7 @@ def _write(folder, space, study, best, confirmed, storage_url, study_name, heldo
         path = folder / "pareto" / f"trial-{trial.number:04d}.yaml"
         config = selection_of(trial).to_config(base)
         score = {"task": space.task, "dataset": space.dataset, "split": "search", "metric": primary,
-                 "normalisation": normalisation, "averaging": averaging, "value": trial.values[0]}
+                 "normalisation": normalisation, "averaging": averaging, "protocol": protocol, "value": trial.values[0]}
         config.replace(score=score, provenance={"study": study_name, "storage": recorded_storage, "trial": trial.number}).to_yaml(path)
         files.append(path)
     frame = trials_frame(study)

@@ -40,6 +40,7 @@ class ProxySection(_Section):
     pairs_per_category: int | None = Field(default=None, ge=1, description="correspondence: balanced subset")
     train_images: int | None = Field(default=None, ge=1, description="segmentation: labelled images")
     test_images: int | None = Field(default=None, ge=1, description="segmentation: scored images")
+    train_pairs: int | None = Field(default=None, ge=1, description="correspondence-trained: pairs the head learns from")
     shapes_size: int = Field(default=64, ge=16, description="side of generated shapes images")
 
 
@@ -121,12 +122,14 @@ class SearchSpace(_Section):
         data.update({k: v for k, v in changes.items() if v is not None})
         return SearchSpace.from_dict(data)
 
-    def task_options(self) -> dict[str, Any]:
-        """Keyword options for :func:`autosel.tasks.make_task` from the proxy section."""
-        proxy = self.proxy
-        if self.task == "segmentation":
+    def task_options(self, task: str | None = None) -> dict[str, Any]:
+        """Keyword options for :func:`autosel.tasks.make_task` from the proxy section (for the
+        space's task, or ``task``: e.g. the confirmation's)."""
+        proxy, task = self.proxy, task or self.task
+        if task == "segmentation":
             return {"train_images": proxy.train_images, "test_images": proxy.test_images, "image_size": proxy.shapes_size}
-        return {"pairs": proxy.pairs, "pairs_per_category": proxy.pairs_per_category, "image_size": proxy.shapes_size}
+        options = {"pairs": proxy.pairs, "pairs_per_category": proxy.pairs_per_category, "image_size": proxy.shapes_size}
+        return {**options, "train_pairs": proxy.train_pairs} if task == "correspondence-trained" else options
 
 
 def space_file(model: str) -> Path | None:

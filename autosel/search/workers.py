@@ -31,6 +31,7 @@ class Worker:
         device: str | None = None,
         batch_size: int = 16,
         quiet: bool = True,
+        confirm_task: str | None = None,
     ) -> None:
         from autosel.search.sweep import model_run
 
@@ -44,16 +45,19 @@ class Worker:
         self._arrays: dict[tuple[str, int], Any] = {}
         self._prepared: tuple[tuple[str, int], ...] = ()
         self._encoded: Any = None
+        self.confirm_task = confirm_task or self.space.task
 
     def pid(self) -> int:
         return os.getpid()
 
-    def task(self, role: str) -> Any:
+    def task(self, role: str, name: str | None = None) -> Any:
+        """The search's task (or task ``name``, e.g. the confirmation's) on ``role``'s split, built once."""
         from autosel.tasks import make_task
 
-        if role not in self._tasks:
-            self._tasks[role] = make_task(self.space.task, self.space.dataset, role, **self.space.task_options())
-        return self._tasks[role]
+        name = name or self.space.task
+        if (name, role) not in self._tasks:
+            self._tasks[name, role] = make_task(name, self.space.dataset, role, **self.space.task_options(name))
+        return self._tasks[name, role]
 
     def encoded(self) -> Any:
         """The search split's latents and noise, encoded once per worker."""
@@ -115,7 +119,7 @@ class Worker:
         extractor = FeatureExtractor(
             FeatureConfig.from_dict(config), denoiser=self.extractor.denoiser, batch_size=self.extractor.batch_size
         )
-        return evaluate_config(extractor, self.task("heldout"), progress=False).to_dict()
+        return evaluate_config(extractor, self.task("heldout", self.confirm_task), progress=False).to_dict()
 
 
 class RayWorker(Worker):

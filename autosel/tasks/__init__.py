@@ -1,6 +1,6 @@
 """Proxy tasks that score feature maps (they never run the diffusion model themselves).
 
-``get_task("correspondence")`` / ``get_task("segmentation")`` give the registered classes;
+``get_task("correspondence")``, ``"correspondence-trained"`` and ``"segmentation"`` give the registered classes;
 add a task with :func:`register_task`.
 """
 
@@ -15,6 +15,7 @@ from autosel.tasks.correspondence import (
     prepare_features,
 )
 from autosel.tasks.segmentation import SegmentationTask
+from autosel.tasks.trained import TrainedCorrespondenceTask
 
 __all__ = [
     "TASKS",
@@ -24,6 +25,7 @@ __all__ = [
     "SegmentationTask",
     "Task",
     "TaskResult",
+    "TrainedCorrespondenceTask",
     "best_points",
     "feature_map",
     "get_task",

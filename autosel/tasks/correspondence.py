@@ -155,6 +155,8 @@ class CorrespondenceTask(Task):
         working_size: side (or (height, width)) of the grid the maps are upsampled to.
         soft_window: soft-argmax window radius in working cells (0: plain argmax).
         temperature: soft-argmax temperature.
+        query: ``bilinear`` (default) or ``nearest`` (the keypoint's rounded cell: see
+            :mod:`autosel.protocols`).
 
     Example:
         >>> task = CorrespondenceTask.from_spec("shapes", role="search", pairs=100)
@@ -171,6 +173,7 @@ class CorrespondenceTask(Task):
         working_size: int | tuple[int, int] = 64,
         soft_window: int = 0,
         temperature: float = 0.05,
+        query: str = "bilinear",
     ) -> None:
         if not data.pairs:
             raise InvalidInputError(f"dataset {data.name} has no pairs to score")
@@ -181,6 +184,7 @@ class CorrespondenceTask(Task):
         self.working_size = (working_size, working_size) if isinstance(working_size, int) else tuple(working_size)
         self.soft_window = soft_window
         self.temperature = temperature
+        self.query = query
 
     @classmethod
     def from_spec(
@@ -241,7 +245,7 @@ class CorrespondenceTask(Task):
         targets = {index: n for n, index in enumerate(sorted({pair.target for pair in pairs}))}
         queries = point_queries(
             torch.stack([maps[index] for index in sources]).float(), per_point([sources[p.source] for p in pairs]),
-            points, per_point([p.source_size for p in pairs]), self.working_size,
+            points, per_point([p.source_size for p in pairs]), self.working_size, self.query,
         )
         similarity = similarity_maps(
             queries, per_point([targets[p.target] for p in pairs]),

@@ -73,9 +73,11 @@ def point_queries(
     points: torch.Tensor,
     image_sizes: torch.Tensor,
     working_size: tuple[int, int],
+    query: str = "bilinear",
 ) -> torch.Tensor:
     """N×C unit query vectors: each map resampled to ``working_size``, normalised per cell, and
-    sampled bilinearly at its points (cells outside the grid count as zeros, as in grid_sample).
+    sampled bilinearly at its points (cells outside the grid count as zeros, as in grid_sample),
+    or with ``query="nearest"`` read at the point's rounded working cell (DIFT's convention).
 
     Args:
         maps: M×C×h×w feature maps.
@@ -89,8 +91,14 @@ def point_queries(
     work_h, work_w = working_size
     x = (points[:, 0].float() + 0.5) * work_w / image_sizes[:, 1].float() - 0.5
     y = (points[:, 1].float() + 0.5) * work_h / image_sizes[:, 0].float() - 0.5
-    x0, y0 = x.floor(), y.floor()
-    fx, fy = x - x0, y - y0
+    if query == "nearest":  # the rounded cell alone: weight 1 on the first of the four corners
+        x0, y0 = x.round().clamp(0, work_w - 1), y.round().clamp(0, work_h - 1)
+        fx, fy = torch.zeros_like(x), torch.zeros_like(y)
+    elif query == "bilinear":
+        x0, y0 = x.floor(), y.floor()
+        fx, fy = x - x0, y - y0
+    else:
+        raise ValueError(f"query must be bilinear or nearest, got {query!r}")
     cell_x = torch.stack([x0, x0 + 1, x0, x0 + 1], 1).long()  # N×4 working cells around each point
     cell_y = torch.stack([y0, y0, y0 + 1, y0 + 1], 1).long()
     weights = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], 1)
