@@ -98,8 +98,8 @@ class ExhaustiveStrategy(RandomStrategy):
     def __init__(self, candidates: Sequence[Candidate], max_activations: int, seed: int, sampler_seed: int | None = None) -> None:
         super().__init__(candidates, max_activations, seed, sampler_seed)
         self._done = False
-        self._plan: list[dict[str, Any]] | None = None
-        self._cursor = 0
+        self._plan: Iterator[dict[str, Any]] = iter(self.enumerate())
+        self._rescanned = False
 
     def enumerate(self) -> Iterator[dict[str, Any]]:
         ids = [c.id for c in self.candidates]
@@ -109,17 +109,16 @@ class ExhaustiveStrategy(RandomStrategy):
                     yield params_of([(ids[m], s) for m, s in zip(members, steps)])
 
     def next_params(self, study: optuna.Study) -> dict[str, Any] | None:
-        if self._plan is None:
-            self._plan = list(self.enumerate())
         scores, claimed = study_params(study)
-        # from the cursor on, then once more from the start for sets whose trial failed since
-        for index in [*range(self._cursor, len(self._plan)), *range(self._cursor)]:
-            key = params_key(self._plan[index])
-            if key not in scores and key not in claimed:
-                self._cursor = index + 1
-                return self._plan[index]
-        self._done = True
-        return None
+        while True:
+            for params in self._plan:  # lazily: the enumeration can be far larger than the trial budget
+                key = params_key(params)
+                if key not in scores and key not in claimed:
+                    return params
+            if self._rescanned:
+                self._done = True
+                return None
+            self._plan, self._rescanned = iter(self.enumerate()), True  # once more, for sets whose trial failed
 
     def exhausted(self, study: optuna.Study) -> bool:
         return self._done
