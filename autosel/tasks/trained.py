@@ -90,14 +90,14 @@ class TrainedCorrespondenceTask(CorrespondenceTask):
         return _TrainedScorer(self)
 
     def fit_head(self, maps: dict[int, torch.Tensor]) -> torch.nn.Conv2d:
-        """The head trained on the training pairs (``maps``: C×h×w by training image index)."""
+        """The head trained on the training pairs (``maps``: C×h×w by training image index, at
+        their own resolution)."""
         channels = next(iter(maps.values())).shape[0]
         generator = torch.Generator().manual_seed(self.seed)
         head = torch.nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False)
         with torch.no_grad():
             torch.nn.init.kaiming_uniform_(head.weight, a=math.sqrt(5), generator=generator)  # nn.Conv2d's own init
         optimizer = torch.optim.AdamW(head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        grids = {index: self._upsample(value) for index, value in maps.items()}
         order = np.random.default_rng(self.seed)
         for _ in range(self.epochs):
             for number in order.permutation(len(self.train.pairs))[: self.steps_per_epoch]:
@@ -105,7 +105,10 @@ class TrainedCorrespondenceTask(CorrespondenceTask):
                 visible = np.asarray(pair.visible, dtype=bool)
                 if not visible.any():
                     continue
-                source, target = head(grids[pair.source][None])[0], head(grids[pair.target][None])[0]
+                # upsampled per step, not held for every training image: at real sizes (C in the
+                # thousands, a 64×64 grid) that would be tens of GB
+                source = head(self._upsample(maps[pair.source])[None])[0]
+                target = head(self._upsample(maps[pair.target])[None])[0]
                 loss = self._clip_loss(source, target, pair.source_points[visible], pair.target_points[visible],
                                        pair.source_size, pair.target_size)
                 optimizer.zero_grad()
@@ -148,7 +151,7 @@ class _TrainedScorer(Scorer):
 
     def add(self, index: int, features: torch.Tensor) -> None:
         if index < self.offset:
-            self.training[index] = features.float()
+            self.training[index] = features  # as given (float16 from extraction): upsampled per step
             if len(self.training) == self.offset:
                 self.head = self.task.fit_head(self.training)
                 self.training = {}
