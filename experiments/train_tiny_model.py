@@ -172,7 +172,7 @@ def train_unet(pipeline, images: torch.Tensor, labels: torch.Tensor, args, deadl
 
 def step_generator(seed: int, stage: str, step: int) -> torch.Generator:
     """Randomness of one step, a function of (seed, stage, step): resumed runs repeat it exactly."""
-    offset = {"vae": 1, "unet": 2}[stage]
+    offset = {"vae": 1, "unet": 2, "dit": 3}[stage]
     return torch.Generator().manual_seed((seed * 1_000_003 + offset) * 10_000_019 + step)
 
 

@@ -18,6 +18,8 @@ Source = Literal["builtin", "registry", "hub", "folder"]
 
 TINY_FOLDER = Path(__file__).resolve().parent / "tiny_pipeline"
 """The committed weights of the embedded default model ``tiny`` (a diffusers folder)."""
+TINY_DIT_FOLDER = Path(__file__).resolve().parent / "tiny_dit_pipeline"
+"""The committed weights of ``tiny-dit``, an SD3-style transformer trained like ``tiny``."""
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -74,7 +76,16 @@ REGISTRY: dict[str, ModelSpec] = {
             resolution=64,
             description="embedded default: SD layout trained on the built-in shapes data (experiments/train_tiny_model.py)",
         ),
+        ModelSpec(
+            name="tiny-dit",
+            source="folder",
+            family="sd3",
+            path=TINY_DIT_FOLDER,
+            resolution=64,
+            description="SD3-style MMDiT (rectified flow) trained on the built-in shapes data (experiments/train_tiny_dit.py)",
+        ),
         _twin("tiny-random", "sd", "SD-like UNet with seeded random weights, built from config (tests, control)"),
+        _twin("tiny-dit-random", "sd3", "tiny-dit's transformer at its seeded initialisation (tiny's trained VAE), control"),
         _twin("tiny-xl-random", "sdxl", "SDXL-like UNet (text_time, two text encoders), seeded random weights"),
         _twin("tiny-pixart-random", "pixart", "PixArt-like DiT (AdaLN-single, cross-attention to a T5), random weights"),
         _twin("tiny-sd3-random", "sd3", "SD3-like MMDiT (three text encoders, rectified flow), random weights"),

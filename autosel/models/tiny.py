@@ -114,6 +114,20 @@ _DENOISER_CONFIGS: dict[str, dict[str, Any]] = {
         "pooled_projection_dim": 2 * TEXT_DIM,
         "pos_embed_max_size": 32,
     },
+    "tiny-dit-random": {  # the untrained twin of `tiny-dit` (experiments/train_tiny_dit.py)
+        "_class_name": "SD3Transformer2DModel",
+        "sample_size": 16,
+        "patch_size": 2,
+        "in_channels": 4,
+        "out_channels": 4,
+        "num_layers": 6,
+        "num_attention_heads": 4,
+        "attention_head_dim": 32,
+        "joint_attention_dim": T5_DIM,
+        "caption_projection_dim": 128,
+        "pooled_projection_dim": 2 * TEXT_DIM,
+        "pos_embed_max_size": 32,
+    },
     "tiny-flux-random": {
         "_class_name": "FluxTransformer2DModel",
         "patch_size": 1,
@@ -209,6 +223,14 @@ def build_tiny_pipeline(name: str, seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         pipeline = _BUILDERS[architecture.family](architecture)
+    if name == "tiny-dit-random":  # the trained tiny VAE: the twin differs from tiny-dit in its transformer only
+        from diffusers import AutoencoderKL
+
+        from autosel.models.registry import TINY_FOLDER
+
+        pipeline.vae = AutoencoderKL.from_pretrained(TINY_FOLDER / "vae")
+        pipeline.vae.register_to_config(shift_factor=0.0)  # SD3's pipeline decodes with it; 0 = as tiny encodes
+        pipeline.register_modules(vae=pipeline.vae)
     pipeline.set_progress_bar_config(disable=True)
     for component in pipeline.components.values():
         if isinstance(component, torch.nn.Module):

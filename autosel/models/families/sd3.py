@@ -26,6 +26,13 @@ JOINT_EXTRA = EXTRA_KINDS | {"self-q", "self-k", "self-v"}
 """Beyond the seed's set in joint-attention blocks: the image tokens' projections too."""
 
 
+def t5_length(pipeline) -> int:
+    """T5 tokens per prompt: the pipeline's default 256, or fewer when the T5 tokenizer holds
+    fewer (the tiny models': 16); padding beyond it only adds masked-out work."""
+    tokenizer = getattr(pipeline, "tokenizer_3", None)
+    return min(256, int(getattr(tokenizer, "model_max_length", 256) or 256))
+
+
 class StableDiffusion3(Family):
     name = "sd3"
     component = "transformer"
@@ -57,7 +64,7 @@ class StableDiffusion3(Family):
     def encode_prompt(self, pipeline, architecture, prompt, device, dtype, image_hw):
         embeds, _, pooled, _ = pipeline.encode_prompt(
             prompt=prompt, prompt_2=None, prompt_3=None, device=device, num_images_per_prompt=1,
-            do_classifier_free_guidance=False,
+            do_classifier_free_guidance=False, max_sequence_length=t5_length(pipeline),
         )
         return {"encoder_hidden_states": embeds.to(dtype), "pooled_projections": pooled.to(dtype)}
 
