@@ -15,7 +15,6 @@ the same arguments give the same weights on the same machine. Measured on 2 CPU 
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -24,7 +23,9 @@ import torch.nn.functional as F
 
 from autosel.models.families.sd3 import t5_length
 from autosel.models.tiny import build_tiny_pipeline
-from train_tiny_model import PROMPTS, log, render_train_set, restore, save, step_generator, to_pixels
+from train_tiny_model import (
+    PROMPTS, denoiser_step, log, render_train_set, report_and_checkpoint, restore, step_generator, to_pixels,
+)
 
 
 def main() -> None:
@@ -86,30 +87,10 @@ def train_transformer(pipeline, images: torch.Tensor, labels: torch.Tensor, args
         prediction = transformer(hidden_states=noisy, encoder_hidden_states=prompts[prompt_index],
                                  pooled_projections=pooled[prompt_index], timestep=sigma * 1000).sample
         loss = F.mse_loss(prediction, noise - clean)
-        warmup = min(1.0, (step + 1) / 200)
-        for group in optimizer.param_groups:
-            group["lr"] = args.lr * warmup * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-        optimizer.step()
-        step += 1
-        decay = min(0.999, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for name, value in transformer.state_dict().items():
-                if value.is_floating_point():
-                    ema[name].mul_(decay).add_(value.detach(), alpha=1 - decay)
-                else:
-                    ema[name].copy_(value)
-        if step % 50 == 0:
-            rate = (time.time() - started) / max(step - start_step, 1)
-            log(f"dit step {step}/{args.steps} loss {loss.item():.4f} ({rate:.2f} s/step)")
-        if step % 250 == 0 or step == args.steps or time.time() > deadline:
-            save(checkpoint, {"model": transformer, "optimizer": optimizer}, step, ema)
-            torch.save(ema, args.work / "transformer-ema.pt")
-            if time.time() > deadline and step < args.steps:
-                log("time is up: rerun the same command to resume")
-                return False
+        step = denoiser_step(transformer, optimizer, ema, loss, step, args.steps, args.lr)
+        if not report_and_checkpoint("dit", transformer, optimizer, ema, loss, step, args.steps, (started, start_step),
+                                     checkpoint, args.work / "transformer-ema.pt", deadline):
+            return False
     return True
 
 

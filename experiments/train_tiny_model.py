@@ -143,30 +143,46 @@ def train_unet(pipeline, images: torch.Tensor, labels: torch.Tensor, args, deadl
         noisy = a.sqrt() * clean + (1 - a).sqrt() * noise
         prediction = unet(noisy, timesteps, prompts[prompt_index]).sample
         loss = (weights[timesteps] * F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
-        warmup = min(1.0, (step + 1) / 200)
-        for group in optimizer.param_groups:
-            group["lr"] = 1e-3 * warmup * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.unet_steps)))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        step += 1
-        decay = min(0.999, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for name, value in unet.state_dict().items():
-                if value.is_floating_point():
-                    ema[name].mul_(decay).add_(value.detach(), alpha=1 - decay)
-                else:
-                    ema[name].copy_(value)
-        if step % 50 == 0:
-            rate = (time.time() - started) / max(step - start_step, 1)
-            log(f"unet step {step}/{args.unet_steps} loss {loss.item():.4f} ({rate:.2f} s/step)")
-        if step % 250 == 0 or step == args.unet_steps or time.time() > deadline:
-            save(checkpoint, {"model": unet, "optimizer": optimizer}, step, ema)
-            torch.save(ema, args.work / "unet-ema.pt")
-            if time.time() > deadline and step < args.unet_steps:
-                log("time is up: rerun the same command to resume")
-                return False
+        step = denoiser_step(unet, optimizer, ema, loss, step, args.unet_steps, 1e-3)
+        if not report_and_checkpoint("unet", unet, optimizer, ema, loss, step, args.unet_steps, (started, start_step),
+                                     checkpoint, args.work / "unet-ema.pt", deadline):
+            return False
+    return True
+
+
+def denoiser_step(model, optimizer, ema: dict, loss: torch.Tensor, step: int, total: int, lr: float) -> int:
+    """One optimiser step of a denoiser (warm-up 200, cosine to 10% of ``lr``, grad clip 1), then
+    its EMA (decay up to 0.999); returns the new step count."""
+    warmup = min(1.0, (step + 1) / 200)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * warmup * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    step += 1
+    decay = min(0.999, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            if value.is_floating_point():
+                ema[name].mul_(decay).add_(value.detach(), alpha=1 - decay)
+            else:
+                ema[name].copy_(value)
+    return step
+
+
+def report_and_checkpoint(stage: str, model, optimizer, ema: dict, loss: torch.Tensor, step: int, total: int,
+                          since: tuple[float, int], checkpoint: Path, ema_path: Path, deadline: float) -> bool:
+    """Log every 50 steps; checkpoint every 250, at the end and when time is up; False when it is."""
+    if step % 50 == 0:
+        rate = (time.time() - since[0]) / max(step - since[1], 1)
+        log(f"{stage} step {step}/{total} loss {loss.item():.4f} ({rate:.2f} s/step)")
+    if step % 250 == 0 or step == total or time.time() > deadline:
+        save(checkpoint, {"model": model, "optimizer": optimizer}, step, ema)
+        torch.save(ema, ema_path)
+        if time.time() > deadline and step < total:
+            log("time is up: rerun the same command to resume")
+            return False
     return True
 
 
