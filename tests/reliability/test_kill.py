@@ -30,7 +30,8 @@ def run_until(command: list[str], stage: str) -> bool:
             process.send_signal(signal.SIGKILL)
             process.wait()
             return True
-    return process.wait() == 0 and False
+    process.wait()
+    return False
 
 
 def completed_trials(database) -> dict[int, tuple]:
