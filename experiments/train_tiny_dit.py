@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from autosel.models.families.sd3 import t5_length
 from autosel.models.tiny import build_tiny_pipeline
 from train_tiny_model import (
-    PROMPTS, denoiser_step, log, render_train_set, report_and_checkpoint, restore, step_generator, to_pixels,
+    PROMPTS, denoiser_step, encode_train_set, log, render_train_set, report_and_checkpoint, restore, step_generator,
 )
 
 
@@ -54,15 +54,7 @@ def main() -> None:
 
 def train_transformer(pipeline, images: torch.Tensor, labels: torch.Tensor, args, deadline: float) -> bool:
     transformer, vae = pipeline.transformer, pipeline.vae
-    latents_file = args.work / "latents.pt"
-    if latents_file.exists():
-        latents = torch.load(latents_file, weights_only=True)
-    else:
-        with torch.no_grad():
-            means = [vae.encode(to_pixels(images[i : i + 256])).latent_dist.mean for i in range(0, len(images), 256)]
-        latents = (torch.cat(means) - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
-        torch.save(latents, latents_file)
-        log(f"encoded {len(latents)} latents, std {latents.std():.3f}")
+    latents = encode_train_set(vae, images, args.work / "latents.pt")
     with torch.no_grad():  # 5 prompts (4 categories + empty), text encoders frozen
         prompts, _, pooled, _ = pipeline.encode_prompt(  # as autosel conditions sd3 models (families/sd3.py)
             PROMPTS + [""], None, None, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False,

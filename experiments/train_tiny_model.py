@@ -113,15 +113,7 @@ def train_vae(vae, images: torch.Tensor, args, deadline: float) -> bool:
 
 def train_unet(pipeline, images: torch.Tensor, labels: torch.Tensor, args, deadline: float) -> bool:
     unet, vae = pipeline.unet, pipeline.vae
-    latents_file = args.work / "latents.pt"
-    if latents_file.exists():
-        latents = torch.load(latents_file, weights_only=True)
-    else:
-        with torch.no_grad():
-            means = [vae.encode(to_pixels(images[i : i + 256])).latent_dist.mean for i in range(0, len(images), 256)]
-        latents = torch.cat(means) * vae.config.scaling_factor
-        torch.save(latents, latents_file)
-        log(f"encoded {len(latents)} latents, std {latents.std():.3f}")
+    latents = encode_train_set(vae, images, args.work / "latents.pt")
     with torch.no_grad():
         prompts = pipeline.encode_prompt(PROMPTS + [""], "cpu", 1, False)[0]  # 5×L×C, text encoder frozen
     alphas = pipeline.scheduler.alphas_cumprod.clone().float()
@@ -148,6 +140,18 @@ def train_unet(pipeline, images: torch.Tensor, labels: torch.Tensor, args, deadl
                                      checkpoint, args.work / "unet-ema.pt", deadline):
             return False
     return True
+
+
+def encode_train_set(vae, images: torch.Tensor, path: Path) -> torch.Tensor:
+    """The train images' scaled VAE latents (posterior means), encoded once and kept at ``path``."""
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    with torch.no_grad():
+        means = [vae.encode(to_pixels(images[i : i + 256])).latent_dist.mean for i in range(0, len(images), 256)]
+    latents = (torch.cat(means) - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
+    torch.save(latents, path)
+    log(f"encoded {len(latents)} latents, std {latents.std():.3f}")
+    return latents
 
 
 def denoiser_step(model, optimizer, ema: dict, loss: torch.Tensor, step: int, total: int, lr: float) -> int:

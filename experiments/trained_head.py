@@ -8,21 +8,13 @@ Run: python experiments/trained_head.py   (about 3 minutes on 2 CPU cores)
 from __future__ import annotations
 
 import time
-from pathlib import Path
-
-from autosel.config import FeatureConfig
 from autosel.evaluate import evaluate_config
 from autosel.extract import FeatureExtractor
 from autosel.tasks import make_task
+from protocol_compare import CONFIGS as PROTOCOL_CONFIGS  # the same three configs
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {
-    "best.yaml (searched, training-free)": FeatureConfig.from_yaml(ROOT / "results" / "tiny" / "correspondence" / "best.yaml"),
-    "best single: up-level1-repeat0-res-increment@50": FeatureConfig.from_dict(
-        {"model": {"name": "tiny"}, "extraction": {"image_size": 64},
-         "activations": [{"id": "up-level1-repeat0-res-increment", "timestep": 50}]}),
-    "preset legacy-tiny": FeatureConfig.from_yaml(ROOT / "results" / "presets" / "legacy-tiny.yaml"),
-}
+CONFIGS = {("best.yaml (searched, training-free)" if "best.yaml" in label else label): config
+           for label, config in PROTOCOL_CONFIGS.items()}
 
 
 def main() -> None:
