@@ -13,32 +13,24 @@ Example:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from autosel.errors import AutoselError, did_you_mean
+from autosel.schema import NUM_TRAIN_TIMESTEPS, ConfigError, Section, check_timestep, read_yaml, validate
+
+__all__ = ["NUM_TRAIN_TIMESTEPS", "ConfigError", "FeatureConfig"]
 
 CONFIG_VERSION = 1
-NUM_TRAIN_TIMESTEPS = 1000
 
 ImageSizeField = Union[int, tuple[int, int]]
 DType = Literal["float32", "float16", "bfloat16"]
 
 
-class ConfigError(AutoselError, ValueError):
-    """A feature config file is missing, not YAML, or not valid."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ModelSection(_Section):
+class ModelSection(Section):
     """Which model: a registry name, hub id or local folder, with revision and weight dtype."""
 
     name: str = Field(min_length=1, description="registry short name, hub id or local pipeline folder")
@@ -46,7 +38,7 @@ class ModelSection(_Section):
     dtype: DType = Field(default="float32", description="denoiser dtype (the VAE always runs in float32)")
 
 
-class ExtractionSection(_Section):
+class ExtractionSection(Section):
     """How images become noisy latents."""
 
     image_size: ImageSizeField | None = Field(
@@ -60,11 +52,11 @@ class ExtractionSection(_Section):
     ensemble: int = Field(default=1, ge=1, le=64, description="noise draws averaged per image")
 
 
-class Activation(_Section):
+class Activation(Section):
     """One activation at one timestep."""
 
     id: str = Field(min_length=1, description="activation id (see `autosel catalog`)")
-    timestep: int = Field(ge=0, lt=NUM_TRAIN_TIMESTEPS, description="diffusion timestep (0 = clean)")
+    timestep: int = Field(description="diffusion timestep, 0…999 (0 = clean)")
     weight: float = Field(default=1.0, gt=0, description="weight in the aggregated map")
     post: Literal["none", "l2", "drop-massive"] = Field(
         default="none",
@@ -78,8 +70,13 @@ class Activation(_Section):
         post = "" if self.post == "none" else f":{self.post}"
         return f"{self.id}{post}@{self.timestep}"
 
+    @field_validator("timestep")
+    @classmethod
+    def _on_the_schedule(cls, value: int) -> int:
+        return check_timestep(value)
 
-class AggregationSection(_Section):
+
+class AggregationSection(Section):
     """How the activations become one feature map."""
 
     resolution: ImageSizeField | None = Field(
@@ -90,7 +87,7 @@ class AggregationSection(_Section):
     pca_dim: int | None = Field(default=None, ge=1, description="reduce the combined map to this many channels")
 
 
-class ScoreSection(_Section):
+class ScoreSection(Section):
     """How good the config is, and on what (filled in by the search)."""
 
     task: str
@@ -105,7 +102,7 @@ class ScoreSection(_Section):
     presets: dict[str, float] = Field(default_factory=dict)
 
 
-class ProvenanceSection(_Section):
+class ProvenanceSection(Section):
     """Where the config came from."""
 
     source: str | None = None
@@ -121,7 +118,7 @@ class ProvenanceSection(_Section):
         return mask_password(url) if url else url
 
 
-class FeatureConfig(_Section):
+class FeatureConfig(Section):
     """A complete, validated feature config. Immutable: changes return a new object."""
 
     version: Literal[1] = CONFIG_VERSION
@@ -162,12 +159,7 @@ class FeatureConfig(_Section):
         Raises:
             ConfigError: on any invalid or unknown field.
         """
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-        try:
-            return cls.model_validate(dict(data))
-        except ValidationError as error:
-            raise ConfigError(f"{source}: {_describe(error)}") from None
+        return validate(cls, data, source)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         """The YAML text; also written to ``path`` when given."""
@@ -183,20 +175,7 @@ class FeatureConfig(_Section):
         Raises:
             ConfigError: missing or unreadable file, invalid YAML, or invalid content.
         """
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such feature config file") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(f"{path}: cannot read: {error}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+        data = read_yaml(path, "feature config")
         return cls.from_dict(data if data is not None else {}, source=str(path))
 
     def replace(self, **changes: Any) -> FeatureConfig:
@@ -219,48 +198,6 @@ class FeatureConfig(_Section):
         for index, activation in enumerate(self.activations):
             if activation.id not in known_set:
                 raise unknown_activation(activation.id, known, self.model.name, where=f"activations[{index}].id: ")
-
-
-_SECTIONS: dict[str, type[BaseModel]] = {
-    "model": ModelSection,
-    "extraction": ExtractionSection,
-    "activations": Activation,
-    "aggregation": AggregationSection,
-    "score": ScoreSection,
-    "provenance": ProvenanceSection,
-}
-
-
-def _describe(error: ValidationError) -> str:
-    return describe_validation_error(error, FeatureConfig, _SECTIONS)
-
-
-def describe_validation_error(
-    error: ValidationError, root: type[BaseModel], sections: Mapping[str, type[BaseModel]]
-) -> str:
-    """One line for a pydantic error: field path, problem, and what would be valid.
-
-    ``sections`` maps a top-level field of ``root`` to its model, for listing valid fields."""
-    parts: dict[str, str] = {}
-    for detail in error.errors():
-        location = [str(part) for part in detail["loc"] if not str(part).startswith(("int", "tuple", "function"))]
-        path = ".".join(location) or "(top level)"
-        path = re.sub(r"\.(\d+)", r"[\1]", path)
-        if path in parts:
-            continue  # a union reports one error per member: the first says enough
-        message = detail["msg"]
-        if detail["type"] == "extra_forbidden":
-            section = sections.get(location[0]) if len(location) > 1 else root
-            valid = list(section.model_fields) if section is not None else []
-            message = f"unknown field.{did_you_mean(location[-1], valid)} Valid fields: {', '.join(valid)}"
-        elif detail["type"] == "missing":
-            message = "required field is missing"
-        elif "Value error, " in message:
-            message = message.split("Value error, ", 1)[1]
-        parts[path] = f"{path}: {message}"
-    shown = list(parts.values())[:3]
-    more = len(parts) - len(shown)
-    return "; ".join(shown) + (f" (and {more} more)" if more > 0 else "")
 
 
 def mask_password(url: str) -> str:

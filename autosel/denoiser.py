@@ -36,6 +36,7 @@ from autosel.models import Architecture, load_pipeline, resolve_model
 from autosel.models.architecture import ImageSize, load_architecture
 from autosel.models.families import expand_rows
 from autosel.noise import noise_process
+from autosel.schema import check_timestep
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -151,8 +152,7 @@ class Denoiser:
 
     def check_timestep(self, timestep: int) -> None:
         """Raise :class:`InvalidInputError` unless ``timestep`` is on the 0…N−1 training scale."""
-        if not 0 <= timestep < self.num_train_timesteps:
-            raise InvalidInputError(f"timestep {timestep} is outside the scheduler's range 0…{self.num_train_timesteps - 1}")
+        check_timestep(timestep, self.num_train_timesteps)
 
     # -- the steps -----------------------------------------------------------------------
 

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from autosel.catalog import ActivationPoint
+from autosel.aggregation import aggregate
 from autosel.config import ConfigError, FeatureConfig
 from autosel.denoiser import DTYPES, Denoiser, DenoiserRun
 from autosel.images import ImageInput
@@ -74,7 +73,6 @@ class FeatureExtractor(DenoiserRun):
         config.check_ids(self.catalogue)
         self.config = config
         self.dtype = denoiser.dtype
-        self.points: dict[str, ActivationPoint] = {name: self.catalogue[name] for name in config.ids}
 
     @classmethod
     def from_yaml(cls, path: str | Path, **kwargs: Any) -> FeatureExtractor:
@@ -118,32 +116,9 @@ class FeatureExtractor(DenoiserRun):
 
 
 def combine_features(config: FeatureConfig, features: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The config's aggregation of ``{id: B×C×H×W}``: each activation resized to the target
-    resolution (default: the largest activation's), optionally L2-normalised over channels,
-    weighted, then concatenated or summed (no PCA: see :func:`reduce_pca`)."""
-    aggregation = config.aggregation
-    if aggregation.resolution is not None:
-        size = aggregation.resolution
-        target = (size, size) if isinstance(size, int) else tuple(size)
-    else:
-        target = max((tuple(value.shape[-2:]) for value in features.values()), key=lambda hw: hw[0] * hw[1])
-    maps = []
-    for activation in config.activations:
-        value = features[activation.id].float()
-        if tuple(value.shape[-2:]) != target:
-            value = F.interpolate(value, size=target, mode="bilinear", align_corners=False)
-        if aggregation.l2_normalize:
-            value = l2_normalize(value, dim=1)
-        maps.append(value * activation.weight)
-    if aggregation.combine == "concat":
-        return torch.cat(maps, dim=1)
-    channels = {m.shape[1] for m in maps}
-    if len(channels) > 1:
-        raise ConfigError(
-            f"aggregation.combine: weighted-sum needs equal channel counts, got {sorted(channels)}; "
-            "use concat"
-        )
-    return torch.stack(maps).sum(dim=0) / sum(a.weight for a in config.activations)
+    """The config's aggregation of ``{id: B×C×H×W}`` (see :func:`autosel.aggregation.aggregate`)."""
+    activations = config.activations
+    return aggregate([features[a.id] for a in activations], [a.weight for a in activations], config.aggregation)
 
 
 def _post_process(value: torch.Tensor, post: str) -> torch.Tensor:

@@ -18,27 +18,24 @@ from autosel.config import ExtractionSection
 from autosel.data.specs import DatasetSpec
 from autosel.denoiser import Denoiser, DenoiserRun
 from autosel.errors import UnknownActivationError, close_matches
-from autosel.evaluate import image_tensor
-from autosel.massive import DEFAULT_FACTOR, ChannelStats
+from autosel.evaluation import image_tensor
+from autosel.massive import DEFAULT_FACTOR, ChannelReport, ChannelStats
 from autosel.progress import progress_bar
 
 
 @dataclass(frozen=True)
-class InspectionRow:
-    """One activation at one timestep: what :func:`inspect_model` found."""
+class InspectionRow(ChannelReport):
+    """One activation at one timestep: what :func:`inspect_model` found (a
+    :class:`~autosel.massive.ChannelReport` of its map, ratios rounded to 0.1)."""
 
     id: str
     timestep: int
     channels: int
-    massive_channels: list[int]
-    ratios: list[float]
-    energy_share: float
-    median_magnitude: float
-    nan: int
-    inf: int
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain data, the activation first."""
+        data = asdict(self)
+        return {key: data.pop(key) for key in ("id", "timestep", "channels")} | data
 
 
 def inspect_model(
@@ -93,12 +90,8 @@ def inspect_model(
     for timestep in sorted(timesteps):
         for name in names:
             report = stats[(name, timestep)].report(factor)
-            rows.append(InspectionRow(
-                id=name, timestep=timestep, channels=run.catalogue[name].channels,
-                massive_channels=report.massive_channels, ratios=[round(r, 1) for r in report.ratios],
-                energy_share=report.energy_share, median_magnitude=report.median_magnitude,
-                nan=report.nan, inf=report.inf,
-            ))
+            rows.append(InspectionRow(**{**asdict(report), "ratios": [round(r, 1) for r in report.ratios]},
+                                      id=name, timestep=timestep, channels=run.catalogue[name].channels))
     return rows
 
 

@@ -1,7 +1,7 @@
 """What autosel says while it works: progress bars, stage messages, warnings.
 
 ``configure`` sets it once per command: normal (stage messages and warnings on stderr,
-progress bars), ``quiet`` (errors only: stdout is dropped, no bars, no warnings), or
+progress bars), ``quiet`` (errors only: no bars, no warnings; the CLI also drops stdout), or
 ``json_lines`` (one JSON object per message on stderr, no bars: for machines). Ray's and
 Optuna's own logs are held to warnings.
 """
@@ -44,7 +44,6 @@ def configure(quiet: bool = False, json_lines: bool = False) -> None:
     if quiet:
         warnings.simplefilter("ignore")
         os.environ["PYTHONWARNINGS"] = "ignore"  # worker processes too
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - results still go to files; errors to stderr
 
 
 class _PinnedFormat(logging.StreamHandler):

@@ -27,9 +27,9 @@ def build_folder(layout: str, folder: Path) -> None:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from autosel.models.architecture import shipped_architecture
-    from autosel.models.tiny import _byte_level_clip_tokenizer
+    from autosel.models.tiny import byte_level_clip_tokenizer
 
-    tokenizer = _byte_level_clip_tokenizer()
+    tokenizer = byte_level_clip_tokenizer()
 
     def clip(width: int, projection: bool):
         config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=width, num_hidden_layers=1,
@@ -84,7 +84,7 @@ def main() -> None:
         print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for dtype in ("float32", "float16"):
             plan, _, _ = run([autosel, "sweep", *common, "--dtype", dtype, "--dry-run"], Path(temp))
-            output, seconds, peak = run([autosel, "sweep", *common, "--dtype", dtype, "--quiet"], Path(temp))
+            output, seconds, peak = run([autosel, "sweep", *common, "--dtype", dtype, "--no-progress"], Path(temp))
             planned = re.search(r"screen ([\d,]+); total", plan)
             planned_peak = re.search(r"peak memory per worker ≈ ([\d.]+) (GiB|MiB)", plan)
             ran = re.search(r"scored now with (\d+) denoiser forwards", output)

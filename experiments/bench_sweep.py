@@ -23,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from autosel.evaluate import extract_combined
+from autosel.evaluation import extract_combined
 from autosel.extract import FeatureExtractor
 from autosel.models import load_pipeline
-from autosel.search import ActivationCache, load_space, run_sweep
-from autosel.search.fill import cache_keys, fill_cache
-from autosel.search.sweep import base_config
+from autosel.cache import ActivationCache
+from autosel.space import load_space
+from autosel.screen import run_sweep
+from autosel.cache.fill import cache_keys, fill_cache
+from autosel.screen.sweep import base_config
 from autosel.tasks import make_task
 
 

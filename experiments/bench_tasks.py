@@ -16,7 +16,7 @@ import time
 import torch
 
 from autosel.config import FeatureConfig
-from autosel.evaluate import extract_combined
+from autosel.evaluation import extract_combined
 from autosel.extract import FeatureExtractor
 from autosel.tasks import CorrespondenceTask, SegmentationTask
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from autosel.config import FeatureConfig
-from autosel.evaluate import evaluate_config
+from autosel.evaluation import evaluate_config
 from autosel.extract import FeatureExtractor
 from autosel.tasks import make_task
 

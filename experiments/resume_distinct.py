@@ -36,7 +36,7 @@ def search(out: Path, cache: Path, trials: int, study: str, storage: str | None 
 
 def counts(storage: str, study: str) -> tuple[int, int, int]:
     """(COMPLETE trials, distinct selections among them, copied duplicates)."""
-    from autosel.search.study import open_storage, quiet_optuna
+    from autosel.optimise.study import open_storage, quiet_optuna
 
     quiet_optuna()
     trials = optuna.load_study(study_name=study, storage=open_storage(storage)).get_trials(

@@ -22,14 +22,11 @@ from pathlib import Path
 import numpy as np
 import optuna
 
+from autosel import Resources, RunConfig, Search, load_space
 from autosel.catalog import list_activations
-from autosel.search import load_space
-from autosel.search.run import _top_candidates
-from autosel.search.selection import Selection, score_cached, suggest
-from autosel.search.strategies import ExhaustiveStrategy, GreedyStrategy, GreedyThenTPE
-from autosel.search.study import quiet_optuna
-from autosel.search.sweep import run_sweep
-from autosel.search.workers import Worker
+from autosel.optimise.selection import Selection, parse_slot_choice, suggest
+from autosel.optimise.strategies import ExhaustiveStrategy, GreedyStrategy, GreedyThenTPE
+from autosel.optimise.study import quiet_optuna
 
 
 def main() -> None:
@@ -40,28 +37,27 @@ def main() -> None:
     args = parser.parse_args()
     quiet_optuna()
     space = load_space("tiny").replace(search={**load_space("tiny").search.model_dump(), "top_m": 12, "max_activations": 3})
-    worker = Worker(space.model_dump(mode="json"), cache_dir=str(Path.home() / ".cache/autosel/activations"), cache_memory=4 * 10**9)
-    sweep = run_sweep(space, out="results", progress=False, write_files=False, compute=worker.screen)
-    candidates = _top_candidates(sweep, space)
-    worker.prepare(sorted({(c.id, t) for c in candidates for t in c.timesteps}))
+    # the stages of a search, in this process; the sweep comes from results/autosel.db when there
+    run = RunConfig(out=Path(".cache/search_quality"), storage=f"sqlite:///{Path('results/autosel.db').resolve()}",
+                    cache_dir=Path.home() / ".cache/autosel/activations", cache_memory=4 * 10**9, progress=False)
+    search = Search(space, run, Resources(workers=0))
+    candidates = search.candidates(search.screen())
+    cached = search.cache(candidates)
+    worker = search.pool()
     catalogue = {p.id: p for p in list_activations("tiny", 64)}
-    task = worker.task("search")
     memo = Path(".cache/search_quality_scores.json")
     scores: dict[str, float] = json.loads(memo.read_text()) if memo.is_file() else {}
 
     def score(selection: Selection) -> float:
         if selection.key not in scores:
-            scores[selection.key] = score_cached(task, worker._arrays, selection).value
+            scores[selection.key] = worker.on_one("evaluate", selection.items, cached)["score"]
         return scores[selection.key]
 
     started = time.perf_counter()
     exhaustive = ExhaustiveStrategy(candidates, 3, 0)
     for params in exhaustive.enumerate():
-        items = []
-        for slot in range(params["n"]):
-            candidate = next(c for c in candidates if c.id == params[f"a{slot}"])
-            items.append((candidate.id, candidate.timesteps[params[f"t{slot}"]], 1.0))
-        score(Selection(tuple(items)))
+        items = [(*parse_slot_choice(params[f"a{slot}"]), 1.0) for slot in range(params["n"])]
+        score(Selection(tuple(sorted(items))))
     memo.parent.mkdir(parents=True, exist_ok=True)
     memo.write_text(json.dumps(scores))
     optimum_key = max(scores, key=scores.get)

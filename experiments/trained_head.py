@@ -8,7 +8,7 @@ Run: python experiments/trained_head.py   (about 3 minutes on 2 CPU cores)
 from __future__ import annotations
 
 import time
-from autosel.evaluate import evaluate_config
+from autosel.evaluation import evaluate_config
 from autosel.extract import FeatureExtractor
 from autosel.tasks import make_task
 from protocol_compare import CONFIGS as PROTOCOL_CONFIGS  # the same three configs

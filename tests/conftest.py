@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from cli_runner import CliResult, invoke_cli
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # inherited by the CLI subprocesses too
 
@@ -24,13 +25,12 @@ def autosel_command() -> list[str]:
 
 
 @pytest.fixture
-def run_cli(autosel_command):
-    """Run ``autosel ARGS…`` in a subprocess and return the completed process."""
+def run_cli():
+    """Run ``autosel ARGS…`` in this process (see :func:`invoke_cli`); tests that need a real
+    process (kill -9, concurrent drivers, a server) use ``autosel_command`` instead."""
 
-    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*autosel_command, *args], capture_output=True, text=True, timeout=timeout, check=False
-        )
+    def run(*args: object, timeout: float | None = None, env: dict[str, str] | None = None) -> CliResult:
+        return invoke_cli(*args, env=env)
 
     return run
 

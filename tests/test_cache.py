@@ -15,11 +15,11 @@ import torch
 from autosel.errors import InvalidInputError
 from autosel.extract import FeatureExtractor
 from autosel.models import load_pipeline
-from autosel.search import ActivationCache, CacheKey, parse_bytes
-from autosel.search.cache import project, projection_matrix, proxy_map
-from autosel.search.fill import cache_keys, fill_cache
-from autosel.search.sweep import base_config
-from autosel.search import SearchSpace
+from autosel.cache import ActivationCache, CacheKey, parse_bytes
+from autosel.cache.activations import project, projection_matrix, proxy_map
+from autosel.cache.fill import cache_keys, fill_cache
+from autosel.screen.sweep import base_config
+from autosel.space import SearchSpace
 from autosel.tasks import make_task
 
 
@@ -63,10 +63,11 @@ def test_maps_above_the_proxy_resolution_are_pooled_down():
     assert proxy_map(small, 16) is small
 
 
+@pytest.mark.slow
 def test_a_killed_writer_leaves_no_valid_entry(tmp_path):
     script = (
         "import os, numpy as np\n"
-        "from autosel.search import ActivationCache, CacheKey\n"
+        "from autosel.cache import ActivationCache, CacheKey\n"
         f"key = CacheKey(**{dataclasses.asdict(a_key())!r})\n"
         f"writer = ActivationCache({str(tmp_path)!r}).create(key, (4, 2, 2, 2))\n"
         "writer.array[:2] = 1\n"
@@ -124,7 +125,7 @@ def test_a_full_disk_fails_with_one_line_and_leaves_no_partial_file(tmp_path, mo
     import errno
     import os
 
-    from autosel.search.cache import CacheWriteError
+    from autosel.cache.activations import CacheWriteError
 
     def full(fd, offset, size):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -171,7 +172,7 @@ def test_cached_values_are_the_extracted_activations_pooled_and_cast(tiny_extrac
     task = make_task("correspondence", "shapes", "search", pairs=4)
     keys = cache_keys(tiny_extractor, task, "shapes", "search", [("mid-vit-out", 50)], resolution=2, projection=None, seed=0)
     arrays, _ = fill_cache(ActivationCache(tmp_path), tiny_extractor, task, keys, progress=False)
-    from autosel.evaluate import image_tensor
+    from autosel.evaluation import image_tensor
 
     direct = tiny_extractor.extract_timesteps([image_tensor(i) for i in task.images], {50: ["mid-vit-out"]})[50]["mid-vit-out"]
     assert np.array_equal(arrays[("mid-vit-out", 50)], proxy_map(direct, 2).numpy().astype(np.float16))

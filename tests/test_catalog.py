@@ -55,6 +55,7 @@ def test_seed_id_sets_have_the_published_sizes():
     assert (len(SD15_IDS), len(SDXL_IDS)) == (197, 612)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("model", "expected"), [("sd15", SD15_IDS), ("sd21", SD15_IDS), ("sdxl", SDXL_IDS), ("sdxl-turbo", SDXL_IDS)])
 def test_offline_catalogue_holds_every_seed_id(model, expected):
     ids = {point.id for point in list_activations(model) if not point.extra}
@@ -99,6 +100,7 @@ def test_non_square_images_give_the_real_latent_grid():
     assert points["up-level1-repeat0-vit-block0-self-map"].channels == 16 * 24
 
 
+@pytest.mark.slow
 def test_ids_and_shapes_are_stable_across_two_builds():
     architecture = shipped_architecture("sd15")
     first = measure_catalogue(architecture, cache=False)

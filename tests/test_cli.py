@@ -17,7 +17,7 @@ def test_models_lists_registry_names_with_hub_ids(run_cli):
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["sdxl"]["hub_id"] == "stabilityai/stable-diffusion-xl-base-1.0"
     assert rows["sd15"]["resolution"] == 512 and rows["sd15"]["family"] == "sd"
-    assert {"prompt", "family", "resolution"} <= set(rows["sdxl-turbo"])
+    assert {"hub_id", "family", "resolution"} <= set(rows["sdxl-turbo"])
 
 
 def test_models_table_is_readable(run_cli):

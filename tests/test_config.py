@@ -48,7 +48,7 @@ def test_timesteps_are_distinct_and_sorted():
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        (minimal(activations=[{"id": "a", "timestep": 5000}]), "activations[0].timestep: Input should be less than 1000"),
+        (minimal(activations=[{"id": "a", "timestep": 5000}]), "activations[0].timestep: timestep 5000 is outside the scheduler's range 0…999"),
         (minimal(activations=[{"id": "a", "timestep": 5, "wieght": 2}]), "Did you mean 'weight'?"),
         (minimal(activations=[{"id": "a", "timestep": "soon"}]), "activations[0].timestep: Input should be a valid integer"),
         (minimal(activations=[{"id": "a", "timestep": 5}, {"id": "a", "timestep": 9}]), "listed twice"),

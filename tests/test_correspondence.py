@@ -91,6 +91,34 @@ def test_bbox_and_image_normalisation_disagree_on_a_small_object():
     assert result.metrics["pck@0.1/img/point"] == 1.0  # 3 px ≤ 0.1 × 40 (image side)
 
 
+def test_every_pck_variant_equals_a_dense_reference_on_random_errors():
+    rng = np.random.default_rng(0)
+    pairs = [one_pair(rng.uniform(0, 40, (n, 2)), rng.uniform(0, 40, (n, 2)), bbox=tuple(rng.uniform(0, 20, 2)) + tuple(rng.uniform(21, 40, 2)),
+                      category=f"c{n % 3}") for n in range(1, 9)]
+    task = task_of(*pairs)
+    errors = [rng.uniform(0, 12, len(pair.visible)).astype(np.float32) for pair in task.data.pairs]
+    result = task.result(errors)
+
+    def reference(alpha, normalisation, averaging, category=None):
+        per_pair = []
+        for pair, pair_errors in zip(task.data.pairs, errors):
+            if category is not None and pair.category != category:
+                continue
+            x1, y1, x2, y2 = pair.target_bbox
+            length = max(x2 - x1, y2 - y1) if normalisation == "bbox" else max(pair.target_size)
+            per_pair.append([float(error) <= alpha * length for error in pair_errors])
+        if averaging == "point":
+            points = [hit for hits in per_pair for hit in hits]
+            return sum(points) / len(points)
+        return sum(sum(hits) / len(hits) for hits in per_pair) / len(per_pair)
+
+    for name, value in result.metrics.items():
+        alpha, normalisation, averaging = float(name.split("@")[1].split("/")[0]), *name.split("/")[1:]
+        assert value == pytest.approx(reference(alpha, normalisation, averaging)), name
+        for category, metrics in result.per_category.items():
+            assert metrics[name] == pytest.approx(reference(alpha, normalisation, averaging, category)), (name, category)
+
+
 def test_per_point_and_per_image_averages_differ_as_computed_by_hand():
     features = unique_features(40, 40)
     good = one_pair([[5.0, 5.0]], [[5.0, 5.0]])

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from autosel.catalog import list_activations
-from autosel.search.driver import optimise
-from autosel.search.selection import Candidate
-from autosel.search.strategies import make_strategy
-from autosel.search.study import completed, open_storage, open_study
+from autosel.optimise.driver import Driver
+from autosel.optimise.selection import Candidate
+from autosel.optimise.strategies import make_strategy
+from autosel.optimise.study import completed, open_storage, open_study
 
 IDS = ("up-level0-repeat0-res-out", "up-level1-repeat0-res-out", "up-level2-repeat0-res-out")
 SCORES = {IDS[0]: 0.1, IDS[1]: 0.2, IDS[2]: 0.9}  # a set scores the sum of its members
@@ -38,8 +39,9 @@ class OneAtATimePool:
 def test_greedy_judges_a_round_only_after_all_its_parallel_trials_finish(tmp_path):
     catalogue, candidates = catalogue_and_candidates()
     strategy = make_strategy("greedy", candidates, 2, 0)
-    study = open_study(open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}"), "greedy", {"model": "tiny"}, strategy.sampler())
-    optimise(study, strategy, OneAtATimePool(), candidates, catalogue, 20, 2, None, progress=False, poll_seconds=0.01)
+    storage = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    study = open_study(storage, "greedy", {"model": "tiny"}, strategy.sampler())
+    Driver(study, storage, strategy, OneAtATimePool(), candidates, catalogue, 2, None, progress=False, poll_seconds=0.01).run(20)
     extensions = [{name for name, _, _ in t.user_attrs["items"]} for t in completed(study) if len(t.user_attrs["items"]) == 2]
     assert len(completed(study)) == 5 and len(extensions) == 2  # 3 singles, then the best one's 2 extensions
     assert all(IDS[2] in names for names in extensions)  # of the best single, not of the first to finish
@@ -57,10 +59,8 @@ def test_a_trial_whose_driver_died_before_its_first_heartbeat_is_failed_not_wait
     study = open_study(storage, "orphan", {"model": "tiny"}, strategy.sampler())
     orphan = study.ask()  # a driver killed right here leaves a RUNNING trial with no heartbeat
     time.sleep(1.5)
-    run = threading.Thread(
-        target=optimise, args=(study, strategy, OneAtATimePool(), candidates, catalogue, 2, 2, None),
-        kwargs={"progress": False, "poll_seconds": 0.01}, daemon=True,
-    )
+    driver = Driver(study, storage, strategy, OneAtATimePool(), candidates, catalogue, 2, None, progress=False, poll_seconds=0.01)
+    run = threading.Thread(target=driver.run, args=(2,), daemon=True)
     run.start()
     run.join(timeout=20)
     assert not run.is_alive(), "the driver is still waiting on the orphaned trial"
@@ -89,35 +89,40 @@ class ScoredPool(OneAtATimePool):
             yield tag, {"score": sum((MORE_IDS.index(name) + 1) * (1 + t) % 7 / 10 for name, t, _ in items)}, None
 
 
-def run_driver(study, strategy_name, seed, trials):
+def run_driver(storage, study, strategy_name, seed, trials):
     catalogue, candidates = more_candidates()
     strategy = make_strategy(strategy_name, candidates, 3, seed)
-    optimise(study, strategy, ScoredPool(), candidates, catalogue, trials, 3, None, progress=False, poll_seconds=0.01)
+    Driver(study, storage, strategy, ScoredPool(), candidates, catalogue, 3, None, progress=False, poll_seconds=0.01).run(trials)
 
 
+@pytest.mark.slow
 def test_a_resumed_greedy_driver_continues_the_walk_instead_of_repeating_it(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
     uninterrupted = open_study(storage, "one", {"model": "tiny"}, make_strategy("greedy", [], 3, 0).sampler())
-    run_driver(uninterrupted, "greedy", 0, 30)
+    run_driver(storage, uninterrupted, "greedy", 0, 30)
     resumed = open_study(storage, "two", {"model": "tiny"}, make_strategy("greedy", [], 3, 0).sampler())
     for trials in (7, 13, 22, 30):  # a new strategy object each time, as a restarted process has
-        run_driver(resumed, "greedy", 0, trials)
+        run_driver(storage, resumed, "greedy", 0, trials)
     assert len(completed(resumed)) == len(completed(uninterrupted))
     assert distinct_selections(resumed) == distinct_selections(uninterrupted) == len(completed(resumed))
     assert {t.user_attrs["selection"] for t in completed(resumed)} == {t.user_attrs["selection"] for t in completed(uninterrupted)}
 
 
+@pytest.mark.slow
 def test_drivers_taking_turns_on_one_study_never_rerun_a_selection(tmp_path):
-    study = open_study(open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}"), "turns", {"model": "tiny"},
+    storage = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    study = open_study(storage, "turns", {"model": "tiny"},
                        make_strategy("greedy", [], 3, 0).sampler())
     for trials, seed in ((5, 1), (10, 2), (15, 1), (20, 2)):
-        run_driver(study, "greedy", seed, trials)
+        run_driver(storage, study, "greedy", seed, trials)
     assert distinct_selections(study) == len(completed(study)) == 20
 
 
+@pytest.mark.slow
 def test_a_resumed_exhaustive_driver_skips_the_sets_already_run(tmp_path):
-    study = open_study(open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}"), "all", {"model": "tiny"},
+    storage = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    study = open_study(storage, "all", {"model": "tiny"},
                        make_strategy("exhaustive", [], 3, 0).sampler())
     for trials in (10, 25):
-        run_driver(study, "exhaustive", 0, trials)
+        run_driver(storage, study, "exhaustive", 0, trials)
     assert distinct_selections(study) == len(completed(study)) == 25

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from autosel.config import FeatureConfig
-from autosel.evaluate import evaluate_config, extract_combined
+from autosel.evaluation import evaluate_config, extract_combined
 from autosel.extract import FeatureExtractor
 from autosel.tasks import CorrespondenceTask, SegmentationTask
 
@@ -39,6 +39,7 @@ def test_tiny_features_find_shapes_keypoints_far_above_constant_features(tiny_ex
     assert set(learned.per_category) == {"house", "tree", "bottle", "car"}
 
 
+@pytest.mark.slow
 def test_tiny_features_segment_shapes_parts_above_constant_features(tiny_extractor):
     task = SegmentationTask.from_spec("shapes", role="heldout", train_images=8, test_images=16)
     learned = evaluate_config(tiny_extractor, task, progress=False)
@@ -52,7 +53,7 @@ def test_combined_maps_are_float16_at_the_largest_activation_grid(tiny_extractor
 
 
 def test_cli_scores_a_config_on_spair_format_files(run_cli, config_file, spair_root):
-    done = run_cli("evaluate", "--config", str(config_file), "--dataset", f"spair:{spair_root}:test", "--format", "json", "--quiet")
+    done = run_cli("evaluate", "--config", str(config_file), "--dataset", f"spair:{spair_root}:test", "--format", "json", "--no-progress")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["primary"] == "pck@0.1/bbox/point" and len(result["metrics"]) == 12
@@ -62,7 +63,7 @@ def test_cli_scores_a_config_on_spair_format_files(run_cli, config_file, spair_r
 def test_cli_scores_segmentation_on_a_label_folder(run_cli, config_file, label_folder):
     done = run_cli(
         "evaluate", "--config", str(config_file), "--task", "segmentation", "--dataset", f"folder:{label_folder}",
-        "--format", "json", "--quiet",
+        "--format", "json", "--no-progress",
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -72,6 +73,6 @@ def test_cli_scores_segmentation_on_a_label_folder(run_cli, config_file, label_f
 def test_cli_bad_dataset_is_one_line_naming_the_file(run_cli, config_file, spair_root):
     path = sorted((spair_root / "PairAnnotation" / "test").glob("*.json"))[0]
     path.write_text("{not json")
-    done = run_cli("evaluate", "--config", str(config_file), "--dataset", f"spair:{spair_root}", "--quiet")
+    done = run_cli("evaluate", "--config", str(config_file), "--dataset", f"spair:{spair_root}", "--no-progress")
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and path.name in done.stderr and "not a readable pair annotation" in done.stderr

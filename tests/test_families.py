@@ -39,6 +39,7 @@ def test_registry_lists_each_family_model(name, family):
     assert resolve_model(name).family == family
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(n for n, s in REGISTRY.items() if s.source == "registry" and n != "if-i-l"))
 def test_every_registry_model_has_an_offline_catalogue(name):
     points = list_activations(name)

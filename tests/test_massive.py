@@ -13,7 +13,7 @@ from autosel.extract import FeatureExtractor
 from autosel.inspection import inspect_model
 from autosel.massive import drop_massive, inspect_channels, massive_channels
 from autosel.models import load_pipeline
-from autosel.search.selection import Selection
+from autosel.optimise.selection import Selection
 
 PLANTED = 5
 
@@ -86,7 +86,7 @@ def test_a_searched_variant_becomes_a_drop_massive_activation():
 
 def test_inspect_command_prints_json_rows_with_massive_channels(run_cli):
     result = run_cli("inspect", "--model", "tiny-pixart-random", "--timesteps", "50", "--images", "2",
-                     "--ids", "vit-block1-*", "--format", "json", "--quiet")
+                     "--ids", "vit-block1-*", "--format", "json", "--no-progress")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert {row["id"] for row in rows} >= {"vit-block1-out", "vit-block1-norm-in"}

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,43 +10,53 @@ import yaml
 
 from autosel.denoiser import resolve_dtype
 from autosel.errors import InvalidInputError
-from autosel.search import SearchSpace, run_sweep
-from autosel.search.plan import make_plan
-from autosel.search.space import canonical_model, same_model
-from autosel.search.sweep import base_config, model_run, sweep_key
+from autosel.space import SearchSpace
+from autosel.screen import run_sweep
+from autosel.runtime.plan import make_plan
+from autosel.space import canonical_model, same_model
+from autosel.screen.sweep import base_config, model_run, sweep_key
 from autosel.tasks import make_task
 
 SMALL = {"model": "tiny", "image_size": 64, "timesteps": [50, 300],
          "candidates": {"include": ["up-level1-repeat0-*"], "exclude": ["*-map"]}, "proxy": {"pairs": 8}}
 
 
-def cli(autosel_command, *args: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AUTOSEL_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([*autosel_command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+@pytest.fixture
+def cli(monkeypatch):
+    """``autosel ARGS…`` in this process, run from folder ``cwd`` with its cache in ``cache``."""
+    from cli_runner import invoke_cli
+
+    def run(*args: str, cwd: Path, cache: Path):
+        monkeypatch.chdir(cwd)
+        return invoke_cli(*args, env={"AUTOSEL_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"})
+
+    return run
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(autosel_command, tmp_path):
+@pytest.mark.slow
+def test_dry_run_prints_the_plan_and_writes_nothing(cli, tmp_path):
     work, cache = tmp_path / "work", tmp_path / "cache"
     work.mkdir()
-    done = cli(autosel_command, "search", "--model", "tiny", "--pairs", "8", "--dry-run", cwd=work, cache=cache)
+    done = cli("search", "--model", "tiny", "--pairs", "8", "--dry-run", cwd=work, cache=cache)
     assert done.returncode == 0, done.stderr
     for fact in ("denoiser forwards", "screen 5, cache 5", "peak memory per worker", "activation cache", "time ≈", "float32 on cpu"):
         assert fact in done.stdout, fact
     assert list(work.iterdir()) == [] and not cache.exists()
 
 
-def test_space_alone_implies_its_model_and_flags_override_it(autosel_command, tmp_path):
+@pytest.mark.slow
+def test_space_alone_implies_its_model_and_flags_override_it(cli, tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({**SMALL, "model": "tiny-random"}))
-    done = cli(autosel_command, "sweep", "--space", str(space), "--image-size", "64x96", "--pairs", "4",
+    done = cli("sweep", "--space", str(space), "--image-size", "64x96", "--pairs", "4",
                "--dtype", "bfloat16", "--dry-run", cwd=tmp_path, cache=tmp_path / "cache")
     assert done.returncode == 0, done.stderr
     assert "plan: tiny-random (sd), bfloat16" in done.stdout
     assert "64x96 px" in done.stdout and "8 search images" in done.stdout
 
 
-def test_a_bad_dtype_is_refused_in_one_line(autosel_command, tmp_path):
-    done = cli(autosel_command, "sweep", "--model", "tiny", "--dtype", "float64", "--dry-run", cwd=tmp_path, cache=tmp_path / "c")
+def test_a_bad_dtype_is_refused_in_one_line(cli, tmp_path):
+    done = cli("sweep", "--model", "tiny", "--dtype", "float64", "--dry-run", cwd=tmp_path, cache=tmp_path / "c")
     assert done.returncode == 2 and "float64" in done.stderr and "Traceback" not in done.stderr
 
 

@@ -74,7 +74,7 @@ def test_evaluate_labels_its_score_with_the_protocol(run_cli, tmp_path):
 
     config = tmp_path / "tiny.yaml"
     config.write_text("model: {name: tiny}\nextraction: {image_size: 64}\nactivations: [{id: up-level1-repeat0-res-increment, timestep: 50}]\n")
-    done = run_cli("evaluate", "--config", str(config), "--max-pairs", "10", "--protocol", "dift", "--format", "json", "--quiet")
+    done = run_cli("evaluate", "--config", str(config), "--max-pairs", "10", "--protocol", "dift", "--format", "json", "--no-progress")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["protocol"] == "dift" and "rounded cell" in result["protocol_description"]

@@ -17,8 +17,8 @@ from PIL import Image
 
 from autosel.errors import InvalidInputError
 from autosel.report import write_report
-from autosel.search import SearchSpace
-from autosel.search.study import open_storage
+from autosel.space import SearchSpace
+from autosel.optimise.study import open_storage
 from fixture_data import small_search_space
 
 SPACE = small_search_space(trials=10)
@@ -27,13 +27,15 @@ SPACE = small_search_space(trials=10)
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory) -> str:
     """A store holding study 'tiny-correspondence' from a real (small, in-process) search."""
-    from autosel.search.run import run_search
+    import autosel
 
     folder = tmp_path_factory.mktemp("study")
-    run_search(SearchSpace.from_dict(SPACE), workers=0, out=folder, cache_dir=folder / "cache", progress=False)
+    autosel.search(SearchSpace.from_dict(SPACE), autosel.RunConfig(out=folder, cache_dir=folder / "cache", progress=False),
+                   autosel.Resources(workers=0))
     return f"sqlite:///{folder / 'autosel.db'}"
 
 
+@pytest.mark.slow
 def test_the_report_has_real_plots_and_links_only_existing_files(storage, tmp_path):
     report = write_report("tiny-correspondence", storage, tmp_path, html=True)
     names = {path.name for path in report.files}
@@ -68,6 +70,7 @@ def test_studies_lists_the_study_with_its_counts(storage, run_cli):
     assert 0 < record["best_heldout"] <= 1
 
 
+@pytest.mark.slow
 def test_quiet_prints_nothing_but_errors(storage, run_cli, tmp_path):
     done = run_cli("--quiet", "report", "--study", "tiny-correspondence", "--storage", storage, "--out", str(tmp_path))
     assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
@@ -76,6 +79,7 @@ def test_quiet_prints_nothing_but_errors(storage, run_cli, tmp_path):
     assert failed.returncode == 2 and failed.stdout == "" and failed.stderr.startswith("error: no study 'nope'")
 
 
+@pytest.mark.slow
 def test_the_dashboard_serves_the_study_on_localhost_and_stops_cleanly(storage, autosel_command):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -98,6 +102,7 @@ def test_the_dashboard_serves_the_study_on_localhost_and_stops_cleanly(storage, 
     assert code == 0
 
 
+@pytest.mark.slow
 def test_log_json_reports_each_stage_as_a_json_line(run_cli, tmp_path):
     import yaml
 

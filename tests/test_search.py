@@ -15,8 +15,8 @@ import yaml
 
 from autosel.config import FeatureConfig
 from autosel.errors import InvalidInputError
-from autosel.search import SearchSpace
-from autosel.search.study import completed, open_storage
+from autosel.space import SearchSpace
+from autosel.optimise.study import completed, open_storage
 from fixture_data import small_search_space
 
 SPACE = small_search_space(trials=8)
@@ -27,7 +27,7 @@ def ray_cluster():
     """A real single-node Ray instance with 2 CPUs for this module."""
     import ray
 
-    from autosel.search.workers import RAY_OBJECT_STORE_BYTES
+    from autosel.runtime.workers import RAY_OBJECT_STORE_BYTES
 
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=RAY_OBJECT_STORE_BYTES, log_to_driver=False)
     yield ray
@@ -41,17 +41,21 @@ def space_file(tmp_path) -> Path:
     return path
 
 
-def run_search(tmp_path, **options):
-    from autosel.search.run import run_search as search
+def run_search(tmp_path, workers=0, trials=None, storage=None, study=None):
+    import autosel
 
-    options.setdefault("cache_dir", tmp_path / "cache")
-    return search(SearchSpace.from_dict(SPACE), out=tmp_path / "results", progress=False, **options)
+    space = SearchSpace.from_dict(SPACE)
+    if trials is not None:
+        space = space.replace(search={**space.search.model_dump(), "trials": trials})
+    run = autosel.RunConfig(out=tmp_path / "results", storage=storage, study=study, cache_dir=tmp_path / "cache", progress=False)
+    return autosel.search(space, run, autosel.Resources(workers=workers))
 
 
 def study_of(url: str, name: str = "tiny-correspondence") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(url))
 
 
+@pytest.mark.slow
 def test_search_on_ray_workers_writes_a_best_config_that_extract_loads(ray_cluster, tmp_path, run_cli):
     outcome = run_search(tmp_path, workers=1, trials=6)
     folder = tmp_path / "results" / "tiny" / "correspondence"
@@ -71,6 +75,7 @@ def test_search_on_ray_workers_writes_a_best_config_that_extract_loads(ray_clust
     assert exported.returncode == 0 and list((tmp_path / "gdf").glob("layers*.json")), exported.stderr
 
 
+@pytest.mark.slow
 def test_rerunning_continues_the_study_without_recomputing(ray_cluster, tmp_path):
     first = run_search(tmp_path, workers=1, trials=5)
     again = run_search(tmp_path, workers=1, trials=8)
@@ -79,55 +84,43 @@ def test_rerunning_continues_the_study_without_recomputing(ray_cluster, tmp_path
     assert again.sweep.forwards == 0  # the screen came from the store
 
 
+@pytest.mark.slow
 def test_search_with_postgresql_storage(tmp_path, postgres_url):
     outcome = run_search(tmp_path, workers=0, trials=4, storage=postgres_url)
     assert len(completed(study_of(postgres_url))) == 4
     assert FeatureConfig.from_yaml(outcome.files[0]).provenance.storage == postgres_url
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_trial_leads_to_a_retried_trial(ray_cluster, tmp_path):
-    from autosel.search.driver import optimise
-    from autosel.search.run import _prepare, _top_candidates
-    from autosel.search.strategies import make_strategy
-    from autosel.search.study import open_study
-    from autosel.search.sweep import run_sweep
-    from autosel.search.workers import RayPool, start_ray_workers
-    from autosel.catalog import list_activations
+    import autosel
 
     space = SearchSpace.from_dict(SPACE)
-    actors = start_ray_workers(1, space=space.model_dump(mode="json"), cache_dir=str(tmp_path / "cache"),
-                               cache_memory=10**9, batch_size=16, quiet=True)
-    try:
-        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-        sweep = run_sweep(space, out=tmp_path, storage=url, progress=False, write_files=False,
-                          compute=lambda todo: (r for rows in [ray_cluster.get(actors[0].screen.remote(todo))] for r in rows))
-        candidates = _top_candidates(sweep, space)
-        _prepare(actors, None, sorted({(c.id, t) for c in candidates for t in c.timesteps}), progress=False)
+    space = space.replace(search={**space.search.model_dump(), "strategy": "tpe", "trials": 3, "max_activations": 2})
+    run = autosel.RunConfig(out=tmp_path, storage=f"sqlite:///{tmp_path / 'db.sqlite'}", study="kill",
+                            cache_dir=tmp_path / "cache", progress=False)
+    with autosel.Search(space, run, autosel.Resources(workers=1)) as search:
+        candidates = search.candidates(search.screen())
+        search.cache(candidates)
+        pool, submit = search.pool(), search.pool().submit
 
-        class KillingPool(RayPool):
-            killed = False
+        def submit_then_kill_the_worker(tag, items, pairs):
+            submit(tag, items, pairs)
+            if not getattr(pool, "killed", False):
+                pool.killed = True
+                os.kill(ray_cluster.get(pool.actors[0].pid.remote()), signal.SIGKILL)
 
-            def submit(self, tag, items, pairs):
-                super().submit(tag, items, pairs)
-                if not self.killed:
-                    KillingPool.killed = True
-                    os.kill(ray_cluster.get(actors[0].pid.remote()), signal.SIGKILL)
-
-        strategy = make_strategy("tpe", candidates, 2, 0)
-        study = open_study(open_storage(url), "kill", {"model": "tiny"}, strategy.sampler())
-        catalogue = {p.id: p for p in list_activations("tiny", 64)}
-        stats = optimise(study, strategy, KillingPool(actors), candidates, catalogue, 3, 2, None, progress=False)
-    finally:
-        for actor in actors:
-            ray_cluster.kill(actor)
+        pool.submit = submit_then_kill_the_worker
+        study, stats = search.optimise(candidates)
     assert stats.retried == 1 and len(completed(study)) == 3
     assert any("retry_of" in t.user_attrs for t in completed(study))
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_loses_no_completed_trial(tmp_path, space_file, autosel_command):
     out, db = tmp_path / "results", tmp_path / "results" / "autosel.db"
     command = [*autosel_command, "search", "--model", "tiny", "--space", str(space_file), "--workers", "0", "--out", str(out),
-               "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+               "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
     environment = {**os.environ, "AUTOSEL_HEARTBEAT_SECONDS": "1", "AUTOSEL_GRACE_SECONDS": "3"}
     driver = subprocess.Popen([*command, "--trials", "200"], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
@@ -151,11 +144,12 @@ def test_resume_after_sigkill_loses_no_completed_trial(tmp_path, space_file, aut
     assert all(after[number] == values for number, values in before.items())
 
 
+@pytest.mark.slow
 def test_two_drivers_on_one_postgresql_study_complete_exactly_the_requested_trials(tmp_path, space_file, autosel_command, postgres_url):
     def driver(name):
         return subprocess.Popen(
             [*autosel_command, "search", "--model", "tiny", "--space", str(space_file), "--workers", "0", "--trials", "12",
-             "--storage", postgres_url, "--out", str(tmp_path / name), "--cache-dir", str(tmp_path / "cache"), "--quiet"],
+             "--storage", postgres_url, "--out", str(tmp_path / name), "--cache-dir", str(tmp_path / "cache"), "--no-progress"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
 
@@ -185,12 +179,12 @@ def test_unreachable_storage_masks_the_password(run_cli, space_file, tmp_path):
 
 
 def test_a_study_of_another_task_is_not_mixed(tmp_path):
-    from autosel.search.study import open_study
+    from autosel.optimise.study import open_study
 
     storage = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
     open_study(storage, "mine", {"model": "tiny", "task": "segmentation", "dataset": "shapes"}, optuna.samplers.RandomSampler())
     with pytest.raises(InvalidInputError, match=r"study 'mine' belongs to task 'segmentation' \(not 'correspondence'\)"):
-        run_search(tmp_path, workers=0, storage=f"sqlite:///{tmp_path / 'db.sqlite'}", study_name="mine")
+        run_search(tmp_path, workers=0, storage=f"sqlite:///{tmp_path / 'db.sqlite'}", study="mine")
 
 
 def test_space_files_with_an_unknown_key_or_an_unknown_id_are_refused(run_cli, tmp_path):
@@ -205,7 +199,7 @@ def test_space_files_with_an_unknown_key_or_an_unknown_id_are_refused(run_cli, t
 
 
 def test_a_storage_file_under_the_working_directory_is_recorded_relative_to_it(tmp_path, monkeypatch):
-    from autosel.search.store import portable_storage
+    from autosel.store import portable_storage
 
     monkeypatch.chdir(tmp_path)
     assert portable_storage(f"sqlite:///{tmp_path / 'results' / 'autosel.db'}") == "sqlite:///results/autosel.db"

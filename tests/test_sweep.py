@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from autosel.errors import InvalidInputError, UnknownActivationError
-from autosel.evaluate import evaluate_config
+from autosel.errors import UnknownActivationError
+from autosel.schema import ConfigError
+from autosel.evaluation import evaluate_config
 from autosel.extract import FeatureExtractor
 from autosel.models import load_pipeline
-from autosel.search import SearchSpace, SweepStore, run_sweep
-from autosel.search.sweep import base_config
+from autosel.space import SearchSpace
+from autosel.store import SweepStore
+from autosel.screen import run_sweep
+from autosel.screen.sweep import base_config
 from autosel.tasks import make_task
 
 BATCH = 8
@@ -101,15 +104,16 @@ def test_a_glob_that_matches_nothing_lists_valid_ids(tiny_pipeline, tmp_path):
         run_sweep(space, out=tmp_path, pipeline=tiny_pipeline, progress=False)
 
 
-def test_a_timestep_outside_the_schedule_names_the_range(tiny_pipeline, tmp_path):
-    with pytest.raises(InvalidInputError, match=r"timestep 1000 is outside the scheduler's range 0…999"):
-        run_sweep(small_space(timesteps=[10, 1000]), out=tmp_path, pipeline=tiny_pipeline, progress=False)
+def test_a_timestep_outside_the_schedule_names_the_range():
+    with pytest.raises(ConfigError, match=r"timesteps: timestep 1000 is outside the scheduler's range 0…999"):
+        small_space(timesteps=[10, 1000])
 
 
+@pytest.mark.slow
 def test_cli_sweep_prints_the_best_and_the_forward_count(run_cli, tmp_path):
     done = run_cli(
         "sweep", "--model", "tiny", "--out", str(tmp_path), "--timesteps", "50", "--include", "up-level1-repeat0-res-*",
-        "--quiet", "--top", "2",
+        "--no-progress", "--top", "2",
     )
     assert done.returncode == 0, done.stderr
     assert "up-level1-repeat0-res-increment" in done.stdout and "2 (id, t) scored now with" in done.stdout

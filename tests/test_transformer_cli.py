@@ -52,6 +52,7 @@ def test_extract_from_a_transformer_folder(run_cli, folder, tmp_path):
         assert tuple(handle.get_tensor("a.png/vit-block1-out").shape)[1:] == (8, 12)
 
 
+@pytest.mark.slow
 def test_sweep_and_search_on_a_transformer_folder_write_a_best_config(run_cli, folder, tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({
@@ -62,11 +63,11 @@ def test_sweep_and_search_on_a_transformer_folder_write_a_best_config(run_cli, f
                    "cache_resolution": 8, "cache_dim": None, "confirm_top": 1},
     }))
     out = tmp_path / "results"
-    swept = run_cli("sweep", "--model", str(folder), "--space", str(space), "--out", str(out), "--quiet")
+    swept = run_cli("sweep", "--model", str(folder), "--space", str(space), "--out", str(out), "--no-progress")
     assert swept.returncode == 0, swept.stderr
     rows = pd.read_csv(out / folder.name / "correspondence" / "sweep.csv")
     assert {"vit-block0-out", "vit-block0-out:drop-massive"} <= set(rows["id"])
-    searched = run_cli("search", "--model", str(folder), "--space", str(space), "--out", str(out), "--workers", "0", "--quiet")
+    searched = run_cli("search", "--model", str(folder), "--space", str(space), "--out", str(out), "--workers", "0", "--no-progress")
     assert searched.returncode == 0, searched.stderr
     best = yaml.safe_load((out / folder.name / "correspondence" / "best.yaml").read_text())
     assert best["model"]["name"] == str(folder)

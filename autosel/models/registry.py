@@ -38,7 +38,6 @@ class ModelSpec:
         hub_id: the Hugging Face repository id, when there is one.
         path: the local pipeline folder, for ``folder`` references.
         resolution: native image side in pixels, when known without reading files.
-        prompt: the default prompt used for feature extraction.
         architecture: name of the shipped offline architecture JSON (``models/configs``).
         description: one line for ``autosel models``.
     """
@@ -49,7 +48,6 @@ class ModelSpec:
     hub_id: str | None = None
     path: Path | None = None
     resolution: int | None = None
-    prompt: str = ""
     architecture: str | None = None
     description: str = ""
 

@@ -241,7 +241,7 @@ def build_tiny_pipeline(name: str, seed: int = 0):
 def _clip_pair(projection: bool = False):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    tokenizer = _byte_level_clip_tokenizer()
+    tokenizer = byte_level_clip_tokenizer()
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=TEXT_DIM,
@@ -292,7 +292,7 @@ def _pixart_pipeline(architecture: Architecture):
 
     transformer = architecture.build_denoiser(device="cpu")
     vae = AutoencoderKL(**VAE_CONFIG)
-    tokenizer = _byte_level_clip_tokenizer()
+    tokenizer = byte_level_clip_tokenizer()
     return PixArtSigmaPipeline(
         tokenizer=tokenizer, text_encoder=_t5_encoder(tokenizer), vae=vae, transformer=transformer,
         scheduler=DDIMScheduler(**SCHEDULER_CONFIG),
@@ -329,7 +329,7 @@ def _hunyuan_pipeline(architecture: Architecture):
     from diffusers import AutoencoderKL, DDPMScheduler, HunyuanDiTPipeline
     from transformers import BertConfig, BertModel
 
-    tokenizer = _byte_level_clip_tokenizer()
+    tokenizer = byte_level_clip_tokenizer()
     bert = BertModel(BertConfig(
         vocab_size=len(tokenizer), hidden_size=TEXT_DIM, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=2 * TEXT_DIM, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
@@ -346,7 +346,7 @@ def _if_pipeline(architecture: Architecture):
     from diffusers import DDPMScheduler, IFPipeline
 
     unet = architecture.build_denoiser(device="cpu")
-    tokenizer = _byte_level_clip_tokenizer()
+    tokenizer = byte_level_clip_tokenizer()
     return IFPipeline(
         tokenizer=tokenizer, text_encoder=_t5_encoder(tokenizer), unet=unet,
         scheduler=DDPMScheduler(**IF_SCHEDULER_CONFIG), safety_checker=None, feature_extractor=None,
@@ -366,7 +366,7 @@ _BUILDERS = {
 }
 
 
-def _byte_level_clip_tokenizer():
+def byte_level_clip_tokenizer():
     """A CLIP tokenizer whose vocabulary is the 256 byte symbols (no merges, no files)."""
     import tempfile
     import json

@@ -134,14 +134,20 @@ def _soft_argmax(
     return (weights * rows.reshape(len(best), -1)).sum(1), (weights * cols.reshape(len(best), -1)).sum(1)
 
 
+def pck_hits(errors: np.ndarray, reference_lengths: np.ndarray | float, alpha: float) -> np.ndarray:
+    """The PCK rule, for every point at once: a point is correct when its error is at most
+    ``alpha × reference_length`` (e.g. its target bbox's longer side, in the same pixels)."""
+    return np.asarray(errors, dtype=np.float64) <= alpha * np.asarray(reference_lengths, dtype=np.float64)
+
+
 def pck(
     predicted: torch.Tensor, truth: torch.Tensor, visible: torch.Tensor, reference_length: float, alpha: float = 0.1
 ) -> tuple[int, int]:
-    """Correct and scored counts of PCK@alpha: a visible point is correct when its error is at
-    most ``alpha × reference_length`` (e.g. the target bbox's longer side, in the same pixels)."""
-    errors = (predicted.float() - truth.float()).norm(dim=1)
-    correct = (errors <= alpha * reference_length) & visible
-    return int(correct.sum()), int(visible.sum())
+    """Correct and scored counts of PCK@alpha over the visible points of one pair (the task's
+    rule, :func:`pck_hits`)."""
+    errors = (predicted.float() - truth.float()).norm(dim=1).numpy()
+    hits = pck_hits(errors, reference_length, alpha) & visible.numpy()
+    return int(hits.sum()), int(visible.sum())
 
 
 @register_task("correspondence")
@@ -267,7 +273,7 @@ class CorrespondenceTask(Task):
         correct = {}  # per metric: is each point correct, and how many are per pair
         for alpha in self.alphas:
             for normalisation in NORMALISATIONS:
-                hits = flat <= alpha * lengths[normalisation][pair_of_point]
+                hits = pck_hits(flat, lengths[normalisation][pair_of_point], alpha)
                 correct[alpha, normalisation] = (hits, np.bincount(pair_of_point, weights=hits, minlength=len(errors)))
         categories = np.array([pair.category for pair in self.data.pairs])
         metrics = self._metrics(correct, counts, np.ones(len(errors), dtype=bool), pair_of_point)

@@ -1,19 +1,14 @@
 """The fault-injection suite: every bad input or fault a user can cause ends in one clear line
 on stderr and the documented exit code, with no traceback, no secret printed and nothing lost.
 
-Most cases run the real ``autosel`` entry point in this process (``cli_main``: the same
-``main()`` the console script runs, a fraction of a subprocess's start-up); kill -9, Ray and
-concurrency cases use real subprocesses.
+Most cases run the real ``autosel`` application in this process (``cli_main``: the Typer app
+the console script runs, through ``CliRunner``, a fraction of a subprocess's start-up); kill -9
+and concurrency cases use real subprocesses.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import yaml
@@ -23,46 +18,12 @@ from fixture_data import small_search_space
 PRESET = Path(__file__).resolve().parents[2] / "results" / "presets" / "meng-practical-sd15.yaml"
 
 
-@dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture
-def cli_main(capsys):
-    """Run ``autosel ARGS…`` through ``autosel.cli.main`` in this process."""
-    import logging
+def cli_main():
+    """Run ``autosel ARGS…`` in this process, as ``run_cli`` does (see ``tests/conftest.py``)."""
+    from cli_runner import invoke_cli
 
-    import autosel.log
-    from autosel.cli import main
-
-    configure = autosel.log.configure
-
-    def configure_as_the_console_script(**options):
-        configure(**options)
-        # the console script sets DIFFUSERS/TRANSFORMERS_VERBOSITY=error before those libraries
-        # load; here they were loaded by earlier tests, so hold them to errors the same way
-        for name in ("diffusers", "transformers"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-
-    def run(*args: str) -> Outcome:
-        capsys.readouterr()
-        stdout = sys.stdout  # --quiet points it at /dev/null; the next test must not inherit that
-        with mock.patch.object(sys, "argv", ["autosel", *map(str, args)]), mock.patch.dict(os.environ), \
-                warnings.catch_warnings(), mock.patch.object(autosel.log, "configure", configure_as_the_console_script):
-            try:
-                main()
-                code = 0
-            except SystemExit as stop:
-                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-            finally:
-                sys.stdout = stdout
-        captured = capsys.readouterr()
-        return Outcome(code, captured.out, captured.err)
-
-    return run
+    return invoke_cli
 
 
 def assert_one_error_line(outcome, *fragments: str, code: int = 2) -> str:
@@ -100,13 +61,12 @@ def search_command(autosel_command, space_file, out, cache, *options: str) -> li
 
 
 @pytest.fixture(scope="session")
-def reference_search(tmp_path_factory, small_space_file, autosel_command) -> Path:
+def reference_search(tmp_path_factory, small_space_file) -> Path:
     """The output folder of one uninterrupted, unwatched search of the small space."""
-    import subprocess
+    from cli_runner import invoke_cli
 
     root = tmp_path_factory.mktemp("reference")
-    done = subprocess.run(search_command(autosel_command, small_space_file, root / "out", root / "cache", "--quiet"),
-                          capture_output=True, text=True, timeout=600)
+    done = invoke_cli(*search_command([], small_space_file, root / "out", root / "cache", "--quiet"))
     assert done.returncode == 0, done.stderr
     return root / "out"
 

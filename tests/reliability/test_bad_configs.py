@@ -22,7 +22,7 @@ def test_a_bad_feature_config_is_one_line_naming_the_file(cli_main, tmp_path, te
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "bad.yaml"
     config.write_text(text)
-    outcome = cli_main("evaluate", "--config", config, "--max-pairs", "2", "--quiet")
+    outcome = cli_main("evaluate", "--config", config, "--max-pairs", "2", "--no-progress")
     assert_one_error_line(outcome, "bad.yaml", fragment)
     assert not (tmp_path / "PWNED").exists()
 

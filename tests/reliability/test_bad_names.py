@@ -63,7 +63,7 @@ def test_a_model_without_cached_weights_fails_before_the_study_is_created(cli_ma
 
 
 def test_dashboard_on_a_port_in_use_says_so(cli_main, tmp_path):
-    from autosel.search.study import open_storage
+    from autosel.optimise.study import open_storage
 
     url = f"sqlite:///{tmp_path / 'autosel.db'}"
     open_storage(url)
@@ -81,15 +81,18 @@ def test_a_split_pinned_for_both_roles_is_refused(cli_main, space_file, spair_ro
     assert not (tmp_path / "out" / "autosel.db").exists()
 
 
+@pytest.mark.slow
 def test_allowing_the_same_split_labels_every_confirmation_not_held_out(spair_root, tmp_path):
     from autosel.config import FeatureConfig
-    from autosel.search import SearchSpace
-    from autosel.search.run import NOT_HELD_OUT, run_search
+    from autosel.space import SearchSpace
+    import autosel
+    from autosel.pipeline import NOT_HELD_OUT
     from fixture_data import small_search_space
 
     space = small_search_space(trials=2)
-    space = SearchSpace.from_dict({**space, "dataset": f"spair:{spair_root}:test", "proxy": {}, "image_size": 64})
-    outcome = run_search(space, workers=0, out=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False,
-                         allow_same_split=True)
+    space = SearchSpace.from_dict({**space, "dataset": f"spair:{spair_root}:test", "proxy": {}, "image_size": 64,
+                                   "allow_same_split": True})
+    outcome = autosel.search(space, autosel.RunConfig(out=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False),
+                             autosel.Resources(workers=0))
     assert outcome.heldout_label == NOT_HELD_OUT
     assert FeatureConfig.from_yaml(outcome.folder / "best.yaml").score.split == NOT_HELD_OUT

@@ -11,20 +11,20 @@ import os
 import numpy as np
 import pytest
 
-from autosel.search import ActivationCache
+from autosel.cache import ActivationCache
 from conftest import assert_one_error_line
 
 
 @pytest.fixture(scope="module")
 def tiny_run():
-    from autosel.search import SearchSpace
-    from autosel.search.sweep import model_run
+    from autosel.space import SearchSpace
+    from autosel.screen.sweep import model_run
 
     return model_run(SearchSpace(model="tiny", image_size=64), batch_size=8)
 
 
 def fill(tiny_run, cache_dir):
-    from autosel.search.fill import cache_keys, fill_cache
+    from autosel.cache.fill import cache_keys, fill_cache
     from autosel.tasks import make_task
 
     task = make_task("correspondence", "shapes", "search", pairs=6)
@@ -57,7 +57,7 @@ def corrupt_cache(tmp_path):
 
 
 def _key(step):
-    from autosel.search import CacheKey
+    from autosel.cache import CacheKey
 
     return CacheKey(model="tiny", revision=None, activation="mid-vit-out", timestep=step, dataset="shapes", role="search",
                     images="x", image_size=(64, 64), resolution=4, projection=None, seed=0)
@@ -88,6 +88,7 @@ def test_cache_clear_broken_then_clear_leaves_only_foreign_files(cli_main, tmp_p
     assert [path.name for path in tmp_path.iterdir()] == ["README.txt"]
 
 
+@pytest.mark.slow
 def test_a_full_cache_disk_stops_the_search_in_one_line_and_leaves_nothing_partial(cli_main, space_file, tmp_path, monkeypatch):
     def full(fd, offset, size):
         raise OSError(errno.ENOSPC, "No space left on device")

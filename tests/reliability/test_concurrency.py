@@ -3,6 +3,7 @@ reader (`autosel studies`, `report`, `dashboard`) polling it while a search writ
 
 from __future__ import annotations
 
+import pytest
 import subprocess
 import time
 
@@ -10,14 +11,15 @@ import pandas as pd
 
 from conftest import search_command, search_results
 
+@pytest.mark.slow
 def test_openers_creating_one_new_sqlite_store_at_once_all_succeed(tmp_path):
     """Eight openers released together on each of five new files (threads: each opens its own
     connections and lock file, as processes do). Without the schema lock about half of them
     failed with "table studies already exists"."""
     import threading
 
-    from autosel.search.store import SweepStore
-    from autosel.search.study import open_storage
+    from autosel.store import SweepStore
+    from autosel.optimise.study import open_storage
 
     failures: list[str] = []
 
@@ -42,8 +44,8 @@ def test_openers_creating_one_new_sqlite_store_at_once_all_succeed(tmp_path):
 def test_sqlite_stores_are_opened_in_wal_mode_with_a_busy_timeout(tmp_path):
     import sqlite3
 
-    from autosel.search.store import SQLITE_BUSY_SECONDS, engine_options
-    from autosel.search.study import open_storage
+    from autosel.store import SQLITE_BUSY_SECONDS, engine_options
+    from autosel.optimise.study import open_storage
 
     url = f"sqlite:///{tmp_path / 'autosel.db'}"
     open_storage(url)
@@ -51,9 +53,10 @@ def test_sqlite_stores_are_opened_in_wal_mode_with_a_busy_timeout(tmp_path):
     assert engine_options(url)["connect_args"]["timeout"] == SQLITE_BUSY_SECONDS
 
 
+@pytest.mark.slow
 def test_a_reader_polling_through_a_search_changes_nothing(tmp_path, small_space_file, autosel_command, reference_search):
     from autosel.report import study_summaries, write_report
-    from autosel.search.store import SweepStore
+    from autosel.store import SweepStore
 
     url = f"sqlite:///{tmp_path / 'watched' / 'autosel.db'}"
     search = subprocess.Popen(search_command(autosel_command, small_space_file, tmp_path / "watched", tmp_path / "cache", "--quiet"),

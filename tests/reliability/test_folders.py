@@ -27,7 +27,7 @@ def test_extract_refuses_an_existing_folder_as_its_output_file(cli_main, tmp_pat
 
 
 def test_probing_leaves_no_file_behind(cli_main, space_file, tmp_path):
-    from autosel.search.preflight import probe_folder
+    from autosel.runtime.preflight import probe_folder
 
     probe_folder(tmp_path / "new" / "folder", "output folder", "--out")
     assert list((tmp_path / "new" / "folder").iterdir()) == []

@@ -90,7 +90,7 @@ def test_a_truncated_image_in_a_segmentation_folder_is_named_in_one_line(cli_mai
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG)
     outcome = cli_main("evaluate", "--config", config, "--task", "segmentation", "--dataset", f"folder:{label_folder}",
-                       "--quiet")
+                       "--no-progress")
     assert_one_error_line(outcome, victim.name, "not a readable image")
 
 

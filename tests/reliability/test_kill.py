@@ -4,12 +4,14 @@ an uninterrupted search, no completed trial lost, and no partial file in the cac
 
 from __future__ import annotations
 
+import pytest
 import json
 import signal
 import subprocess
 
 import optuna
 
+from cli_runner import invoke_cli
 from conftest import SEARCH_TRIALS, search_command, search_results
 
 STAGES = ("screening t=", "caching t=", "cache:", "search:")
@@ -35,7 +37,7 @@ def run_until(command: list[str], stage: str) -> bool:
 
 
 def completed_trials(database) -> dict[int, tuple]:
-    from autosel.search.study import open_storage, quiet_optuna
+    from autosel.optimise.study import open_storage, quiet_optuna
 
     quiet_optuna()
     storage = open_storage(f"sqlite:///{database}")
@@ -45,6 +47,7 @@ def completed_trials(database) -> dict[int, tuple]:
     return {t.number: (t.values[0], t.user_attrs["selection"]) for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
 
 
+@pytest.mark.slow
 def test_a_search_killed_at_every_stage_ends_as_an_uninterrupted_one(tmp_path, small_space_file, autosel_command, reference_search):
     out, cache = tmp_path / "out", tmp_path / "cache"
     command = search_command(autosel_command, small_space_file, out, cache, "--log-json")
@@ -56,7 +59,7 @@ def test_a_search_killed_at_every_stage_ends_as_an_uninterrupted_one(tmp_path, s
         assert all(now.get(number) == values for number, values in kept.items())  # nothing completed is lost
         kept = now
     assert killed == [True] * len(STAGES)
-    final = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    final = invoke_cli(*command[len(autosel_command):])  # the last resume runs to the end: no process needed
     assert final.returncode == 0, final.stderr
     assert not [path for path in cache.iterdir() if ".partial" in path.name or path.name.endswith(".tmp")]
     resumed, alone = search_results(out), search_results(reference_search)

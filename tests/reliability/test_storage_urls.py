@@ -43,14 +43,15 @@ def test_a_string_that_is_no_url_is_refused(cli_main, space_file, tmp_path):
                           "is not a SQLAlchemy URL")
 
 
+@pytest.mark.slow
 def test_files_written_by_a_search_never_hold_the_password(tmp_path, postgres_url):
     """best.yaml, pareto/*.yaml, trials.csv and the log: the password, with a '/' in it, appears nowhere."""
     import logging
 
     import yaml
 
-    from autosel.search import SearchSpace
-    from autosel.search.run import run_search
+    from autosel.space import SearchSpace
+    import autosel
     from fixture_data import small_search_space
 
     secret = "se/cr:et"
@@ -61,7 +62,8 @@ def test_files_written_by_a_search_never_hold_the_password(tmp_path, postgres_ur
     logging.getLogger("autosel").addHandler(handler)
     try:
         space = SearchSpace.from_dict({**small_search_space(trials=3), "search": {**small_search_space()["search"], "trials": 3}})
-        outcome = run_search(space, workers=0, storage=url, out=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+        run = autosel.RunConfig(storage=url, out=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+        outcome = autosel.search(space, run, autosel.Resources(workers=0))
     finally:
         logging.getLogger("autosel").removeHandler(handler)
     written = [path for path in (tmp_path / "out").rglob("*") if path.is_file() and path.suffix in (".yaml", ".csv", ".md")]

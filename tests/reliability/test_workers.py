@@ -3,6 +3,7 @@ this process; a crash or an unexpected exception is one line too (exit code 1)."
 
 from __future__ import annotations
 
+import pytest
 import json
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import subprocess
 import ray.exceptions as ray_errors
 
 from autosel.errors import DatasetError
-from autosel.search.workers import WorkerError, unwrap_worker_error
+from autosel.runtime.workers import WorkerError, unwrap_worker_error
 
 
 def test_a_worker_s_own_autosel_error_is_passed_on_unchanged():
@@ -34,6 +35,7 @@ def test_errors_from_elsewhere_are_left_alone():
     assert unwrap_worker_error(error) is error
 
 
+@pytest.mark.slow
 def test_a_model_that_fails_to_load_on_a_ray_worker_is_one_line_and_leaves_no_study(tiny_xl_folder, tmp_path, autosel_command):
     """The folder passes every check that reads no weights; its replica fails to load on the worker.
     With --log-json every stderr line, Ray's own warnings included, is a JSON object."""

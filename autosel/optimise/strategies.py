@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autosel.errors import InvalidInputError, did_you_mean
-from autosel.search.selection import Candidate
+from autosel.optimise.selection import Candidate, slot_choice
 
 STRATEGIES = ("greedy-tpe", "tpe", "random", "greedy", "exhaustive")
 
@@ -53,12 +53,11 @@ class RandomStrategy(Strategy):
         return optuna.samplers.RandomSampler(seed=self.sampler_seed)
 
 
-def params_of(items: Sequence[tuple[int, int]]) -> dict[str, Any]:
-    """Trial parameters for (candidate id, timestep index) slots at weight 1."""
+def params_of(items: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """Trial parameters for (candidate id, timestep) slots at weight 1."""
     params: dict[str, Any] = {"n": len(items)}
     for slot, (candidate, timestep) in enumerate(items):
-        params[f"a{slot}"] = candidate
-        params[f"t{slot}"] = timestep
+        params[f"a{slot}"] = slot_choice(candidate, timestep)
         if len(items) > 1:
             params[f"w{slot}"] = 1.0
     return params
@@ -105,7 +104,7 @@ class ExhaustiveStrategy(RandomStrategy):
         ids = [c.id for c in self.candidates]
         for size in range(1, self.max_activations + 1):
             for members in itertools.combinations(range(len(ids)), size):
-                for steps in itertools.product(*(range(len(self.candidates[m].timesteps)) for m in members)):
+                for steps in itertools.product(*(self.candidates[m].timesteps for m in members)):
                     yield params_of([(ids[m], s) for m, s in zip(members, steps)])
 
     def next_params(self, study: optuna.Study) -> dict[str, Any] | None:
@@ -147,7 +146,7 @@ class GreedyStrategy(RandomStrategy):
         return [
             (base + [(candidate.id, step)], params_of(base + [(candidate.id, step)]))
             for candidate in self.candidates if candidate.id not in used
-            for step in range(len(candidate.timesteps))
+            for step in candidate.timesteps
         ]
 
     def state(self, study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:

@@ -9,20 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from autosel.config import ConfigError, describe_validation_error
+from autosel.schema import Section, check_timestep, read_yaml, validate
+from autosel.resources import spaces_folder
 
 SPACES_FOLDER = "search_spaces"
 DEFAULT_TIMESTEPS = (10, 50, 150, 300, 500)
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class CandidateSection(_Section):
+class CandidateSection(Section):
     """Catalogue ids to consider: those matching an ``include`` glob and no ``exclude`` glob."""
 
     include: list[str] = Field(default_factory=lambda: ["up-*"], min_length=1)
@@ -33,7 +29,7 @@ class CandidateSection(_Section):
     )
 
 
-class ProxySection(_Section):
+class ProxySection(Section):
     """How much proxy data a candidate is scored on (``None``: the loader's default)."""
 
     pairs: int | None = Field(default=100, ge=1, description="correspondence: pairs (at most)")
@@ -44,7 +40,7 @@ class ProxySection(_Section):
     shapes_size: int = Field(default=64, ge=16, description="side of generated shapes images")
 
 
-class SearchSection(_Section):
+class SearchSection(Section):
     """The combination search after the screen."""
 
     top_m: int = Field(default=12, ge=1, description="best screened candidates kept for the search")
@@ -55,9 +51,15 @@ class SearchSection(_Section):
     cache_resolution: int = Field(default=32, ge=1, description="cached maps are at most this many cells per side")
     cache_dim: int | None = Field(default=256, ge=1, description="random projection of wider activations")
     confirm_top: int = Field(default=3, ge=1, description="configs re-run at full channels on held-out data")
+    strategy: Literal["greedy-tpe", "tpe", "random", "greedy", "exhaustive"] = Field(
+        default="greedy-tpe", description="greedy-tpe (greedy forward selection, then TPE), tpe, random, greedy or exhaustive"
+    )
+    confirm_task: str | None = Field(
+        default=None, description="score the confirmations with this task (e.g. correspondence-trained); default: the search's"
+    )
 
 
-class SearchSpace(_Section):
+class SearchSpace(Section):
     """A model's search space (see ``search_spaces/README.md``)."""
 
     model: str = Field(min_length=1)
@@ -74,6 +76,9 @@ class SearchSpace(_Section):
     proxy: ProxySection = Field(default_factory=ProxySection)
     search: SearchSection = Field(default_factory=SearchSection)
     seed: int = 0
+    allow_same_split: bool = Field(
+        default=False, description="accept a dataset split pinned for both roles; scores are then labelled not held-out"
+    )
 
     @field_validator("image_size")
     @classmethod
@@ -86,9 +91,7 @@ class SearchSpace(_Section):
     @field_validator("timesteps")
     @classmethod
     def _distinct_sorted(cls, values: list[int]) -> list[int]:
-        if any(v < 0 for v in values):
-            raise ValueError(f"timesteps must be ≥ 0, got {values}")
-        return sorted(set(values))
+        return sorted({check_timestep(value) for value in values})
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpace:
@@ -97,24 +100,13 @@ class SearchSpace(_Section):
         Raises:
             ConfigError: missing file, invalid YAML, unknown key or invalid value (one line).
         """
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such search space file") from None
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"{path}: not a readable YAML file: {str(error).splitlines()[0]}") from None
+        data = read_yaml(path, "search space")
         return cls.from_dict(data or {}, source=str(path))
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "search space") -> SearchSpace:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a mapping at the top level")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as error:
-            sections = {"candidates": CandidateSection, "proxy": ProxySection, "search": SearchSection}
-            raise ConfigError(f"{source}: {describe_validation_error(error, cls, sections)}") from None
+        """Validate ``data``; errors name ``source``, the field path and what is valid."""
+        return validate(cls, data, source)
 
     def replace(self, **changes: Any) -> SearchSpace:
         """A validated copy with top-level fields replaced (``None`` values are ignored)."""
@@ -133,11 +125,11 @@ class SearchSpace(_Section):
 
 
 def space_file(model: str) -> Path | None:
-    """``search_spaces/<model>.yaml`` in the working directory or beside the package, if any."""
+    """``search_spaces/<model>.yaml`` in the working directory, else the one the package ships, if any."""
     if "/" in model or "\\" in model or Path(model).exists():
         return None  # hub ids and folders have no space file of their own
     name = f"{model}.yaml"
-    for folder in (Path.cwd() / SPACES_FOLDER, Path(__file__).resolve().parents[2] / SPACES_FOLDER):
+    for folder in (Path.cwd() / SPACES_FOLDER, spaces_folder()):
         if (folder / name).is_file():
             return folder / name
     return None

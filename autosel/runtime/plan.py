@@ -40,9 +40,9 @@ from autosel.catalog import ActivationPoint, measure_catalogue
 from autosel.denoiser import DTYPES, DenoiserRun, resolve_dtype
 from autosel.models import resolve_model
 from autosel.models.architecture import Architecture, load_architecture
-from autosel.search import variants
-from autosel.search.space import SearchSpace
-from autosel.search.sweep import select_candidates
+from autosel.screen import variants
+from autosel.space import SearchSpace
+from autosel.screen.sweep import select_candidates
 from autosel.tasks import make_task
 
 SCORER_HELD_BYTES = 16 * 2**20
@@ -122,7 +122,7 @@ class Plan:
 
 def space_source(model: str, path: str | Path | None, space: SearchSpace) -> str:
     """Where a space came from, or which defaults were chosen (and where no file was found)."""
-    from autosel.search.space import SPACES_FOLDER, space_file
+    from autosel.space import SPACES_FOLDER, space_file
 
     if path is not None:
         return str(path)

@@ -1,5 +1,5 @@
 """Filling the activation cache: one denoiser forward per (image batch, timestep) for all the
-(id, timestep) pairs that are missing, written entry by entry through the cache's writers."""
+(id, timestep) entries that are missing, written entry by entry through the cache's writers."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import numpy as np
 
 from autosel.denoiser import DTYPES, DenoiserRun
 from autosel.progress import progress_bar
-from autosel.search import variants
-from autosel.search.cache import ActivationCache, CacheKey, images_digest, project, proxy_map
-from autosel.search.space import canonical_model
-from autosel.search.sweep import Encoded, encode_images
+from autosel.screen import variants
+from autosel.cache.activations import ActivationCache, CacheKey, images_digest, project, proxy_map
+from autosel.space import canonical_model
+from autosel.screen.sweep import Encoded, encode_images
 from autosel.tasks import Task
 
 
@@ -23,7 +23,7 @@ def cache_keys(
     task: Task,
     dataset: str,
     role: str,
-    pairs: Sequence[tuple[str, int]],
+    entries: Sequence[tuple[str, int]],
     resolution: int,
     projection: int | None,
     seed: int,
@@ -40,7 +40,7 @@ def cache_keys(
             dataset=dataset, role=role, images=images, image_size=size, resolution=resolution,
             projection=projection, seed=seed, extraction=extraction + f":{dtype}",
         )
-        for name, timestep in pairs
+        for name, timestep in entries
     }
 
 
@@ -53,7 +53,7 @@ def fill_cache(
     encoded: Encoded | None = None,
 ) -> tuple[dict[tuple[str, int], np.ndarray], int]:
     """Every key's N×C×H×W float16 array (N = ``len(task.images)``), computing the missing ones
-    (from ``encoded`` latents when given, see :func:`autosel.search.sweep.encode_images`).
+    (from ``encoded`` latents when given, see :func:`autosel.screen.sweep.encode_images`).
 
     Returns:
         The arrays by (id, timestep), and the number of denoiser forwards run.

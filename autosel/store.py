@@ -13,15 +13,17 @@ import datetime as dt
 import random
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import sqlalchemy as sa
 
 from autosel.errors import AutoselError
 from autosel.urls import check_storage_url, mask_in, mask_url
+
+T = TypeVar("T")
 
 SWEEP_COLUMNS = (
     "model", "revision", "task", "dataset", "role", "id", "kind", "stage", "level", "channels",
@@ -131,22 +133,33 @@ def schema_lock(url: str) -> Iterator[None]:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def connect(url: str) -> sa.Engine:
-    """An engine for ``url`` whose tables exist; fails with a one-line, password-masked error."""
-    check_storage_url(url)
+def with_schema(url: str, create: Callable[[], T]) -> T:
+    """``create()`` (which opens the store at ``url`` and creates its missing tables) under
+    :func:`schema_lock`; on a server store, where two drivers may create the same tables at
+    once, the loser retries. Any failure is one line with the password masked."""
     for attempt in range(4):
         try:
             with schema_lock(url):
-                engine = sa.create_engine(url, **engine_options(url))
-                _metadata.create_all(engine)
-            return engine
-        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+                return create()
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError) as error:
             if attempt == 3:
-                raise
+                raise storage_error(url, error) from None
             time.sleep(0.5 + random.random())  # another driver is creating the same tables
-        except (sa.exc.SQLAlchemyError, ImportError, ValueError, OSError, sqlite3.Error) as error:
+        except Exception as error:  # noqa: BLE001 - sqlalchemy, driver and optuna errors alike
             raise storage_error(url, error) from None
     raise AssertionError("unreachable")
+
+
+def connect(url: str) -> sa.Engine:
+    """An engine for ``url`` whose tables exist; fails with a one-line, password-masked error."""
+    check_storage_url(url)
+
+    def create() -> sa.Engine:
+        engine = sa.create_engine(url, **engine_options(url))
+        _metadata.create_all(engine)
+        return engine
+
+    return with_schema(url, create)
 
 
 def storage_error(url: str, error: BaseException) -> StorageError:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-import time
 import warnings
 from collections import Counter
 from typing import Any
@@ -20,7 +18,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from autosel.errors import InvalidInputError
-from autosel.search.store import engine_options, schema_lock, storage_error
+from autosel.store import engine_options, with_schema
 from autosel.urls import check_storage_url
 
 DIRECTIONS = ("maximize",)
@@ -45,26 +43,14 @@ def quiet_optuna() -> None:
 
 def open_storage(url: str, heartbeat: int | None = None, grace: int | None = None) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeats and retry of stale trials; one-line masked errors."""
-    import sqlalchemy as sa
-
     check_storage_url(url)
-    for attempt in range(4):
-        try:
-            with schema_lock(url):
-                return optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs=engine_options(url),
-                    heartbeat_interval=heartbeat or HEARTBEAT_SECONDS,
-                    grace_period=grace or GRACE_SECONDS,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-                )
-        except (sa.exc.IntegrityError, sa.exc.ProgrammingError) as error:
-            if attempt == 3:
-                raise storage_error(url, error) from None
-            time.sleep(0.5 + random.random())  # another driver is creating the same tables
-        except Exception as error:  # noqa: BLE001 - sqlalchemy, driver and optuna errors alike
-            raise storage_error(url, error) from None
-    raise AssertionError("unreachable")
+    return with_schema(url, lambda: optuna.storages.RDBStorage(
+        url,
+        engine_kwargs=engine_options(url),
+        heartbeat_interval=heartbeat or HEARTBEAT_SECONDS,
+        grace_period=grace or GRACE_SECONDS,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+    ))
 
 
 def open_study(
@@ -84,10 +70,16 @@ def open_study(
     stored = study.user_attrs.get("autosel")
     if stored is None:
         study.set_user_attr("autosel", identity)
-    elif any(stored.get(key) != value for key, value in identity.items()):
-        differences = ", ".join(f"{k} {stored.get(k)!r} (not {v!r})" for k, v in identity.items() if stored.get(k) != v)
+    elif any(stored.get(key) != value for key, value in identity.items() if key != "encoding"):
+        differences = ", ".join(f"{k} {stored.get(k)!r} (not {v!r})" for k, v in identity.items()
+                                if stored.get(k) != v and k != "encoding")
         raise InvalidInputError(
             f"study '{name}' belongs to {differences}; refusing to mix them: choose another --study name"
+        )
+    elif stored.get("encoding") != identity.get("encoding", stored.get("encoding")):
+        raise InvalidInputError(
+            f"study '{name}' was made by an earlier autosel whose trials encode selections differently; "
+            "continue it with that version, or choose another --study name"
         )
     return study
 

@@ -9,14 +9,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from autosel.aggregation import aggregate
 from autosel.catalog import ActivationPoint
 from autosel.config import FeatureConfig
-from autosel.numerics import l2_normalize
 from autosel.tasks import Task, TaskResult
 
 WEIGHTS = (0.5, 1.0, 2.0)
+TRIAL_ENCODING = "id@t"
+"""How trial parameters spell a selection (stored with each study: an older encoding's trials
+cannot be continued by this one)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class Selection:
 
     def to_config(self, base: FeatureConfig, **sections: Any) -> FeatureConfig:
         """``base`` with this selection's activations (other sections replaced as given)."""
-        from autosel.search.variants import split_variant
+        from autosel.screen.variants import split_variant
 
         activations = []
         for name, t, w in self.items:
@@ -63,40 +65,47 @@ class Selection:
         return base.replace(activations=activations, **sections)
 
 
+def slot_choice(name: str, timestep: int) -> str:
+    """A slot's value in a trial: ``"{id}@{t}"`` (one categorical per slot, so equal parameters
+    always mean the same selection)."""
+    return f"{name}@{timestep}"
+
+
+def parse_slot_choice(choice: str) -> tuple[str, int]:
+    """(id, timestep) of a slot value made by :func:`slot_choice`."""
+    name, timestep = choice.rsplit("@", 1)
+    return name, int(timestep)
+
+
+def slot_choices(candidates: Sequence[Candidate]) -> list[str]:
+    """Every value a slot can take: each candidate at each of its cached timesteps."""
+    return [slot_choice(c.id, t) for c in candidates for t in c.timesteps]
+
+
 def suggest(trial: Any, candidates: Sequence[Candidate], max_activations: int, weights: bool = True) -> Selection:
-    """Draw a selection in an Optuna trial: ``n`` slots, each a candidate (by index), a timestep
-    (index into the candidate's cached ones) and a weight; a candidate drawn twice counts once.
+    """Draw a selection in an Optuna trial: ``n`` slots, each an ``"{id}@{t}"`` (a candidate at
+    one of its cached timesteps) and a weight; a candidate drawn twice counts once (its first slot).
 
     Parameters keep one distribution each (Optuna needs that), so the search space is fixed:
-    ``n`` ∈ 1…K, ``a{k}`` ∈ candidates, ``t{k}`` ∈ 0…T-1, ``w{k}`` ∈ {0.5, 1, 2} (only with
+    ``n`` ∈ 1…K, ``a{k}`` ∈ candidates × their timesteps, ``w{k}`` ∈ {0.5, 1, 2} (only with
     ``weights``; otherwise every weight is 1).
     """
-    ids = [c.id for c in candidates]
-    depth = max(len(c.timesteps) for c in candidates)
+    choices = slot_choices(candidates)
     count = trial.suggest_int("n", 1, max_activations)
     chosen: dict[str, tuple[int, float]] = {}
     for slot in range(count):
-        name = trial.suggest_categorical(f"a{slot}", ids)
-        index = trial.suggest_int(f"t{slot}", 0, depth - 1)
+        name, timestep = parse_slot_choice(trial.suggest_categorical(f"a{slot}", choices))
         weight = trial.suggest_categorical(f"w{slot}", WEIGHTS) if count > 1 and weights else 1.0
-        candidate = candidates[ids.index(name)]
-        chosen.setdefault(name, (candidate.timesteps[min(index, len(candidate.timesteps) - 1)], float(weight)))
+        chosen.setdefault(name, (timestep, float(weight)))
     # sorted: the same set always concatenates in the same order (stable configs and scores)
     return Selection(tuple(sorted((name, t, w) for name, (t, w) in chosen.items())))
 
 
 def combine_cached(arrays: Mapping[tuple[str, int], np.ndarray], selection: Selection, index: int) -> torch.Tensor:
-    """Image ``index``'s combined map from cached arrays: every activation resized to the
-    largest cached grid, L2-normalised over channels, weighted, concatenated (the config's
-    default aggregation, on cached proxy-resolution maps)."""
-    maps = [torch.from_numpy(np.asarray(arrays[(name, t)][index], dtype=np.float32)) for name, t, _ in selection.items]
-    size = max((m.shape[-2:] for m in maps), key=lambda hw: hw[0] * hw[1])
-    combined = []
-    for value, (_, _, weight) in zip(maps, selection.items):
-        if tuple(value.shape[-2:]) != tuple(size):
-            value = F.interpolate(value[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
-        combined.append(l2_normalize(value, dim=0) * weight)
-    return torch.cat(combined)
+    """Image ``index``'s combined map from cached arrays: the default aggregation (the one
+    best.yaml records), on cached proxy-resolution maps."""
+    maps = [torch.from_numpy(np.asarray(arrays[(name, t)][index], dtype=np.float32))[None] for name, t, _ in selection.items]
+    return aggregate(maps, [weight for _, _, weight in selection.items])[0]
 
 
 def score_cached(task: Task, arrays: Mapping[tuple[str, int], np.ndarray], selection: Selection) -> TaskResult:

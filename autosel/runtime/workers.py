@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from autosel.config import FeatureConfig
 from autosel.errors import AutoselError
-from autosel.search.cache import ActivationCache
-from autosel.search.space import SearchSpace
+from autosel.cache.activations import ActivationCache
+from autosel.space import SearchSpace
 
 RAY_OBJECT_STORE_BYTES = 256 * 2**20  # only scalars travel: a small store behaves on a 24 GB box
 
@@ -33,7 +33,7 @@ class Worker:
         quiet: bool = True,
         confirm_task: str | None = None,
     ) -> None:
-        from autosel.search.sweep import model_run
+        from autosel.screen.sweep import model_run
 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
@@ -61,7 +61,7 @@ class Worker:
 
     def encoded(self) -> Any:
         """The search split's latents and noise, encoded once per worker."""
-        from autosel.search.sweep import encode_images
+        from autosel.screen.sweep import encode_images
 
         if self._encoded is None:
             self._encoded = encode_images(self.task("search"), self.extractor, self.progress)
@@ -69,7 +69,7 @@ class Worker:
 
     def screen(self, todo: dict[int, list[str]]) -> list[tuple[list[dict[str, Any]], int]]:
         """Sweep rows for ``{timestep: [ids]}`` and the forwards run (stored by the driver)."""
-        from autosel.search.sweep import screen_rows
+        from autosel.screen.sweep import screen_rows
 
         todo = {int(t): list(names) for t, names in todo.items()}
         before = self.extractor.forward_count
@@ -77,35 +77,35 @@ class Worker:
         forwards = self.extractor.forward_count - before
         return [(records, forwards if n == 0 else 0) for n, records in enumerate(rows)]
 
-    def fill(self, pairs: Sequence[tuple[str, int]]) -> int:
-        """Compute the cache entries of ``pairs`` that are missing; forwards run."""
-        from autosel.search.fill import fill_cache
+    def fill(self, entries: Sequence[tuple[str, int]]) -> int:
+        """Compute the cache entries of ``entries`` that are missing; forwards run."""
+        from autosel.cache.fill import fill_cache
 
-        _, forwards = fill_cache(self.cache, self.extractor, self.task("search"), self._keys(pairs), self.progress, self.encoded())
+        _, forwards = fill_cache(self.cache, self.extractor, self.task("search"), self._keys(entries), self.progress, self.encoded())
         return forwards
 
-    def prepare(self, pairs: Sequence[tuple[str, int]]) -> int:
-        """Load (or compute) the cached search-split features of ``pairs``; forwards run."""
-        from autosel.search.fill import fill_cache
+    def prepare(self, entries: Sequence[tuple[str, int]]) -> int:
+        """Load (or compute) the cached search-split features of ``entries``; forwards run."""
+        from autosel.cache.fill import fill_cache
 
-        pairs = tuple((name, int(t)) for name, t in pairs)
-        self._arrays, forwards = fill_cache(self.cache, self.extractor, self.task("search"), self._keys(pairs), self.progress)
-        self._prepared = pairs
+        entries = tuple((name, int(t)) for name, t in entries)
+        self._arrays, forwards = fill_cache(self.cache, self.extractor, self.task("search"), self._keys(entries), self.progress)
+        self._prepared = entries
         return forwards
 
-    def _keys(self, pairs: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Any]:
-        from autosel.search.fill import cache_keys
+    def _keys(self, entries: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Any]:
+        from autosel.cache.fill import cache_keys
 
         search = self.space.search
         return cache_keys(self.extractor, self.task("search"), self.space.dataset, "search",
-                          [(name, int(t)) for name, t in pairs], search.cache_resolution, search.cache_dim, self.space.seed)
+                          [(name, int(t)) for name, t in entries], search.cache_resolution, search.cache_dim, self.space.seed)
 
-    def evaluate(self, items: Sequence[Sequence[Any]], pairs: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    def evaluate(self, items: Sequence[Sequence[Any]], entries: Sequence[tuple[str, int]]) -> dict[str, Any]:
         """Score a selection on the cache (preparing it first after a restart)."""
-        from autosel.search.selection import Selection, score_cached
+        from autosel.optimise.selection import Selection, score_cached
 
-        if tuple((n, int(t)) for n, t in pairs) != self._prepared:
-            self.prepare(pairs)
+        if tuple((n, int(t)) for n, t in entries) != self._prepared:
+            self.prepare(entries)
         started = time.perf_counter()
         selection = Selection(tuple((str(n), int(t), float(w)) for n, t, w in items))
         result = score_cached(self.task("search"), self._arrays, selection)
@@ -113,7 +113,7 @@ class Worker:
 
     def confirm(self, config: dict[str, Any]) -> dict[str, Any]:
         """Held-out result of a config through the real extractor at full channels."""
-        from autosel.evaluate import evaluate_config
+        from autosel.evaluation import evaluate_config
         from autosel.extract import FeatureExtractor
 
         extractor = FeatureExtractor(
@@ -205,69 +205,3 @@ def start_ray_workers(count: int, **worker_options: Any) -> list[Any]:
     actors = [remote.remote(**worker_options) for _ in range(count)]
     ray.get([actor.pid.remote() for actor in actors])  # wait for the replicas to load
     return actors
-
-
-class LocalPool:
-    """Evaluates in this process, one trial at a time (experiments, and --workers 0)."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker, self._ready = worker, []
-
-    def idle(self) -> int:
-        return 0 if self._ready else 1
-
-    def submit(self, tag: int, items: Sequence[Any], pairs: Sequence[tuple[str, int]]) -> None:
-        try:
-            self._ready.append((tag, self.worker.evaluate(items, pairs), None))
-        except Exception as error:  # noqa: BLE001 - reported to the driver as a failed trial
-            self._ready.append((tag, None, error))
-
-    def poll(self, timeout: float) -> Iterator[tuple[int, dict[str, Any] | None, Exception | None]]:
-        ready, self._ready = self._ready, []
-        yield from ready
-
-
-class RayPool:
-    """Evaluates on Ray actors, one trial per actor at a time."""
-
-    def __init__(self, actors: list[Any]) -> None:
-        self.actors, self.busy = list(actors), {}
-
-    def idle(self) -> int:
-        return len(self.actors) - len(self.busy)
-
-    def submit(self, tag: int, items: Sequence[Any], pairs: Sequence[tuple[str, int]]) -> None:
-        taken = {id(actor) for _, actor in self.busy.values()}
-        actor = next(a for a in self.actors if id(a) not in taken)
-        self.busy[actor.evaluate.remote([list(i) for i in items], [list(p) for p in pairs])] = (tag, actor)
-
-    def poll(self, timeout: float) -> Iterator[tuple[int, dict[str, Any] | None, Exception | None]]:
-        import ray
-
-        if not self.busy:
-            return
-        ready, _ = ray.wait(list(self.busy), num_returns=len(self.busy), timeout=timeout)
-        for ref in ready:
-            tag, actor = self.busy.pop(ref)
-            try:
-                yield tag, ray.get(ref), None
-            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as error:
-                self._recover(actor)
-                yield tag, None, error
-
-    def _recover(self, actor: Any, seconds: float = 300) -> None:
-        """Wait for a dead actor's restart (its replica reloads); drop it if it stays down."""
-        import ray
-
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                ray.get(actor.pid.remote(), timeout=max(1.0, deadline - time.monotonic()))
-                return
-            except ray.exceptions.ActorUnavailableError:  # restarting: ask again shortly
-                time.sleep(0.5)
-            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
-                break
-        self.actors.remove(actor)
-        if not self.actors:
-            raise AutoselError("every search worker died and none could be restarted; see the Ray logs")

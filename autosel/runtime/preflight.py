@@ -108,7 +108,7 @@ def preflight(
     from autosel.models.loading import check_model_files
 
     if strategy is not None:
-        from autosel.search.strategies import check_strategy
+        from autosel.optimise.strategies import check_strategy
 
         check_strategy(strategy)
     check_dataset_names(task, dataset)

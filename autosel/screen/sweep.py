@@ -21,17 +21,17 @@ import pandas as pd
 import torch
 
 from autosel.catalog import ActivationPoint, list_activations
-from autosel.config import NUM_TRAIN_TIMESTEPS, ExtractionSection, FeatureConfig
+from autosel.config import ExtractionSection, FeatureConfig
 from autosel.denoiser import DTYPES, Denoiser, DenoiserRun, resolve_dtype
-from autosel.errors import InvalidInputError, UnknownActivationError, close_matches
-from autosel.evaluate import image_tensor
+from autosel.errors import UnknownActivationError, close_matches
+from autosel.evaluation import image_tensor
 from autosel.extract import combine_features
 from autosel.log import event
 from autosel.progress import progress_bar
-from autosel.search import variants
-from autosel.search.cache import images_digest
-from autosel.search.space import SearchSpace, canonical_model
-from autosel.search.store import SweepStore, default_storage
+from autosel.screen import variants
+from autosel.cache.activations import images_digest
+from autosel.space import SearchSpace, canonical_model
+from autosel.store import SweepStore, default_storage
 from autosel.tasks import Task, make_task
 
 
@@ -173,11 +173,8 @@ def run_sweep(
         for timestep in space.timesteps:
             extractor.check_request(timestep, [])
     else:
-        catalogue = list_activations(space.model, space.image_size)
+        catalogue = list_activations(space.model, space.image_size)  # timesteps: checked by the space
         image_size = _image_size(space)
-        for timestep in space.timesteps:
-            if not 0 <= timestep < NUM_TRAIN_TIMESTEPS:
-                raise InvalidInputError(f"timestep {timestep} is outside the scheduler's range 0…{NUM_TRAIN_TIMESTEPS - 1}")
     candidates = variants.expand(
         select_candidates(catalogue, space.candidates.include, space.candidates.exclude, space.model),
         space.candidates.post,

@@ -1,0 +1,5 @@
+"""``python -m autosel``: the command line."""
+
+from autosel.cli import main
+
+main()

@@ -1,0 +1,95 @@
+"""The Python API of the main jobs: :func:`search`, :func:`sweep` and :func:`evaluate`.
+
+Each takes *what* (a :class:`~autosel.space.SearchSpace` or a
+:class:`~autosel.config.FeatureConfig`), *where* (:class:`~autosel.run_config.RunConfig`) and
+*how* (:class:`~autosel.run_config.Resources`), and returns a result object; the command line
+is a thin layer over these three.
+
+Example:
+    >>> import autosel
+    >>> space = autosel.load_space("tiny").replace(search={**autosel.load_space("tiny").search.model_dump(), "trials": 20})
+    >>> outcome = autosel.search(space, autosel.RunConfig(out="results"), autosel.Resources(workers=0))
+    >>> outcome.best.heldout, outcome.files[0]
+    (0.52..., PosixPath('results/tiny/correspondence/best.yaml'))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autosel.config import FeatureConfig
+from autosel.pipeline import Search, SearchOutcome
+from autosel.run_config import Resources, RunConfig
+from autosel.screen import SweepResult
+from autosel.space import SearchSpace
+from autosel.tasks import TaskResult
+
+
+def search(space: SearchSpace, run: RunConfig | None = None, resources: Resources | None = None) -> SearchOutcome:
+    """Screen, cache, search combinations, confirm on held-out data and write
+    ``OUT/<model>/<task>/best.yaml`` (see :class:`~autosel.pipeline.Search` for the stages).
+
+    Rerunning continues the study (``space.search.trials`` counts COMPLETE trials in total).
+    """
+    return Search(space, run, resources).run()
+
+
+def sweep(space: SearchSpace, run: RunConfig | None = None, resources: Resources | None = None,
+          write_files: bool = True) -> SweepResult:
+    """Score every candidate of ``space`` alone at every timestep on the search split, in this
+    process (rows already in the store are reused); writes ``sweep.csv`` and ``sweep.png``."""
+    from autosel.runtime.preflight import preflight
+    from autosel.screen import run_sweep
+
+    run, resources = run or RunConfig(), resources or Resources()
+    preflight(model=space.model, task=space.task, dataset=space.dataset, device=resources.device, out=run.out)
+    return run_sweep(space, out=run.out, storage=run.storage, device=resources.device, batch_size=resources.batch_size,
+                     progress=run.progress, write_files=write_files)
+
+
+def evaluate(
+    config: FeatureConfig | str | Path,
+    task: str = "correspondence",
+    dataset: str = "shapes",
+    role: str = "heldout",
+    protocol: str = "autosel",
+    resources: Resources | None = None,
+    progress: bool = True,
+    **task_options: object,
+) -> TaskResult:
+    """Score a feature config (or a YAML file of one) on a proxy task.
+
+    Args:
+        config: the feature config.
+        task: ``correspondence``, ``correspondence-trained`` or ``segmentation``.
+        dataset: ``shapes``, ``spair:PATH[:split]`` or ``folder:PATH``.
+        role: which part of the dataset: ``search`` or ``heldout``.
+        protocol: correspondence convention, ``autosel`` or ``dift`` (see :mod:`autosel.protocols`).
+        resources: device and batch size (workers do not apply).
+        task_options: the task's own options (``pairs``, ``train_images``, ``soft_window``…).
+
+    Raises:
+        ConfigError, UnknownActivationError: a bad config; InvalidInputError: a protocol for a
+        task that has none; DatasetError: bad data.
+    """
+    from autosel.denoiser import check_device
+    from autosel.errors import InvalidInputError
+    from autosel.evaluation import evaluate_config
+    from autosel.extract import FeatureExtractor
+    from autosel.protocols import get_protocol
+    from autosel.tasks import make_task
+
+    resources = resources or Resources(batch_size=8)
+    if not isinstance(config, FeatureConfig):
+        config = FeatureConfig.from_yaml(config)
+    check_device(resources.device)
+    chosen = get_protocol(protocol)
+    options = dict(task_options)
+    if task.startswith("correspondence"):
+        options["query"] = chosen.query
+        config = chosen.apply(config)
+    elif protocol != "autosel":
+        raise InvalidInputError(f"'{protocol}' is a correspondence protocol; {task} has none")
+    proxy = make_task(task, dataset, role, **options)
+    extractor = FeatureExtractor(config, device=resources.device, batch_size=resources.batch_size)
+    return evaluate_config(extractor, proxy, progress=progress)

@@ -1,0 +1,153 @@
+"""``autosel extract`` and ``evaluate``: features of a config, and their score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from autosel.cli.app import app
+from autosel.cli.options import DtypeOpt, FormatOpt, NoProgressOpt, with_dtype
+from autosel.output import OutputFormat, print_records
+
+
+@app.command("extract")
+def extract_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Feature config YAML.")],
+    images: Annotated[
+        list[str], typer.Option("--images", "-i", help="Image file or folder (searched recursively); repeatable.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .safetensors file.")],
+    aggregate: Annotated[
+        bool, typer.Option("--aggregate", help="Write one aggregated map per image instead of one tensor per id.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser batch.")] = 8,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Extract the features a config names from images into a safetensors file.
+
+    Keys are IMAGE/ID (C×H×W) or, with --aggregate, IMAGE; the config is stored in the
+    file's metadata. Unreadable images are listed in a warning and skipped.
+
+    Example: autosel extract --config results/presets/meng-practical-sd15.yaml --images photos/ --out feats.safetensors
+    """
+    from autosel.extract import FeatureExtractor
+    from autosel.writer import extract_to_file
+
+    from autosel.denoiser import check_device
+    from autosel.runtime.preflight import probe_output_file
+
+    feature_config = load_feature_config(config)
+    check_device(device)
+    probe_output_file(out)
+    extractor = FeatureExtractor(with_dtype(feature_config, dtype), device=device, batch_size=batch_size)
+    report = extract_to_file(extractor, images, out, aggregate=aggregate)
+    for name, reason in report.skipped:
+        typer.echo(f"warning: skipped {name}: {reason}", err=True)
+    typer.echo(f"wrote {report.tensors} tensors for {report.images} images to {out}")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Feature config YAML.")],
+    task: Annotated[
+        str, typer.Option("--task", "-t", help="Proxy task: correspondence, correspondence-trained (gdf's trained head) or segmentation.")
+    ] = "correspondence",
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="shapes, spair:PATH[:trn|val|test] or folder:PATH.")
+    ] = "shapes",
+    role: Annotated[str, typer.Option("--role", help="Which part of the dataset: search or heldout.")] = "heldout",
+    pairs: Annotated[Optional[int], typer.Option("--max-pairs", min=1, help="Correspondence: at most N pairs (shapes: 100).")] = None,
+    pairs_per_category: Annotated[
+        Optional[int], typer.Option("--pairs-per-category", min=1, help="Correspondence: balanced subset, N per category.")
+    ] = None,
+    soft_window: Annotated[
+        Optional[int], typer.Option("--soft-window", min=0, help="Correspondence: soft-argmax window radius (0: argmax).")
+    ] = None,
+    train_images: Annotated[
+        Optional[int], typer.Option("--train-images", min=1, help="Segmentation: labelled images to train on.")
+    ] = None,
+    test_images: Annotated[Optional[int], typer.Option("--test-images", min=1, help="Segmentation: at most N scored images.")] = None,
+    train_pairs: Annotated[
+        Optional[int], typer.Option("--train-pairs", min=1, help="correspondence-trained: training pairs (shapes: 200; SPair: all of trn).")
+    ] = None,
+    protocol: Annotated[
+        str, typer.Option("--protocol", help="Correspondence convention: autosel (per-activation L2, bilinear query) or dift (raw, one normalisation, rounded-cell query).")
+    ] = "autosel",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser batch.")] = 8,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    dtype: DtypeOpt = None,
+    output_format: FormatOpt = OutputFormat.table,
+    no_progress: NoProgressOpt = False,
+) -> None:
+    """Score a feature config on a proxy task: every PCK variant, or mIoU with per-class IoU.
+
+    Correspondence scores carry their protocol: `autosel` (default; each activation L2-normalised,
+    bilinear query) or `dift` (raw activations, one normalisation, the query at the keypoint's
+    rounded cell, as DIFT and gdf compute it).
+
+    `--task correspondence-trained` is the seed codebase's protocol: a 3×3 convolution head trained
+    on another split's pairs (shapes train, SPair trn) with gdf's loss and defaults, then nearest
+    neighbours on its output.
+
+    Examples: autosel evaluate --config results/presets/meng-practical-sd15.yaml --dataset spair:~/SPair-71k:test ;
+    autosel evaluate --config best.yaml --task segmentation --dataset folder:horse21/ --train-images 30
+    """
+    from autosel.evaluation import evaluate_config
+    from autosel.extract import FeatureExtractor
+    from autosel.output import print_document
+    from autosel.tasks import make_task
+
+    feature_config = load_feature_config(config)
+    size = feature_config.extraction.image_size
+    options = {
+        "pairs": pairs, "pairs_per_category": pairs_per_category, "soft_window": soft_window,
+        "train_images": train_images, "test_images": test_images,
+        "image_size": size if isinstance(size, int) else 64,
+    }
+    from autosel.denoiser import check_device
+    from autosel.protocols import get_protocol
+
+    check_device(device)
+    chosen = get_protocol(protocol)
+    if task.startswith("correspondence"):
+        options["query"] = chosen.query
+        feature_config = chosen.apply(feature_config)
+        if task == "correspondence-trained":
+            options["train_pairs"] = train_pairs
+    elif protocol != "autosel":
+        raise typer.BadParameter(f"'{protocol}' is a correspondence protocol; {task} has none", param_hint="--protocol")
+    proxy = make_task(task, dataset, role, **options)
+    extractor = FeatureExtractor(with_dtype(feature_config, dtype), device=device, batch_size=batch_size)
+    result = evaluate_config(extractor, proxy, progress=not no_progress)
+    if output_format is not OutputFormat.table:
+        print_document({**result.to_dict(), **({"protocol": protocol, "protocol_description": chosen.description}
+                                               if task.startswith("correspondence") else {})}, output_format)
+        return
+    records = [
+        {"metric": name, "value": f"{100 * value:.1f}", "meaning": result.descriptions.get(name, "")}
+        for name, value in result.metrics.items()
+    ]
+    title = f"{task} on {dataset} ({role}): {result.n_items} {result.unit}; primary {result.primary} = {100 * result.value:.1f}"
+    if task.startswith("correspondence"):
+        title += f"; protocol {protocol}"
+    print_records(records, output_format, [("metric", "metric"), ("value", "%"), ("meaning", "meaning")], title=title)
+
+
+def load_feature_config(path: Path):
+    """The feature config at ``path``, its ids checked against the model's offline catalogue
+    before any weights load (an unknown id names the file, the closest ids and the listing)."""
+    from autosel.catalog import list_activations
+    from autosel.config import FeatureConfig
+    from autosel.errors import UnknownActivationError
+
+    config = FeatureConfig.from_yaml(path)
+    try:
+        config.check_ids(point.id for point in list_activations(config.model.name, config.extraction.image_size))
+    except UnknownActivationError as error:
+        raise UnknownActivationError(f"{path}: {error}") from None
+    return config
+
+

@@ -1,0 +1,224 @@
+"""``autosel sweep`` and ``search``: screening and the combination search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from autosel.cli.app import app
+from autosel.cli.options import CacheDirOpt, DryRunOpt, DtypeOpt, ImageSizeOpt, NoProgressOpt, PairsOpt, PairsPerCategoryOpt, SpaceModelOpt, TestImagesOpt, TrainImagesOpt, parse_timesteps, peak_memory_text, with_overrides
+from autosel.output import OutputFormat, print_records
+
+
+@app.command("sweep")
+def sweep_command(
+    model: SpaceModelOpt = None,
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Proxy task; default: the space file's.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset spec; default: the space file's.")] = None,
+    timesteps: Annotated[
+        Optional[str], typer.Option("--timesteps", help="Comma-separated grid, e.g. 10,50,100; default: the space file's.")
+    ] = None,
+    include: Annotated[Optional[list[str]], typer.Option("--include", help="Candidate id glob (repeatable); replaces the space's.")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Id glob to leave out (repeatable); replaces the space's.")] = None,
+    space_file: Annotated[Optional[Path], typer.Option("--space", help="Search space YAML; default search_spaces/<model>.yaml.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("results"),
+    storage: Annotated[
+        Optional[str], typer.Option("--storage", help="SQLAlchemy URL; default sqlite:///OUT/autosel.db (shared with search).")
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="How many of the best to print.")] = 10,
+    image_size: ImageSizeOpt = None,
+    dtype: DtypeOpt = None,
+    pairs: PairsOpt = None,
+    pairs_per_category: PairsPerCategoryOpt = None,
+    train_images: TrainImagesOpt = None,
+    test_images: TestImagesOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser forward.")] = 16,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    dry_run: DryRunOpt = False,
+    no_progress: NoProgressOpt = False,
+) -> None:
+    """Score every candidate activation alone at every timestep on the search split (screening).
+
+    One denoiser forward per image batch and timestep, whatever the number of candidates.
+    Writes OUT/MODEL/TASK/sweep.csv and sweep.png, stores rows in the SQL store (a rerun
+    reuses them) and prints the best. The plan (forwards, memory, time) is printed first;
+    --dry-run prints only the plan and writes nothing.
+
+    Examples: autosel sweep --model tiny --timesteps 10,50,150 --include 'up-*' ;
+    autosel sweep --model ./my-pipeline --image-size 256 --pairs 20 --dtype float16 --dry-run
+    """
+    from autosel.screen import run_sweep
+    from autosel.screen.sweep import model_run
+
+    space = space_for(model, space_file)
+    candidates = None
+    if include or exclude:
+        candidates = {**space.candidates.model_dump(), "include": include or space.candidates.include,
+                      "exclude": exclude or space.candidates.exclude}
+    space = space.replace(task=task, dataset=dataset, timesteps=parse_timesteps(timesteps), candidates=candidates)
+    space = with_overrides(space, image_size, dtype, pairs, pairs_per_category, train_images, test_images)
+    if not dry_run:  # bad names, folders or store fail in one line, before the plan and any work
+        from autosel.runtime.preflight import preflight
+        from autosel.store import SweepStore, default_storage
+
+        preflight(model=space.model, task=space.task, dataset=space.dataset, device=device, out=out)
+        SweepStore(storage or default_storage(out))
+    plan = show_plan(space, space_file, model, "sweep", device, batch_size, None, dry_run)
+    run = model_run(space, device=device, batch_size=batch_size)
+    time_plan(plan, run, space, dry_run)
+    if dry_run:
+        return
+    result = run_sweep(space, out=out, storage=storage, device=device, batch_size=batch_size, progress=not no_progress, run=run)
+    best = result.top(top)
+    records = [
+        {"rank": n + 1, "id": row.id, "timestep": int(row.timestep), "channels": int(row.channels), "value": f"{100 * row.value:.1f}"}
+        for n, row in enumerate(best.itertuples())
+    ]
+    title = f"Top {len(records)} of {result.computed + result.reused} (id, t) by {result.metric}"
+    print_records(records, OutputFormat.table, [("rank", "#"), ("id", "id"), ("timestep", "t"), ("channels", "C"), ("value", "%")], title=title)
+    typer.echo(
+        f"{result.computed} (id, t) scored now with {result.forwards} denoiser forwards, {result.reused} reused from the store; "
+        f"peak memory {peak_memory_text()}; wrote {result.csv} and {result.heatmap}"
+    )
+
+
+@app.command("search")
+def search_command(
+    model: SpaceModelOpt = None,
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Proxy task; default: the space file's.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset spec; default: the space file's.")] = None,
+    space_file: Annotated[Optional[Path], typer.Option("--space", help="Search space YAML; default search_spaces/<model>.yaml.")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", "-n", help="COMPLETE trials the study should hold in total; default: the space's.")] = None,
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", "-w", min=0, help="Ray workers (model replicas); default: GPUs, 1 on a CPU box; 0: in this process.")
+    ] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="SQLAlchemy URL; default sqlite:///OUT/autosel.db.")] = None,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study name; default MODEL-TASK.")] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Join this Ray cluster instead of starting one.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("results"),
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Sampler seed; default: the space's.")] = None,
+    strategy: Annotated[
+        Optional[str], typer.Option("--strategy", help="greedy-tpe (greedy forward selection, then TPE), tpe, random, greedy or exhaustive; default: the space's (greedy-tpe).")
+    ] = None,
+    cache_dir: CacheDirOpt = None,
+    cache_memory: Annotated[str, typer.Option("--cache-memory", help="RAM for cached activations per worker; beyond it they are memory-mapped.")] = "4GB",
+    image_size: ImageSizeOpt = None,
+    dtype: DtypeOpt = None,
+    pairs: PairsOpt = None,
+    pairs_per_category: PairsPerCategoryOpt = None,
+    train_images: TrainImagesOpt = None,
+    test_images: TestImagesOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser forward.")] = 16,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    confirm_task: Annotated[
+        Optional[str], typer.Option("--confirm-task", help="Score the confirmations with this task, e.g. correspondence-trained (gdf's trained head).")
+    ] = None,
+    allow_same_split: Annotated[
+        bool, typer.Option("--allow-same-split", help="Accept a dataset split pinned for both roles (spair:PATH:test); scores are labelled not held-out.")
+    ] = False,
+    dry_run: DryRunOpt = False,
+    no_progress: NoProgressOpt = False,
+) -> None:
+    """Find the best combination of activations and timesteps; write OUT/MODEL/TASK/best.yaml.
+
+    Stages: screen every candidate (reusing a stored sweep), cache the best, search
+    combinations with Optuna (score up; channels and denoiser cost down; channel budget as a
+    constraint), confirm the top configs and the presets on the held-out split. Rerunning
+    continues the study; several drivers can share one with --storage postgresql://….
+
+    Example: autosel search --model tiny ; autosel search --model sdxl --dataset spair:~/SPair-71k --storage postgresql://host/db
+    """
+    from autosel.errors import InvalidInputError
+    from autosel.optimise.strategies import check_strategy
+    from autosel.pipeline import Search
+    from autosel.run_config import Resources, RunConfig
+
+    if trials is not None and trials < 1:
+        raise InvalidInputError(f"--trials must be at least 1, got {trials}")
+    if strategy is not None:
+        check_strategy(strategy)
+    space = space_for(model, space_file).replace(task=task, dataset=dataset, seed=seed, allow_same_split=allow_same_split or None)
+    space = with_overrides(space, image_size, dtype, pairs, pairs_per_category, train_images, test_images)
+    changes = {"trials": trials, "strategy": strategy, "confirm_task": confirm_task}
+    space = space.replace(search={**space.search.model_dump(), **{k: v for k, v in changes.items() if v is not None}})
+    run = RunConfig(out=out, storage=storage, study=study, cache_dir=cache_dir, cache_memory=cache_memory,
+                    progress=not no_progress)
+    resources = Resources(workers=workers, device=device, batch_size=batch_size, ray_address=ray_address)
+    if dry_run:
+        from autosel.screen.sweep import model_run
+
+        plan = show_plan(space, space_file, model, "search", device, batch_size, workers, dry_run)
+        time_plan(plan, model_run(space, device=device, batch_size=batch_size), space, dry_run)
+        return
+    search = Search(space, run, resources)  # bad names, folders or store fail here in one line, before any work
+    show_plan(space, space_file, model, "search", device, batch_size, workers, dry_run)
+    outcome = search.run()
+    heldout = "held-out" if outcome.heldout_label == "heldout" else "NOT held-out"
+    records = [
+        {"config": c.name, "activations": ", ".join(a.label for a in c.config.activations),
+         "channels": c.channels, "search": "–" if c.search is None else f"{100 * c.search:.1f}", "heldout": f"{100 * c.heldout:.1f}"}
+        for c in outcome.confirmed
+    ]
+    metric = outcome.sweep.metric
+    print_records(
+        records, OutputFormat.table,
+        [("config", "config"), ("activations", "activations"), ("channels", "C"), ("search", "search %*"), ("heldout", f"{heldout} %")],
+        title=f"{space.model} · {space.task} · {metric} ({heldout}: {space.dataset})",
+    )
+    typer.echo("* search split, two measurements: trials on the cached maps (pooled and projected), the best single "
+               "activation on full maps in the sweep; held-out: every row through the real extractor at full channels")
+    stats = outcome.stats
+    typer.echo(
+        f"study {outcome.study}: {stats.evaluated} trials evaluated now, {stats.duplicates} duplicates copied, "
+        f"{stats.retried} retried; best config: {outcome.files[0]}"
+    )
+
+
+def space_for(model: str | None, path: Path | None):
+    """The search space of ``model`` (``--space`` alone implies its model; no model: tiny)."""
+    from autosel.config import ConfigError
+    from autosel.space import load_space
+    from autosel.space import same_model
+
+    if path is None:
+        return load_space(model or "tiny").replace(model=model or "tiny")
+    space = load_space(model or "", path)
+    if model is not None and not same_model(space.model, model):
+        raise ConfigError(f"{path}: this space is for model '{space.model}', not '{model}'")
+    return space  # the file's spelling of the model: the same store keys and folders every run
+
+
+def show_plan(space, space_file, model, stage, device, batch_size, workers, dry_run):
+    """Print the plan before any work: on stdout for --dry-run (it is the result), else as a stage message."""
+    from autosel.log import event
+    from autosel.runtime.plan import make_plan, space_source
+    from autosel.pipeline import presets_for
+
+    source = space_source(space.model if model is None else model, space_file, space)
+    plan = make_plan(space, source, stage, device, batch_size, workers, presets_for(space.model) if stage == "search" else ())
+    if stage == "search" and not dry_run:
+        plan.notes.append("time: measured with --dry-run only (the driver loads no model; the workers do)")
+    if dry_run:
+        typer.echo(plan.text())
+    else:
+        event(plan.text(), **{k: v for k, v in plan.to_dict().items() if k not in ("notes",)})
+    return plan
+
+
+def time_plan(plan, run, space, dry_run) -> None:
+    """Measure one forward of the loaded model and say how long the planned forwards take."""
+    from autosel.log import event
+    from autosel.runtime.plan import measure_forward
+    from autosel.screen.sweep import select_candidates
+
+    ids = [p.id for p in select_candidates(list(run.catalogue.values()), space.candidates.include,
+                                           space.candidates.exclude, space.model)]
+    plan.seconds_per_image_forward = measure_forward(run, ids, space.timesteps[0])
+    if dry_run:
+        typer.echo("  " + plan.time_text())
+    else:
+        event(f"plan: {plan.time_text()}", estimated_seconds=plan.estimated_seconds)
+
+

@@ -1,0 +1,1 @@
+"""The combination search: selections, strategies, the Optuna study and the ask/tell driver."""

@@ -1,0 +1,1 @@
+"""Where the work runs: preflight checks, the plan, model-replica workers and their pools."""
