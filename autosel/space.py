@@ -119,8 +119,8 @@ class SearchSpace(Section):
         space's task, or ``task``: e.g. the confirmation's)."""
         proxy, task = self.proxy, task or self.task
         if task == "segmentation":
-            return {"train_images": proxy.train_images, "test_images": proxy.test_images, "image_size": proxy.shapes_size}
-        options = {"pairs": proxy.pairs, "pairs_per_category": proxy.pairs_per_category, "image_size": proxy.shapes_size}
+            return {"train_images": proxy.train_images, "test_images": proxy.test_images, "shapes_size": proxy.shapes_size}
+        options = {"pairs": proxy.pairs, "pairs_per_category": proxy.pairs_per_category, "shapes_size": proxy.shapes_size}
         return {**options, "train_pairs": proxy.train_pairs} if task == "correspondence-trained" else options
 
 

@@ -61,7 +61,7 @@ def test_options_a_task_does_not_take_are_refused_by_name():
 
 
 def test_none_options_take_the_task_defaults():
-    task = make_task("correspondence", "shapes", pairs=None, soft_window=None, image_size=32)
+    task = make_task("correspondence", "shapes", pairs=None, soft_window=None, shapes_size=32)
     assert len(task.data.pairs) == 100 and task.soft_window == 0
 
 

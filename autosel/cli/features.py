@@ -105,7 +105,7 @@ def evaluate_command(
     options = {
         "pairs": pairs, "pairs_per_category": pairs_per_category, "soft_window": soft_window,
         "train_images": train_images, "test_images": test_images,
-        "image_size": size if isinstance(size, int) else 64,
+        "shapes_size": size if isinstance(size, int) else 64,
     }
     from autosel.denoiser import check_device
     from autosel.protocols import get_protocol

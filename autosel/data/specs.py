@@ -68,7 +68,7 @@ def load_correspondence(
     role: str = "search",
     pairs: int | None = None,
     pairs_per_category: int | None = None,
-    image_size: int = 64,
+    shapes_size: int = 64,
     seed: int = 0,
 ) -> CorrespondenceData:
     """Keypoint pairs for ``role`` from a spec.
@@ -78,13 +78,13 @@ def load_correspondence(
         role: ``search`` or ``heldout``.
         pairs: at most this many pairs (shapes: exactly this many; default 100).
         pairs_per_category: SPair: a seeded, balanced subset of this many pairs per category.
-        image_size: shapes: the side of the generated images.
+        shapes_size: shapes: the side of the generated images.
         seed: seed of the pair choice.
     """
     spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(spec)
     _check_role(role)
     if spec.kind == "shapes":
-        return _shapes_pairs(role, pairs or 100, pairs_per_category, image_size, seed)
+        return _shapes_pairs(role, pairs or 100, pairs_per_category, shapes_size, seed)
     if spec.kind == "spair":
         assert spec.path is not None
         return load_spair(spec.path, spec.split or _SPAIR_ROLE_SPLIT[role], pairs_per_category, pairs, seed=seed)
@@ -94,7 +94,7 @@ def load_correspondence(
 def load_training_pairs(
     spec: str | DatasetSpec,
     pairs: int | None = None,
-    image_size: int = 64,
+    shapes_size: int = 64,
     seed: int = 0,
 ) -> CorrespondenceData:
     """Keypoint pairs to *train* a correspondence head on, disjoint from both roles' pairs:
@@ -103,7 +103,7 @@ def load_training_pairs(
     """
     spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(spec)
     if spec.kind == "shapes":
-        return _shapes_pairs("train", pairs or 200, None, image_size, seed)
+        return _shapes_pairs("train", pairs or 200, None, shapes_size, seed)
     if spec.kind == "spair":
         assert spec.path is not None
         return load_spair(spec.path, "trn", None, pairs, seed=seed)
@@ -115,7 +115,7 @@ def load_segmentation(
     role: str = "search",
     train_images: int | None = None,
     test_images: int | None = None,
-    image_size: int = 64,
+    shapes_size: int = 64,
 ) -> SegmentationData:
     """Labelled images for ``role`` from a spec.
 
@@ -125,12 +125,12 @@ def load_segmentation(
         train_images: labelled images the classifier learns from (shapes default 8; folder:
             the count split when there is no list file or train/ folder).
         test_images: at most this many scored images (shapes default 32).
-        image_size: shapes: the side of the generated images.
+        shapes_size: shapes: the side of the generated images.
     """
     spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(spec)
     _check_role(role)
     if spec.kind == "shapes":
-        return _shapes_segmentation(role, train_images or 8, test_images or 32, image_size)
+        return _shapes_segmentation(role, train_images or 8, test_images or 32, shapes_size)
     if spec.kind == "folder":
         assert spec.path is not None
         data = load_folder(spec.path, train_count=train_images)

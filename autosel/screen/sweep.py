@@ -120,11 +120,18 @@ def sweep_key(space: SearchSpace, task: Task, config: FeatureConfig, image_size:
     """A digest of everything that changes sweep scores (not the candidate list or timesteps)."""
     parts: dict[str, Any] = {
         "model": canonical_model(config.model.name), "revision": config.model.revision, "dtype": config.model.dtype,
-        "task": space.task, "dataset": space.dataset, "role": role, "options": space.task_options(),
+        "task": space.task, "dataset": space.dataset, "role": role, "options": stored_options(space.task_options()),
         "image_size": list(image_size), "extraction": config.extraction.model_dump(mode="json"),
         "images": images_digest(task.images), "seed": space.seed,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def stored_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Task options as sweep keys spell them: ``shapes_size`` keeps its earlier name
+    ``image_size`` there, so the screens stores already hold are found again (a screen of a real
+    model costs GPU hours)."""
+    return {("image_size" if name == "shapes_size" else name): value for name, value in options.items()}
 
 
 def run_sweep(

@@ -199,11 +199,11 @@ class CorrespondenceTask(Task):
         role: str = "search",
         pairs: int | None = None,
         pairs_per_category: int | None = None,
-        image_size: int = 64,
+        shapes_size: int = 64,
         seed: int = 0,
         **options: Any,
     ) -> CorrespondenceTask:
-        data = load_correspondence(dataset, role, pairs, pairs_per_category, image_size, seed)
+        data = load_correspondence(dataset, role, pairs, pairs_per_category, shapes_size, seed)
         return cls(data, **options)
 
     @property

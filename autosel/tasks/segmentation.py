@@ -77,10 +77,10 @@ class SegmentationTask(Task):
         role: str = "search",
         train_images: int | None = None,
         test_images: int | None = None,
-        image_size: int = 64,
+        shapes_size: int = 64,
         **options: Any,
     ) -> SegmentationTask:
-        return cls(load_segmentation(dataset, role, train_images, test_images, image_size), **options)
+        return cls(load_segmentation(dataset, role, train_images, test_images, shapes_size), **options)
 
     @property
     def images(self) -> list[ImageSource]:  # type: ignore[override]

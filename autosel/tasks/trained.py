@@ -69,13 +69,13 @@ class TrainedCorrespondenceTask(CorrespondenceTask):
         role: str = "search",
         pairs: int | None = None,
         pairs_per_category: int | None = None,
-        image_size: int = 64,
+        shapes_size: int = 64,
         seed: int = 0,
         train_pairs: int | None = None,
         **options: Any,
     ) -> TrainedCorrespondenceTask:
-        data = load_correspondence(dataset, role, pairs, pairs_per_category, image_size, seed)
-        train = load_training_pairs(dataset, train_pairs, image_size, seed)
+        data = load_correspondence(dataset, role, pairs, pairs_per_category, shapes_size, seed)
+        train = load_training_pairs(dataset, train_pairs, shapes_size, seed)
         return cls(data, train, seed=seed, **options)
 
     @property
