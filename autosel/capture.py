@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 
-
 _MAP_ELEMENTS_AT_ONCE = 1 << 26
 """Attention maps up to this many elements (256 MB in float32) are computed for all heads at once."""
 

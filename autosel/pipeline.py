@@ -28,7 +28,7 @@ from autosel.data.specs import shared_split
 from autosel.denoiser import resolve_dtype
 from autosel.errors import InvalidInputError
 from autosel.log import event
-from autosel.optimise.driver import DriveStats, Driver
+from autosel.optimise.driver import Driver, DriveStats
 from autosel.optimise.selection import TRIAL_ENCODING, Candidate, Selection
 from autosel.optimise.strategies import make_strategy
 from autosel.optimise.study import completed, open_storage, open_study, pareto_front, quiet_optuna, trials_frame
@@ -142,7 +142,6 @@ class Search:
                 self.resources.workers, self.resources.ray_address, space=self.space.model_dump(mode="json"),
                 cache_dir=str(self.cache_dir), cache_memory=parse_bytes(self.run_config.cache_memory),
                 device=self.resources.device, batch_size=self.resources.batch_size, quiet=not self.progress,
-                confirm_task=self.space.search.confirm_task,
             )
         return self._pool
 

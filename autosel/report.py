@@ -17,9 +17,9 @@ from typing import Any
 import optuna
 
 from autosel.errors import InvalidInputError, did_you_mean
-from autosel.store import SweepStore
-from autosel.protocols import DEFAULT_PROTOCOL
 from autosel.optimise.study import completed, open_storage, pareto_front, quiet_optuna, states, trials_frame
+from autosel.protocols import DEFAULT_PROTOCOL
+from autosel.store import SweepStore
 from autosel.tasks import TASKS, get_task
 
 

@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from autosel.schema import Section, check_timestep, read_yaml, validate
 from autosel.resources import spaces_folder
+from autosel.schema import Section, check_timestep, read_yaml, validate
 
 SPACES_FOLDER = "search_spaces"
 DEFAULT_TIMESTEPS = (10, 50, 150, 300, 500)

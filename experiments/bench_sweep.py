@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from autosel.cache import ActivationCache
+from autosel.cache.fill import cache_keys, fill_cache
 from autosel.evaluation import extract_combined
 from autosel.extract import FeatureExtractor
 from autosel.models import load_pipeline
-from autosel.cache import ActivationCache
-from autosel.space import load_space
 from autosel.screen import run_sweep
-from autosel.cache.fill import cache_keys, fill_cache
 from autosel.screen.sweep import base_config
+from autosel.space import load_space
 from autosel.tasks import make_task
 
 

@@ -20,12 +20,19 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from train_tiny_model import (
+    PROMPTS,
+    denoiser_step,
+    encode_train_set,
+    log,
+    render_train_set,
+    report_and_checkpoint,
+    restore,
+    step_generator,
+)
 
 from autosel.models.families.sd3 import t5_length
 from autosel.models.tiny import build_tiny_pipeline
-from train_tiny_model import (
-    PROMPTS, denoiser_step, encode_train_set, log, render_train_set, report_and_checkpoint, restore, step_generator,
-)
 
 
 def main() -> None:

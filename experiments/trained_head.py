@@ -8,10 +8,12 @@ Run: python experiments/trained_head.py   (about 3 minutes on 2 CPU cores)
 from __future__ import annotations
 
 import time
+
+from protocol_compare import CONFIGS as PROTOCOL_CONFIGS  # the same three configs
+
 from autosel.evaluation import evaluate_config
 from autosel.extract import FeatureExtractor
 from autosel.tasks import make_task
-from protocol_compare import CONFIGS as PROTOCOL_CONFIGS  # the same three configs
 
 CONFIGS = {("best.yaml (searched, training-free)" if "best.yaml" in label else label): config
            for label, config in PROTOCOL_CONFIGS.items()}

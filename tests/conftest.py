@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cli_runner import CliResult, invoke_cli
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # inherited by the CLI subprocesses too

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fixture_data import small_search_space
 
 import autosel
 from autosel.errors import InvalidInputError
-from fixture_data import small_search_space
 
 PRESET = Path(__file__).resolve().parents[1] / "results" / "presets" / "legacy-tiny.yaml"
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from autosel.errors import InvalidInputError
-from autosel.extract import FeatureExtractor
-from autosel.models import load_pipeline
 from autosel.cache import ActivationCache, CacheKey, parse_bytes
 from autosel.cache.activations import project, projection_matrix, proxy_map
 from autosel.cache.fill import cache_keys, fill_cache
+from autosel.errors import InvalidInputError
+from autosel.extract import FeatureExtractor
+from autosel.models import load_pipeline
 from autosel.screen.sweep import base_config
 from autosel.space import SearchSpace
 from autosel.tasks import make_task

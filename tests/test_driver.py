@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from autosel.catalog import list_activations
 from autosel.optimise.driver import Driver
 from autosel.optimise.selection import Candidate

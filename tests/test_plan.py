@@ -10,11 +10,10 @@ import yaml
 
 from autosel.denoiser import resolve_dtype
 from autosel.errors import InvalidInputError
-from autosel.space import SearchSpace
-from autosel.screen import run_sweep
 from autosel.runtime.plan import make_plan
-from autosel.space import canonical_model, same_model
+from autosel.screen import run_sweep
 from autosel.screen.sweep import base_config, model_run, sweep_key
+from autosel.space import SearchSpace, canonical_model, same_model
 from autosel.tasks import make_task
 
 SMALL = {"model": "tiny", "image_size": 64, "timesteps": [50, 300],

@@ -13,13 +13,13 @@ import urllib.request
 import numpy as np
 import optuna
 import pytest
+from fixture_data import small_search_space
 from PIL import Image
 
 from autosel.errors import InvalidInputError
+from autosel.optimise.study import open_storage
 from autosel.report import write_report
 from autosel.space import SearchSpace
-from autosel.optimise.study import open_storage
-from fixture_data import small_search_space
 
 SPACE = small_search_space(trials=10)
 

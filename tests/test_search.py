@@ -12,12 +12,12 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from fixture_data import small_search_space
 
 from autosel.config import FeatureConfig
 from autosel.errors import InvalidInputError
-from autosel.space import SearchSpace
 from autosel.optimise.study import completed, open_storage
-from fixture_data import small_search_space
+from autosel.space import SearchSpace
 
 SPACE = small_search_space(trials=8)
 

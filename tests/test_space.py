@@ -6,9 +6,8 @@ import pytest
 
 from autosel.catalog import list_activations
 from autosel.config import ConfigError
-from autosel.space import SearchSpace, load_space
 from autosel.screen import select_candidates
-from autosel.space import space_file
+from autosel.space import SearchSpace, load_space, space_file
 
 SHIPPED = ("tiny", "sd15", "sd21", "sdxl", "sdxl-turbo")
 

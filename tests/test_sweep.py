@@ -9,14 +9,14 @@ import pytest
 from PIL import Image
 
 from autosel.errors import UnknownActivationError
-from autosel.schema import ConfigError
 from autosel.evaluation import evaluate_config
 from autosel.extract import FeatureExtractor
 from autosel.models import load_pipeline
-from autosel.space import SearchSpace
-from autosel.store import SweepStore
+from autosel.schema import ConfigError
 from autosel.screen import run_sweep
 from autosel.screen.sweep import base_config
+from autosel.space import SearchSpace
+from autosel.store import SweepStore
 from autosel.tasks import make_task
 
 BATCH = 8

@@ -9,7 +9,17 @@ import pytest
 import torch
 
 from autosel.errors import InvalidInputError
-from autosel.tasks import TASKS, CorrespondenceTask, Scorer, SegmentationTask, Task, TaskResult, get_task, make_task, register_task
+from autosel.tasks import (
+    TASKS,
+    CorrespondenceTask,
+    Scorer,
+    SegmentationTask,
+    Task,
+    TaskResult,
+    get_task,
+    make_task,
+    register_task,
+)
 
 
 def test_both_proxy_tasks_are_registered_by_name():

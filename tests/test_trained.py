@@ -62,9 +62,10 @@ def test_evaluate_runs_the_trained_protocol_from_the_cli(run_cli, tmp_path):
 
 @pytest.mark.slow
 def test_a_search_can_confirm_with_the_trained_head(tmp_path):
-    from autosel.space import SearchSpace
-    import autosel
     from fixture_data import small_search_space
+
+    import autosel
+    from autosel.space import SearchSpace
 
     space = small_search_space(trials=2)
     space = SearchSpace.from_dict({**space, "proxy": {"pairs": 8, "train_pairs": 12},
@@ -77,10 +78,11 @@ def test_a_search_can_confirm_with_the_trained_head(tmp_path):
 
 
 def test_a_confirm_task_of_another_kind_is_refused(tmp_path):
+    from fixture_data import small_search_space
+
+    import autosel
     from autosel.errors import InvalidInputError
     from autosel.space import SearchSpace
-    import autosel
-    from fixture_data import small_search_space
 
     space = small_search_space()
     space = SearchSpace.from_dict({**space, "search": {**space["search"], "confirm_task": "segmentation"}})

@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from autosel.cache.activations import ActivationCache, CacheKey, images_digest, project, proxy_map
 from autosel.denoiser import DTYPES, DenoiserRun
 from autosel.progress import progress_bar
 from autosel.screen import variants
-from autosel.cache.activations import ActivationCache, CacheKey, images_digest, project, proxy_map
-from autosel.space import canonical_model
 from autosel.screen.sweep import Encoded, encode_images
+from autosel.space import canonical_model
 from autosel.tasks import Task
 
 

@@ -11,7 +11,6 @@ from autosel.cli.app import app
 from autosel.cli.options import CacheDirOpt, FormatOpt
 from autosel.output import OutputFormat, print_records
 
-
 cache_app = typer.Typer(help="Inspect or clear the activation cache of the search stage.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 @cache_app.command("info")

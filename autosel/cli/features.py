@@ -33,11 +33,10 @@ def extract_command(
 
     Example: autosel extract --config results/presets/meng-practical-sd15.yaml --images photos/ --out feats.safetensors
     """
-    from autosel.extract import FeatureExtractor
-    from autosel.writer import extract_to_file
-
     from autosel.denoiser import check_device
+    from autosel.extract import FeatureExtractor
     from autosel.runtime.preflight import probe_output_file
+    from autosel.writer import extract_to_file
 
     feature_config = load_feature_config(config)
     check_device(device)

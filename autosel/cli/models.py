@@ -7,7 +7,16 @@ from typing import Annotated, Optional
 import typer
 
 from autosel.cli.app import app
-from autosel.cli.options import DtypeOpt, FormatOpt, ImageSizeOpt, ModelOpt, NoProgressOpt, check_dtype, parse_image_size, parse_timesteps
+from autosel.cli.options import (
+    DtypeOpt,
+    FormatOpt,
+    ImageSizeOpt,
+    ModelOpt,
+    NoProgressOpt,
+    check_dtype,
+    parse_image_size,
+    parse_timesteps,
+)
 from autosel.output import OutputFormat, print_records
 
 
@@ -98,9 +107,8 @@ def inspect_command(
     Examples: autosel inspect --model flux-dev --timesteps 260 --ids 'vit-block*-norm-in' ;
     autosel inspect --model tiny-sd3-random --format json
     """
-    from autosel.inspection import inspect_model
-
     from autosel.denoiser import resolve_dtype
+    from autosel.inspection import inspect_model
 
     dtype = resolve_dtype(check_dtype(dtype), device)  # checks --device too
     rows = inspect_model(

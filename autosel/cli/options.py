@@ -9,7 +9,6 @@ import typer
 
 from autosel.output import OutputFormat
 
-
 ModelOpt = Annotated[
     str,
     typer.Option(

@@ -8,7 +8,21 @@ from typing import Annotated, Optional
 import typer
 
 from autosel.cli.app import app
-from autosel.cli.options import CacheDirOpt, DryRunOpt, DtypeOpt, ImageSizeOpt, NoProgressOpt, PairsOpt, PairsPerCategoryOpt, SpaceModelOpt, TestImagesOpt, TrainImagesOpt, parse_timesteps, peak_memory_text, with_overrides
+from autosel.cli.options import (
+    CacheDirOpt,
+    DryRunOpt,
+    DtypeOpt,
+    ImageSizeOpt,
+    NoProgressOpt,
+    PairsOpt,
+    PairsPerCategoryOpt,
+    SpaceModelOpt,
+    TestImagesOpt,
+    TrainImagesOpt,
+    parse_timesteps,
+    peak_memory_text,
+    with_overrides,
+)
 from autosel.output import OutputFormat, print_records
 
 
@@ -179,8 +193,7 @@ def search_command(
 def space_for(model: str | None, path: Path | None):
     """The search space of ``model`` (``--space`` alone implies its model; no model: tiny)."""
     from autosel.config import ConfigError
-    from autosel.space import load_space
-    from autosel.space import same_model
+    from autosel.space import load_space, same_model
 
     if path is None:
         return load_space(model or "tiny").replace(model=model or "tiny")
@@ -193,8 +206,8 @@ def space_for(model: str | None, path: Path | None):
 def show_plan(space, space_file, model, stage, device, batch_size, workers, dry_run):
     """Print the plan before any work: on stdout for --dry-run (it is the result), else as a stage message."""
     from autosel.log import event
-    from autosel.runtime.plan import make_plan, space_source
     from autosel.pipeline import presets_for
+    from autosel.runtime.plan import make_plan, space_source
 
     source = space_source(space.model if model is None else model, space_file, space)
     plan = make_plan(space, source, stage, device, batch_size, workers, presets_for(space.model) if stage == "search" else ())

@@ -368,8 +368,8 @@ _BUILDERS = {
 
 def byte_level_clip_tokenizer():
     """A CLIP tokenizer whose vocabulary is the 256 byte symbols (no merges, no files)."""
-    import tempfile
     import json
+    import tempfile
     from pathlib import Path
 
     from tokenizers.pre_tokenizers import ByteLevel

@@ -23,9 +23,9 @@ import optuna
 from optuna.trial import TrialState
 
 from autosel.catalog import ActivationPoint
-from autosel.progress import progress_bar
 from autosel.optimise.selection import Candidate, suggest
 from autosel.optimise.strategies import Strategy
+from autosel.progress import progress_bar
 
 log = logging.getLogger("autosel.search")
 

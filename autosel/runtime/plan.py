@@ -41,8 +41,8 @@ from autosel.denoiser import DTYPES, DenoiserRun, resolve_dtype
 from autosel.models import resolve_model
 from autosel.models.architecture import Architecture, load_architecture
 from autosel.screen import variants
-from autosel.space import SearchSpace
 from autosel.screen.sweep import select_candidates
+from autosel.space import SearchSpace
 from autosel.tasks import make_task
 
 SCORER_HELD_BYTES = 16 * 2**20

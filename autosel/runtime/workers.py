@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from autosel.cache.activations import ActivationCache
 from autosel.config import FeatureConfig
 from autosel.errors import AutoselError
-from autosel.cache.activations import ActivationCache
 from autosel.space import SearchSpace
 
 RAY_OBJECT_STORE_BYTES = 256 * 2**20  # only scalars travel: a small store behaves on a 24 GB box
@@ -31,7 +31,6 @@ class Worker:
         device: str | None = None,
         batch_size: int = 16,
         quiet: bool = True,
-        confirm_task: str | None = None,
     ) -> None:
         from autosel.screen.sweep import model_run
 
@@ -45,7 +44,7 @@ class Worker:
         self._arrays: dict[tuple[str, int], Any] = {}
         self._prepared: tuple[tuple[str, int], ...] = ()
         self._encoded: Any = None
-        self.confirm_task = confirm_task or self.space.task
+        self.confirm_task = self.space.search.confirm_task or self.space.task
 
     def pid(self) -> int:
         return os.getpid()

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from autosel.cache.activations import images_digest
 from autosel.catalog import ActivationPoint, list_activations
 from autosel.config import ExtractionSection, FeatureConfig
 from autosel.denoiser import DTYPES, Denoiser, DenoiserRun, resolve_dtype
@@ -29,7 +30,6 @@ from autosel.extract import combine_features
 from autosel.log import event
 from autosel.progress import progress_bar
 from autosel.screen import variants
-from autosel.cache.activations import images_digest
 from autosel.space import SearchSpace, canonical_model
 from autosel.store import SweepStore, default_storage
 from autosel.tasks import Task, make_task

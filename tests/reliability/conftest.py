@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fixture_data import small_search_space
 
 PRESET = Path(__file__).resolve().parents[2] / "results" / "presets" / "meng-practical-sd15.yaml"

@@ -4,7 +4,6 @@ and nothing constructed from the YAML (safe loading only)."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import assert_one_error_line
 
 TINY = "model: {name: tiny}\nextraction: {image_size: 64}\nactivations: [{id: mid-vit-out, timestep: 50}]\n"

@@ -7,7 +7,6 @@ import socket
 
 import pytest
 import torch
-
 from conftest import PRESET, assert_one_error_line
 
 NO_CUDA = not torch.cuda.is_available()
@@ -83,11 +82,12 @@ def test_a_split_pinned_for_both_roles_is_refused(cli_main, space_file, spair_ro
 
 @pytest.mark.slow
 def test_allowing_the_same_split_labels_every_confirmation_not_held_out(spair_root, tmp_path):
-    from autosel.config import FeatureConfig
-    from autosel.space import SearchSpace
-    import autosel
-    from autosel.pipeline import NOT_HELD_OUT
     from fixture_data import small_search_space
+
+    import autosel
+    from autosel.config import FeatureConfig
+    from autosel.pipeline import NOT_HELD_OUT
+    from autosel.space import SearchSpace
 
     space = small_search_space(trials=2)
     space = SearchSpace.from_dict({**space, "dataset": f"spair:{spair_root}:test", "proxy": {}, "image_size": 64,

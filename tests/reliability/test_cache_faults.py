@@ -10,15 +10,15 @@ import os
 
 import numpy as np
 import pytest
+from conftest import assert_one_error_line
 
 from autosel.cache import ActivationCache
-from conftest import assert_one_error_line
 
 
 @pytest.fixture(scope="module")
 def tiny_run():
-    from autosel.space import SearchSpace
     from autosel.screen.sweep import model_run
+    from autosel.space import SearchSpace
 
     return model_run(SearchSpace(model="tiny", image_size=64), batch_size=8)
 

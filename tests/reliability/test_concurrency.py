@@ -3,13 +3,13 @@ reader (`autosel studies`, `report`, `dashboard`) polling it while a search writ
 
 from __future__ import annotations
 
-import pytest
 import subprocess
 import time
 
 import pandas as pd
-
+import pytest
 from conftest import search_command, search_results
+
 
 @pytest.mark.slow
 def test_openers_creating_one_new_sqlite_store_at_once_all_succeed(tmp_path):
@@ -18,8 +18,8 @@ def test_openers_creating_one_new_sqlite_store_at_once_all_succeed(tmp_path):
     failed with "table studies already exists"."""
     import threading
 
-    from autosel.store import SweepStore
     from autosel.optimise.study import open_storage
+    from autosel.store import SweepStore
 
     failures: list[str] = []
 
@@ -44,8 +44,8 @@ def test_openers_creating_one_new_sqlite_store_at_once_all_succeed(tmp_path):
 def test_sqlite_stores_are_opened_in_wal_mode_with_a_busy_timeout(tmp_path):
     import sqlite3
 
-    from autosel.store import SQLITE_BUSY_SECONDS, engine_options
     from autosel.optimise.study import open_storage
+    from autosel.store import SQLITE_BUSY_SECONDS, engine_options
 
     url = f"sqlite:///{tmp_path / 'autosel.db'}"
     open_storage(url)

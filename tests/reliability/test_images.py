@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_error_line
 from PIL import Image
 
 from autosel.errors import DatasetError
 from autosel.images import ImageReadError, read_rgb
-from conftest import assert_one_error_line
 
 TINY_CONFIG = "model: {name: tiny}\nextraction: {image_size: 64}\nactivations: [{id: mid-vit-out, timestep: 50}]\n"
 
@@ -95,9 +95,9 @@ def test_a_truncated_image_in_a_segmentation_folder_is_named_in_one_line(cli_mai
 
 
 def test_a_decompression_bomb_in_spair_is_named_when_the_dataset_loads(spair_root):
-    from autosel.data.spair import load_spair
-
     import json
+
+    from autosel.data.spair import load_spair
 
     pair = json.loads(sorted((spair_root / "PairAnnotation" / "trn").glob("*.json"))[0].read_text())
     victim = write_bomb(spair_root / "JPEGImages" / pair["category"] / pair["src_imname"])

@@ -4,13 +4,12 @@ an uninterrupted search, no completed trial lost, and no partial file in the cac
 
 from __future__ import annotations
 
-import pytest
 import json
 import signal
 import subprocess
 
 import optuna
-
+import pytest
 from cli_runner import invoke_cli
 from conftest import SEARCH_TRIALS, search_command, search_results
 

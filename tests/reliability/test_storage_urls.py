@@ -4,9 +4,9 @@ a log line or a file, whatever characters it holds."""
 from __future__ import annotations
 
 import pytest
+from conftest import assert_one_error_line
 
 from autosel.urls import mask_in, mask_url
-from conftest import assert_one_error_line
 
 
 @pytest.mark.parametrize("url, shown, secret", [
@@ -49,10 +49,10 @@ def test_files_written_by_a_search_never_hold_the_password(tmp_path, postgres_ur
     import logging
 
     import yaml
-
-    from autosel.space import SearchSpace
-    import autosel
     from fixture_data import small_search_space
+
+    import autosel
+    from autosel.space import SearchSpace
 
     secret = "se/cr:et"
     url = postgres_url.replace("://postgres@", f"://postgres:{secret}@")  # trust auth: any password is accepted

@@ -3,11 +3,11 @@ this process; a crash or an unexpected exception is one line too (exit code 1)."
 
 from __future__ import annotations
 
-import pytest
 import json
 import shutil
 import subprocess
 
+import pytest
 import ray.exceptions as ray_errors
 
 from autosel.errors import DatasetError
