@@ -94,33 +94,20 @@ def evaluate_command(
     Examples: autosel evaluate --config results/presets/meng-practical-sd15.yaml --dataset spair:~/SPair-71k:test ;
     autosel evaluate --config best.yaml --task segmentation --dataset folder:horse21/ --train-images 30
     """
-    from autosel.evaluation import evaluate_config
-    from autosel.extract import FeatureExtractor
+    from autosel.api import evaluate
     from autosel.output import print_document
-    from autosel.tasks import make_task
+    from autosel.protocols import get_protocol
+    from autosel.run_config import Resources
 
     feature_config = load_feature_config(config)
     size = feature_config.extraction.image_size
-    options = {
-        "pairs": pairs, "pairs_per_category": pairs_per_category, "soft_window": soft_window,
-        "train_images": train_images, "test_images": test_images,
-        "shapes_size": size if isinstance(size, int) else 64,
-    }
-    from autosel.denoiser import check_device
-    from autosel.protocols import get_protocol
-
-    check_device(device)
     chosen = get_protocol(protocol)
-    if task.startswith("correspondence"):
-        options["query"] = chosen.query
-        feature_config = chosen.apply(feature_config)
-        if task == "correspondence-trained":
-            options["train_pairs"] = train_pairs
-    elif protocol != "autosel":
-        raise typer.BadParameter(f"'{protocol}' is a correspondence protocol; {task} has none", param_hint="--protocol")
-    proxy = make_task(task, dataset, role, **options)
-    extractor = FeatureExtractor(with_dtype(feature_config, dtype), device=device, batch_size=batch_size)
-    result = evaluate_config(extractor, proxy, progress=not no_progress)
+    result = evaluate(
+        with_dtype(feature_config, dtype), task=task, dataset=dataset, role=role, protocol=protocol,
+        resources=Resources(device=device, batch_size=batch_size), progress=not no_progress,
+        pairs=pairs, pairs_per_category=pairs_per_category, soft_window=soft_window, train_images=train_images,
+        test_images=test_images, train_pairs=train_pairs, shapes_size=size if isinstance(size, int) else 64,
+    )
     if output_format is not OutputFormat.table:
         print_document({**result.to_dict(), **({"protocol": protocol, "protocol_description": chosen.description}
                                                if task.startswith("correspondence") else {})}, output_format)
