@@ -13,6 +13,7 @@ import torch
 
 from autosel.data.records import ImageSource, read_image
 from autosel.extract import FeatureExtractor, reduce_pca
+from autosel.images import batches
 from autosel.progress import progress_bar
 from autosel.tasks.base import Task, TaskResult
 
@@ -29,8 +30,8 @@ def extract_combined(
     """The config's combined (and, if configured, PCA-reduced) C×H×W map of every image."""
     maps: list[torch.Tensor] = []
     with progress_bar("extracting", len(images), progress) as advance:
-        for start in range(0, len(images), extractor.batch_size):
-            chunk = [image_tensor(source) for source in images[start : start + extractor.batch_size]]
+        for batch in batches(images, extractor.batch_size):
+            chunk = [image_tensor(source) for source in batch]
             combined = extractor.combine(extractor(chunk)).cpu()
             maps.extend(value.to(torch.float16) for value in combined)
             advance(len(chunk))

@@ -6,7 +6,7 @@ import math
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Union
+from typing import TypeVar, Union
 
 import numpy as np
 import torch
@@ -16,6 +16,16 @@ from PIL import Image
 ImageInput = Union[str, Path, Image.Image, torch.Tensor]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+T = TypeVar("T")
+
+
+def batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """``items`` in consecutive batches of at most ``size``, in order (the last may be shorter):
+    the one batching rule of extraction, evaluation, screening and inspection, so the same
+    batch size gives the same forwards everywhere."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def find_images(sources: Iterable[str | Path]) -> list[Path]:

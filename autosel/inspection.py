@@ -19,6 +19,7 @@ from autosel.data.specs import DatasetSpec
 from autosel.denoiser import Denoiser, DenoiserRun
 from autosel.errors import UnknownActivationError, close_matches
 from autosel.evaluation import image_tensor
+from autosel.images import batches
 from autosel.massive import DEFAULT_FACTOR, ChannelReport, ChannelStats
 from autosel.progress import progress_bar
 
@@ -77,9 +78,9 @@ def inspect_model(
         run.check_request(timestep, names)
     sources = _dataset_images(dataset, images)
     stats = {(name, t): ChannelStats() for t in timesteps for name in names}
-    batches = [sources[start : start + batch_size] for start in range(0, len(sources), batch_size)]
-    with progress_bar("inspecting", len(batches) * len(timesteps), progress) as advance:
-        for batch in batches:
+    image_batches = batches(sources, batch_size)
+    with progress_bar("inspecting", len(image_batches) * len(timesteps), progress) as advance:
+        for batch in image_batches:
             latents, noise = run.latents_and_noise([image_tensor(source) for source in batch])
             for timestep in timesteps:
                 captured = run.capture_at(latents, noise, timestep, names)

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from autosel.errors import AutoselError
 from autosel.extract import FeatureExtractor, reduce_pca
-from autosel.images import find_images, to_tensor
+from autosel.images import batches, find_images, to_tensor
 from autosel.progress import progress_bar
 
 
@@ -53,11 +53,10 @@ def extract_to_file(
     tensors: dict[str, torch.Tensor] = {}
     combined: list[tuple[str, torch.Tensor]] = []
     written: list[str] = []
-    batch = extractor.batch_size
     with progress_bar("extracting", len(paths), progress) as advance:
-        for start in range(0, len(paths), batch):
+        for batch in batches(list(zip(paths, names)), extractor.batch_size):
             loaded, loaded_names = [], []
-            for path, name in zip(paths[start : start + batch], names[start : start + batch]):
+            for path, name in batch:
                 try:
                     loaded.append(to_tensor(path))
                     loaded_names.append(name)
@@ -73,7 +72,7 @@ def extract_to_file(
                         for activation_id, value in features.items():
                             tensors[f"{name}/{activation_id}"] = value[index].cpu().contiguous()
                 written.extend(loaded_names)
-            advance(len(paths[start : start + batch]))
+            advance(len(batch))
     report.images = len(written)
     if report.images == 0:
         raise AutoselError(f"no readable image among {len(paths)} file(s) under {', '.join(map(str, sources))}")

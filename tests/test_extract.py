@@ -187,3 +187,10 @@ def test_pca_keeps_the_leading_components_in_order():
     assert reduced.shape == (2, 3, 5, 5)
     assert variances[0] > variances[1] > variances[2]
     assert torch.equal(reduced, reduce_pca(maps, 3))
+
+
+def test_images_are_batched_in_order_with_a_shorter_last_batch():
+    from autosel.images import batches
+
+    assert batches(["a", "b", "c", "d", "e"], 2) == [["a", "b"], ["c", "d"], ["e"]]
+    assert batches([], 3) == [] and batches(["a"], 8) == [["a"]]

@@ -27,6 +27,7 @@ from autosel.denoiser import DTYPES, Denoiser, DenoiserRun, resolve_dtype
 from autosel.errors import UnknownActivationError, close_matches
 from autosel.evaluation import image_tensor
 from autosel.extract import combine_features
+from autosel.images import batches
 from autosel.log import event
 from autosel.progress import progress_bar
 from autosel.screen import variants
@@ -241,11 +242,10 @@ Encoded = list[tuple[list[int], torch.Tensor, torch.Tensor]]
 def encode_images(task: Task, extractor: DenoiserRun, progress: bool = True) -> Encoded:
     """Encode and noise every image the task needs once, batch by batch (kept for all timesteps)."""
     order = task.image_order()
-    batches = [order[start : start + extractor.batch_size] for start in range(0, len(order), extractor.batch_size)]
     event(f"encoding {len(order)} images", images=len(order))
     encoded = []
     with progress_bar("encoding", len(order), progress) as advance:
-        for batch in batches:
+        for batch in batches(order, extractor.batch_size):
             encoded.append((batch, *extractor.latents_and_noise([image_tensor(task.images[i]) for i in batch])))
             advance(len(batch))
     return encoded
@@ -266,17 +266,17 @@ def screen_rows(
     its own scorer.
     """
     encoded = encoded if encoded is not None else encode_images(task, extractor, progress)
-    batches = [batch for batch, _, _ in encoded]
+    image_batches = [batch for batch, _, _ in encoded]
     prepared = [(latents, noise) for _, latents, noise in encoded]
     catalogue = variants.with_variants(extractor.catalogue, [name for names in todo.values() for name in names])
-    with progress_bar("screening", len(batches) * len(todo), progress) as advance:
+    with progress_bar("screening", len(image_batches) * len(todo), progress) as advance:
         for timestep, names in todo.items():
-            event(f"screening t={timestep}: {len(names)} candidates, {len(batches)} forwards", timestep=timestep,
-                  candidates=len(names), forwards=len(batches))
+            event(f"screening t={timestep}: {len(names)} candidates, {len(image_batches)} forwards", timestep=timestep,
+                  candidates=len(names), forwards=len(image_batches))
             configs = {name: base_config(space, name, timestep) for name in names}
             scorers = {name: task.scorer() for name in names}
             seconds = dict.fromkeys(names, 0.0)
-            for batch, (latents, noise) in zip(batches, prepared):
+            for batch, (latents, noise) in zip(image_batches, prepared):
                 started = time.perf_counter()
                 captured = extractor.capture_at(latents, noise, timestep, variants.base_ids(names))
                 shared = (time.perf_counter() - started) / len(names)
