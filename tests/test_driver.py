@@ -127,3 +127,21 @@ def test_a_resumed_exhaustive_driver_skips_the_sets_already_run(tmp_path):
     for trials in (10, 25):
         run_driver(storage, study, "exhaustive", 0, trials)
     assert distinct_selections(study) == len(completed(study)) == 25
+
+
+def test_a_greedy_plan_recognises_its_trials_when_they_suggest_fewer_parameters_than_were_queued():
+    import optuna
+
+    from autosel.optimise.selection import suggest
+
+    catalogue, candidates = more_candidates()
+    strategy = make_strategy("greedy", candidates, 3, 1)
+    study = optuna.create_study(direction="maximize", sampler=strategy.sampler())
+    seen = []
+    for _ in range(30):  # 12 singles, then 10 extensions of the best, then the next round
+        study.enqueue_trial(strategy.next_params(study))
+        trial = study.ask()
+        selection = suggest(trial, candidates, 3, weights=False)  # the queued w0=1, w1=1 are not suggested
+        seen.append(selection.key)
+        study.tell(trial, sum((MORE_IDS.index(name) + 1) * (1 + t) % 7 / 10 for name, t, _ in selection.items))
+    assert len(set(seen)) == 30

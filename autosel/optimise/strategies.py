@@ -79,7 +79,9 @@ def study_params(study: optuna.Study) -> tuple[dict[tuple, float], set[tuple]]:
     scores: dict[tuple, float] = {}
     claimed: set[tuple] = set()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)):
-        params = trial.params or trial.system_attrs.get("fixed_params") or {}
+        # what a plan queued is its key (a trial may suggest fewer parameters than were queued,
+        # e.g. no weights when every weight is 1); otherwise what the sampler chose
+        params = trial.system_attrs.get("fixed_params") or trial.params or {}
         key = params_key(params)
         if trial.state == TrialState.COMPLETE:
             scores[key] = max(scores.get(key, float("-inf")), trial.values[0])
@@ -189,7 +191,7 @@ class GreedyStrategy(RandomStrategy):
 class GreedyThenTPE(GreedyStrategy):
     """The default: greedy forward selection (every single, then one-activation extensions of
     the best set), then TPE from there on, sampling around what greedy found. On the tiny model
-    greedy alone reaches 98% of the exhaustive optimum within 25 trials but then stops; TPE
+    greedy alone reaches 98% of the exhaustive optimum within 46 trials in every seed but then stops; TPE
     alone needs 50–100 trials and misses in some seeds (``experiments/search_quality.py``)."""
 
     name = "greedy-tpe"
