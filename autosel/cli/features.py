@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from autosel.cli.app import app
-from autosel.cli.options import DtypeOpt, FormatOpt, NoProgressOpt, with_dtype
+from autosel.cli.options import DeviceOpt, DtypeOpt, FormatOpt, NoProgressOpt, with_dtype
 from autosel.output import OutputFormat, print_records
 
 
@@ -23,7 +23,7 @@ def extract_command(
         bool, typer.Option("--aggregate", help="Write one aggregated map per image instead of one tensor per id.")
     ] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser batch.")] = 8,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    device: DeviceOpt = None,
     dtype: DtypeOpt = None,
 ) -> None:
     """Extract the features a config names from images into a safetensors file.
@@ -76,7 +76,7 @@ def evaluate_command(
         str, typer.Option("--protocol", help="Correspondence convention: autosel (per-activation L2, bilinear query) or dift (raw, one normalisation, rounded-cell query).")
     ] = "autosel",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser batch.")] = 8,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     output_format: FormatOpt = OutputFormat.table,
     no_progress: NoProgressOpt = False,

@@ -8,6 +8,7 @@ import typer
 
 from autosel.cli.app import app
 from autosel.cli.options import (
+    DeviceOpt,
     DtypeOpt,
     FormatOpt,
     ImageSizeOpt,
@@ -95,7 +96,7 @@ def inspect_command(
     image_size: ImageSizeOpt = None,
     dtype: DtypeOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser forward.")] = 8,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    device: DeviceOpt = None,
     all_rows: Annotated[bool, typer.Option("--all", help="Table: list every (id, t), not only those with findings.")] = False,
     output_format: FormatOpt = OutputFormat.table,
     no_progress: NoProgressOpt = False,

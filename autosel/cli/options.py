@@ -117,3 +117,12 @@ NoProgressOpt = Annotated[
     bool,
     typer.Option("--no-progress", help="No progress bars (results and stage messages still print; `autosel --quiet CMD` prints only errors)."),
 ]
+
+
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")]
+SpaceTaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", help="Proxy task; default: the space file's.")]
+SpaceDatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset spec; default: the space file's.")]
+SpaceFileOpt = Annotated[
+    Optional[Path], typer.Option("--space", help="Search space YAML; default ./search_spaces/<model>.yaml, else the shipped one.")
+]
+OutFolderOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]

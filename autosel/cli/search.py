@@ -10,13 +10,18 @@ import typer
 from autosel.cli.app import app
 from autosel.cli.options import (
     CacheDirOpt,
+    DeviceOpt,
     DryRunOpt,
     DtypeOpt,
     ImageSizeOpt,
     NoProgressOpt,
+    OutFolderOpt,
     PairsOpt,
     PairsPerCategoryOpt,
+    SpaceDatasetOpt,
+    SpaceFileOpt,
     SpaceModelOpt,
+    SpaceTaskOpt,
     TestImagesOpt,
     TrainImagesOpt,
     parse_timesteps,
@@ -29,15 +34,15 @@ from autosel.output import OutputFormat, print_records
 @app.command("sweep")
 def sweep_command(
     model: SpaceModelOpt = None,
-    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Proxy task; default: the space file's.")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset spec; default: the space file's.")] = None,
+    task: SpaceTaskOpt = None,
+    dataset: SpaceDatasetOpt = None,
     timesteps: Annotated[
         Optional[str], typer.Option("--timesteps", help="Comma-separated grid, e.g. 10,50,100; default: the space file's.")
     ] = None,
     include: Annotated[Optional[list[str]], typer.Option("--include", help="Candidate id glob (repeatable); replaces the space's.")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Id glob to leave out (repeatable); replaces the space's.")] = None,
-    space_file: Annotated[Optional[Path], typer.Option("--space", help="Search space YAML; default search_spaces/<model>.yaml.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("results"),
+    space_file: SpaceFileOpt = None,
+    out: OutFolderOpt = Path("results"),
     storage: Annotated[
         Optional[str], typer.Option("--storage", help="SQLAlchemy URL; default sqlite:///OUT/autosel.db (shared with search).")
     ] = None,
@@ -49,7 +54,7 @@ def sweep_command(
     train_images: TrainImagesOpt = None,
     test_images: TestImagesOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser forward.")] = 16,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    device: DeviceOpt = None,
     dry_run: DryRunOpt = False,
     no_progress: NoProgressOpt = False,
 ) -> None:
@@ -101,9 +106,9 @@ def sweep_command(
 @app.command("search")
 def search_command(
     model: SpaceModelOpt = None,
-    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Proxy task; default: the space file's.")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset spec; default: the space file's.")] = None,
-    space_file: Annotated[Optional[Path], typer.Option("--space", help="Search space YAML; default search_spaces/<model>.yaml.")] = None,
+    task: SpaceTaskOpt = None,
+    dataset: SpaceDatasetOpt = None,
+    space_file: SpaceFileOpt = None,
     trials: Annotated[Optional[int], typer.Option("--trials", "-n", help="COMPLETE trials the study should hold in total; default: the space's.")] = None,
     workers: Annotated[
         Optional[int], typer.Option("--workers", "-w", min=0, help="Ray workers (model replicas); default: GPUs, 1 on a CPU box; 0: in this process.")
@@ -111,7 +116,7 @@ def search_command(
     storage: Annotated[Optional[str], typer.Option("--storage", help="SQLAlchemy URL; default sqlite:///OUT/autosel.db.")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Study name; default MODEL-TASK.")] = None,
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Join this Ray cluster instead of starting one.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("results"),
+    out: OutFolderOpt = Path("results"),
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampler seed; default: the space's.")] = None,
     strategy: Annotated[
         Optional[str], typer.Option("--strategy", help="greedy-tpe (greedy forward selection, then TPE), tpe, random, greedy or exhaustive; default: the space's (greedy-tpe).")
@@ -125,7 +130,7 @@ def search_command(
     train_images: TrainImagesOpt = None,
     test_images: TestImagesOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser forward.")] = 16,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1…; default: CUDA if available.")] = None,
+    device: DeviceOpt = None,
     confirm_task: Annotated[
         Optional[str], typer.Option("--confirm-task", help="Score the confirmations with this task, e.g. correspondence-trained (gdf's trained head).")
     ] = None,

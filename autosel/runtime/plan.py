@@ -132,7 +132,7 @@ def space_source(model: str, path: str | Path | None, space: SearchSpace) -> str
     size = f"{space.image_size} px" if space.image_size else "the model's native size"
     proxy = space.task_options()
     amount = proxy.get("pairs") or proxy.get("test_images") or "the loader's default"
-    return (f"no {SPACES_FOLDER}/{Path(model).name}.yaml (looked in ./{SPACES_FOLDER} and beside the package), so "
+    return (f"no {SPACES_FOLDER}/{Path(model).name}.yaml (looked in ./{SPACES_FOLDER} and in the shipped spaces), so "
             f"the family's defaults with the command line's options: candidates {space.candidates.include} minus {space.candidates.exclude} "
             f"(post {space.candidates.post}), {size}, {space.task} on {space.dataset} ({amount}), t in {space.timesteps}")
 
