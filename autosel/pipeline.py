@@ -11,6 +11,7 @@ owns the Optuna study and the sweep rows; workers (Ray actors, or this process w
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import os
 import socket
@@ -128,6 +129,7 @@ class Search:
         """How confirmation scores are labelled: ``heldout``, or not held-out for a pinned split."""
         return "heldout" if shared_split(self.space.dataset) is None else NOT_HELD_OUT
 
+    @functools.cached_property
     def catalogue(self) -> dict[str, ActivationPoint]:
         """The model's activation points, with the space's post-processing variants of its candidates."""
         catalogue = {p.id: p for p in list_activations(self.space.model, self.space.image_size)}
@@ -211,7 +213,7 @@ class Search:
                                  driver_seed(self.space.seed, self.storage_url),
                                  driver_seed(self.space.seed, self.storage_url, existing))
         study = open_study(self.storage, self.study_name, self.identity, strategy.sampler())
-        driver = Driver(study, self.storage, strategy, self.pool(), candidates, self.catalogue(), search.max_activations,
+        driver = Driver(study, self.storage, strategy, self.pool(), candidates, self.catalogue, search.max_activations,
                         search.channel_budget, self.progress)
         stats = driver.run(search.trials)
         event(f"search: {stats.evaluated} trials evaluated, {stats.duplicates} duplicates copied, {stats.retried} retried",
@@ -241,7 +243,7 @@ class Search:
             entries.append((f"preset {path.stem}", preset.replace(extraction=base.extraction), None, None))
         with progress_bar("confirming", len(entries), self.progress) as advance:
             results = self.pool().map("confirm", [(config.to_dict(),) for _, config, _, _ in entries], advance)
-        catalogue = self.catalogue()
+        catalogue = self.catalogue
         confirmed = [
             Confirmed(name, config, result["value"], search, sum(catalogue[i].channels for i in config.ids), trial, result["metrics"])
             for (name, config, search, trial), result in zip(entries, results)
