@@ -208,11 +208,12 @@ class Search:
     def optimise(self, candidates: list[Candidate]) -> tuple[optuna.Study, DriveStats]:
         """Run trials on the cached features until the study holds ``search.trials`` COMPLETE ones."""
         search = self.space.search
-        existing = len(open_study(self.storage, self.study_name, self.identity, optuna.samplers.RandomSampler()).trials)
+        study = open_study(self.storage, self.study_name, self.identity, optuna.samplers.RandomSampler())
+        existing = len(study.get_trials(deepcopy=False))
         strategy = make_strategy(search.strategy, candidates, search.max_activations,
                                  driver_seed(self.space.seed, self.storage_url),
                                  driver_seed(self.space.seed, self.storage_url, existing))
-        study = open_study(self.storage, self.study_name, self.identity, strategy.sampler())
+        study.sampler = strategy.sampler()  # seeded with the trial count: a resumed sampler must not replay
         driver = Driver(study, self.storage, strategy, self.pool(), candidates, self.catalogue, search.max_activations,
                         search.channel_budget, self.progress)
         stats = driver.run(search.trials)
