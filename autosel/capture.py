@@ -52,8 +52,9 @@ class Tap:
         index: which element of a tuple output holds the value (joint-attention blocks return
             ``(text, image)``).
 
-    Token sequences longer than the grid hold text tokens first (FLUX's single-stream blocks
-    run on ``[text, image]``): only the last H·W tokens, the image's, are kept.
+    Token sequences longer than the grid hold text tokens too (FLUX's single-stream blocks
+    run on ``[text, image]``): only the H·W image tokens are kept, the last ones, or the first
+    ones with ``image_first`` (Z-Image's and Lumina 2's joint sequences start with the image).
     """
 
     module: str
@@ -61,6 +62,7 @@ class Tap:
     grid_from: str | None = None
     scale: float = 1.0
     index: int = 0
+    image_first: bool = False
 
 
 class StopForward(Exception):
@@ -178,7 +180,7 @@ class ActivationCapture:
 
     def _input_hook(self, named_taps: list[tuple[str, Tap]]):
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            value = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))
+            value = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample", kwargs.get("x")))
             for name, tap in named_taps:
                 self._store(name, tap, value)
 
@@ -206,7 +208,7 @@ class ActivationCapture:
     def _store(self, name: str, tap: Tap, value: torch.Tensor) -> None:
         value = value.detach()
         if tap.kind in (TapKind.TOKENS, TapKind.INPUT_TOKENS):
-            value = _fold_tokens(value, self._grid(tap))
+            value = _fold_tokens(value, self._grid(tap), tap.image_first)
         if tap.scale != 1.0:
             value = value * tap.scale
         self.features[name] = value
@@ -260,11 +262,11 @@ def _tensor_at(output: Any, index: int) -> torch.Tensor:
     raise TypeError(f"cannot read a tensor from a module output of type {type(output).__name__}")
 
 
-def _fold_tokens(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+def _fold_tokens(tokens: torch.Tensor, grid: tuple[int, int], image_first: bool = False) -> torch.Tensor:
     height, width = grid
     batch, length, channels = tokens.shape
-    if length > height * width:  # text tokens come first in joint sequences: keep the image's
-        tokens = tokens[:, length - height * width :]
+    if length > height * width:  # joint sequences hold text (and padding) tokens too: keep the image's
+        tokens = tokens[:, : height * width] if image_first else tokens[:, length - height * width :]
     elif length != height * width:
         raise RuntimeError(f"{length} tokens do not fill a {height}x{width} grid")
     return tokens.transpose(1, 2).reshape(batch, channels, height, width)

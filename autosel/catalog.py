@@ -108,12 +108,11 @@ _MEASURED: dict[str, tuple[ActivationPoint, ...]] = {}
 def _measure(architecture: Architecture, latent_hw: tuple[int, int]) -> tuple[ActivationPoint, ...]:
     adapter = architecture.adapter
     denoiser = architecture.build_denoiser(device="meta")
-    candidates = adapter.discover(denoiser)
+    candidates = adapter.discover(denoiser, architecture)
     with torch.device("meta"):
         sample = torch.zeros(1, architecture.latent_channels, *latent_hw)
         timestep = torch.tensor([1.0]) if adapter.flow else torch.tensor([1])
-        conditioning = architecture.dummy_conditioning(1)
-        args, kwargs = adapter.inputs(architecture, sample, timestep, conditioning)
+    args, kwargs = architecture.dummy_inputs(sample, timestep)
     taps = {candidate.id: candidate.tap for candidate in candidates}
     flops = _FlopTally(denoiser)  # registered first: its hooks run before the recorders read it
     reached: dict[str, int] = {}
@@ -145,7 +144,7 @@ def forward_flops(architecture: Architecture, image_size: ImageSize | None = Non
     with torch.device("meta"):
         sample = torch.zeros(batch, architecture.latent_channels, *architecture.latent_size(image_size))
         timestep = torch.ones(batch) if adapter.flow else torch.ones(batch, dtype=torch.long)
-        args, kwargs = adapter.inputs(architecture, sample, timestep, architecture.dummy_conditioning(batch))
+    args, kwargs = architecture.dummy_inputs(sample, timestep)
     tally = _FlopTally(denoiser)
     try:
         with torch.no_grad():

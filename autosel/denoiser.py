@@ -35,7 +35,6 @@ from autosel.images import ImageInput, as_image_list, resize, to_tensor
 from autosel.models import Architecture, load_pipeline, resolve_model
 from autosel.models.architecture import ImageSize, load_architecture
 from autosel.models.families import expand_rows
-from autosel.noise import noise_process
 from autosel.schema import check_timestep
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -115,7 +114,8 @@ class Denoiser:
         self.family = self.architecture.adapter
         self.module = _move(getattr(pipeline, self.family.component), self.device, dtype)
         self.vae = None if self.family.pixel_space else _move(pipeline.vae, self.device, torch.float32)
-        self.noise_process = noise_process(self.family, pipeline.scheduler.config)
+        self.noise_process = self.family.make_noise(pipeline)
+        self.family.attach(pipeline, self._text_encoders_on_device)
         self.num_train_timesteps = int(pipeline.scheduler.config.get("num_train_timesteps", 1000))
         self._conditioning: dict[tuple[str, tuple[int, int]], dict[str, Any]] = {}
         self.forward_count = 0
@@ -162,13 +162,10 @@ class Denoiser:
         B×3×H×W pixels in [0, 1], float32; in pixel space the pixels mapped to [−1, 1]."""
         if self.vae is None:
             return pixels.to(self.device, torch.float32) * 2 - 1
-        config = self.vae.config
-        shift = getattr(config, "shift_factor", None) or 0.0
         latents = []
         for start in range(0, len(pixels), batch_size):
             chunk = pixels[start : start + batch_size].to(self.device, torch.float32) * 2 - 1
-            mean = self.vae.encode(chunk).latent_dist.mean
-            latents.append((mean - shift) * config.scaling_factor)
+            latents.append(vae_latents(self.vae, chunk))
         return torch.cat(latents)
 
     @torch.no_grad()
@@ -205,11 +202,20 @@ class Denoiser:
             if moved and self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    def noised(self, latents: torch.Tensor, noise: torch.Tensor, timestep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def noised(
+        self,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        timestep: int,
+        image_hw: tuple[int, int] | None = None,
+        prompt: str = "",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(noisy latents, the denoiser's timestep input) at ``timestep`` (0–999 scale)."""
-        grid = self.family.token_grid(self.architecture, tuple(latents.shape[-2:]))
+        latent_hw = tuple(latents.shape[-2:])
+        grid = self.family.token_grid(self.architecture, latent_hw)
         tokens = grid[0] * grid[1] if grid else latents.shape[-2] * latents.shape[-1]
-        return self.noise_process(latents, noise, timestep, tokens)
+        image_hw = image_hw or tuple(side * self.architecture.vae_scale_factor for side in latent_hw)
+        return self.noise_process(latents, noise, timestep, tokens, image_hw=image_hw, prompt=prompt)
 
     def capture(
         self,
@@ -238,8 +244,11 @@ class Denoiser:
             capture.token_grid = self.family.token_grid(self.architecture, latent_hw)
             for start in range(0, len(rows), batch_size):
                 stop = min(start + batch_size, len(rows))
-                noisy, model_timestep = self.noised(rows[start:stop].to(self.device), flat_noise[start:stop], timestep)
-                args, kwargs = self.family.inputs(
+                noisy, model_timestep = self.noised(
+                    rows[start:stop].to(self.device), flat_noise[start:stop], timestep, image_hw, prompt
+                )
+                inputs = self.family.live_inputs(self.pipeline, noisy.to(self.dtype), timestep, conditioning)
+                args, kwargs = inputs or self.family.inputs(
                     self.architecture, noisy.to(self.dtype), model_timestep, expand_rows(conditioning, stop - start)
                 )
                 captured = capture.run(*args, **kwargs)
@@ -369,6 +378,30 @@ class DenoiserRun:
             self.check_request(timestep, names)
         latents, noise = self.latents_and_noise(images)
         return {t: self.capture_at(latents, noise, t, list(names)) for t, names in sorted(ids_by_timestep.items())}
+
+
+def vae_latents(vae: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """Clean latents of B×3×H×W pixels in [−1, 1], normalised as the pipelines normalise them
+    before denoising (the inverse of their decode): the posterior mean (or a deterministic
+    encoder's latent), per-channel ``latents_mean``/``latents_std`` where the config has them,
+    then ``(z − shift_factor) · scaling_factor``. Video-style VAEs (3-D convolutions, as
+    Qwen-Image's) get a one-frame axis in and out."""
+    config = vae.config
+    frames = any(isinstance(module, torch.nn.Conv3d) for module in vae.modules())
+    encoded = vae.encode(pixels.unsqueeze(2) if frames else pixels)
+    distribution = getattr(encoded, "latent_dist", None)
+    latents = distribution.mean if distribution is not None else encoded.latent
+    if frames:
+        latents = latents[:, :, 0]
+    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    if mean is not None and std is not None:
+        shape = (1, -1, 1, 1)
+        latents = (latents - torch.tensor(mean, device=latents.device).view(shape)) / torch.tensor(
+            std, device=latents.device
+        ).view(shape)
+    shift = getattr(config, "shift_factor", None) or 0.0
+    scale = getattr(config, "scaling_factor", None) or 1.0
+    return (latents - shift) * scale
 
 
 def _member_mean(chunks: list[torch.Tensor], images: int, members: int) -> torch.Tensor:

@@ -16,10 +16,17 @@ import torch
 
 
 class NoiseProcess:
-    """Callable ``(latents, noise, timestep, tokens) -> (noisy latents, denoiser timestep input)``."""
+    """Callable ``(latents, noise, timestep, tokens) -> (noisy latents, denoiser timestep input)``;
+    ``image_hw`` and ``prompt`` name the call for processes read off the pipeline's own call."""
 
     def __call__(
-        self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, tokens: int
+        self,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        timestep: int,
+        tokens: int,
+        image_hw: tuple[int, int] | None = None,
+        prompt: str = "",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
@@ -33,7 +40,7 @@ class DDPMNoise(NoiseProcess):
 
         self.scheduler = DDPMScheduler.from_config(scheduler_config)
 
-    def __call__(self, latents, noise, timestep, tokens):
+    def __call__(self, latents, noise, timestep, tokens, image_hw=None, prompt=""):
         steps = torch.full((len(latents),), timestep, dtype=torch.long, device=latents.device)
         return self.scheduler.add_noise(latents, noise, steps), steps
 
@@ -72,7 +79,7 @@ class FlowNoise(NoiseProcess):
         shift = float(self.config.get("shift", 1.0))
         return shift * fraction / (1 + (shift - 1) * fraction)
 
-    def __call__(self, latents, noise, timestep, tokens):
+    def __call__(self, latents, noise, timestep, tokens, image_hw=None, prompt=""):
         sigma = self.sigma(timestep, tokens)
         noisy = (1.0 - sigma) * latents + sigma * noise
         model_timestep = torch.full((len(latents),), sigma * self.timestep_scale, device=latents.device)

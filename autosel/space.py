@@ -163,7 +163,7 @@ def load_space(model: str, path: str | Path | None = None) -> SearchSpace:
     return SearchSpace(model=model, candidates=default_candidates(model))
 
 
-TRANSFORMER_FAMILIES = frozenset({"pixart", "hunyuan", "sd3", "flux"})
+TRANSFORMER_FAMILIES = frozenset({"pixart", "hunyuan", "sd3", "flux", "generic"})
 
 
 def default_candidates(model: str) -> CandidateSection:

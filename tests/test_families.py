@@ -184,11 +184,11 @@ def _folder_with_denoiser(tmp_path, component: str, config: dict):
 
 
 def test_a_folder_of_an_unknown_family_names_its_class_and_the_supported_ones(tmp_path):
-    folder = _folder_with_denoiser(tmp_path, "transformer", {"_class_name": "SanaTransformer2DModel"})
+    folder = _folder_with_denoiser(tmp_path, "transformer", {"_class_name": "MadeUpTransformer2DModel"})
     with pytest.raises(UnsupportedModelError) as caught:
         resolve_model(str(folder))
     message = str(caught.value)
-    assert "SanaTransformer2DModel" in message and "FluxTransformer2DModel (flux)" in message and "\n" not in message
+    assert "MadeUpTransformer2DModel" in message and "FluxTransformer2DModel (flux)" in message and "\n" not in message
 
 
 def test_a_folder_missing_its_denoiser_config_names_the_file(tmp_path):

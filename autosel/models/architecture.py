@@ -8,9 +8,10 @@ never weights. The family (UNet, PixArt, SD3, FLUX, …) is read from the config
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,6 +39,9 @@ class Architecture:
         native_size: the native image side in pixels when the config does not say it (FLUX's
             has no ``sample_size``); default: ``sample_size`` × ``vae_scale_factor``.
         source: where the config came from (shipped file, cache path, folder), for messages.
+        calls: for the generic family, a function returning a pipeline whose ``__call__`` the
+            catalogue records the denoiser's call from (the loaded one, a twin, or a stand-in
+            built from configs with the denoiser on the meta device).
     """
 
     denoiser_config: Mapping[str, Any]
@@ -47,6 +51,7 @@ class Architecture:
     latent_channels: int = 4
     native_size: int | None = None
     source: str = field(default="", compare=False)
+    calls: Callable[[], Any] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_config(cls, denoiser_config: Mapping[str, Any], source: str = "", **fields: Any) -> Architecture:
@@ -71,10 +76,13 @@ class Architecture:
         if text_len is not None:
             fields["text_len"] = text_len
         vae = getattr(pipeline, "vae", None)
-        if vae is not None:
+        if vae is not None and "block_out_channels" in vae.config:  # other VAEs: the generic path reads the pipeline
             fields["vae_scale_factor"] = 2 ** (len(vae.config.block_out_channels) - 1)
             fields["latent_channels"] = int(vae.config.latent_channels)
-        return cls.from_config(config, source=f"loaded {type(pipeline).__name__}", **fields)
+        architecture = cls.from_config(config, source=f"loaded {type(pipeline).__name__}", **fields)
+        if architecture.family == "generic":
+            return with_pipeline_calls(architecture, lambda: pipeline)
+        return architecture
 
     @property
     def unet_config(self) -> Mapping[str, Any]:
@@ -87,6 +95,14 @@ class Architecture:
         from autosel.models.families import FAMILIES
 
         return FAMILIES[self.family]
+
+    def dummy_inputs(self, sample: torch.Tensor, timestep: torch.Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Arguments of a shape-only forward on ``sample`` (meta tensors) at the sample's size."""
+        latent_hw = tuple(sample.shape[-2:])
+        image_hw = (latent_hw[0] * self.vae_scale_factor, latent_hw[1] * self.vae_scale_factor)
+        conditioning = self.adapter.dummy_conditioning(self, len(sample), image_hw=image_hw)
+        with torch.device("meta"):
+            return self.adapter.inputs(self, sample, timestep, conditioning)
 
     @property
     def native_resolution(self) -> int:
@@ -135,6 +151,21 @@ class Architecture:
         return self.adapter.dummy_conditioning(self, batch_size, device, dtype)
 
 
+def with_pipeline_calls(architecture: Architecture, pipeline: Callable[[], Any]) -> Architecture:
+    """``architecture`` recording its calls from ``pipeline()``, with the VAE scale factor and
+    latent channels read off that pipeline (``vae_scale_factor``, the recorded latent)."""
+    from dataclasses import replace
+
+    from autosel.models.families.generic import recorder_for
+
+    recorder = recorder_for(pipeline())
+    factor = recorder.vae_scale_factor
+    side = 16 * factor
+    return replace(
+        architecture, calls=pipeline, vae_scale_factor=factor, latent_channels=recorder.latent_channels((side, side))
+    )
+
+
 def _pipeline_text_len(pipeline) -> int | None:
     name = type(pipeline).__name__
     if "PixArtSigma" in name:
@@ -165,9 +196,12 @@ def load_architecture(spec: ModelSpec) -> Architecture:
         return tiny_architecture(spec.name)
     if spec.source == "folder":
         folder = Path(spec.path or spec.name)
-        return _architecture_from_files(
+        architecture = _architecture_from_files(
             spec.name, lambda name: folder / name if (folder / name).is_file() else None
         )
+        if architecture.family == "generic":  # its calls are recorded from the folder's own pipeline
+            return with_pipeline_calls(architecture, lambda: _folder_pipeline(str(folder.resolve())))
+        return architecture
     if spec.source == "registry":
         if _cached_file(spec.hub_id, "model_index.json") is not None:
             return _architecture_from_files(spec.name, lambda name: _cached_file(spec.hub_id, name))
@@ -175,6 +209,15 @@ def load_architecture(spec: ModelSpec) -> Architecture:
             raise weights_unavailable(spec.hub_id)
         return shipped_architecture(spec.architecture)
     return _architecture_from_files(spec.name, lambda name: _hub_file(spec.hub_id, name))
+
+
+@functools.lru_cache(maxsize=4)
+def _folder_pipeline(folder: str) -> Any:
+    """A local folder's pipeline, loaded once per process for the generic path's recordings."""
+    from autosel.models.loading import load_pipeline
+    from autosel.models.registry import resolve_model
+
+    return load_pipeline(resolve_model(folder))
 
 
 def shipped_architecture(name: str) -> Architecture:

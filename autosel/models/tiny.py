@@ -202,7 +202,17 @@ def tiny_architecture(name: str) -> Architecture:
     """The architecture of built-in model ``name`` (one of :data:`TWINS`).
 
     ``tiny-random`` is the architecture of the trained ``tiny`` model, with seeded random weights.
+    Generic-path twins (:data:`autosel.models.twins.TWIN_SPECS`) record their calls from the twin.
     """
+    from autosel.models.twins import TWIN_SPECS
+
+    if name in TWIN_SPECS:
+        from autosel.models.architecture import with_pipeline_calls
+
+        _, denoiser = TWIN_SPECS[name].denoiser
+        config = {**denoiser.config, "_class_name": denoiser.class_name}
+        architecture = Architecture.from_config(config, source=f"built-in {name}", native_size=64)
+        return with_pipeline_calls(architecture, lambda: _twin_pipeline(name))
     fields: dict[str, Any] = {
         "vae_scale_factor": 2 ** (len(VAE_CONFIG["block_out_channels"]) - 1),
         "latent_channels": VAE_CONFIG["latent_channels"],
@@ -219,6 +229,12 @@ def build_tiny_pipeline(name: str, seed: int = 0):
     The same ``name`` and ``seed`` always give bitwise identical weights; the global torch
     random state is left untouched.
     """
+    from autosel.models.twins import TWIN_SPECS
+
+    if name in TWIN_SPECS:
+        from autosel.models.standin import build_pipeline
+
+        return build_pipeline(TWIN_SPECS[name], seed=seed)
     architecture = tiny_architecture(name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -236,6 +252,16 @@ def build_tiny_pipeline(name: str, seed: int = 0):
         if isinstance(component, torch.nn.Module):
             component.eval()
     return pipeline
+
+
+_TWIN_PIPELINES: dict[str, Any] = {}
+
+
+def _twin_pipeline(name: str):
+    """One shared twin pipeline per name for catalogue recordings (shapes only)."""
+    if name not in _TWIN_PIPELINES:
+        _TWIN_PIPELINES[name] = build_tiny_pipeline(name)
+    return _TWIN_PIPELINES[name]
 
 
 def _clip_pair(projection: bool = False):

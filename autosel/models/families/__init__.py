@@ -12,6 +12,7 @@ from typing import Any
 from autosel.errors import UnsupportedModelError
 from autosel.models.families.base import Candidate, Family, expand_rows
 from autosel.models.families.flux import Flux
+from autosel.models.families.generic import Generic
 from autosel.models.families.hunyuan import HunyuanDiT
 from autosel.models.families.pixart import PixArt
 from autosel.models.families.sd3 import StableDiffusion3
@@ -21,7 +22,7 @@ FAMILIES: dict[str, Family] = {
     family.name: family
     for family in (
         StableDiffusion(), StableDiffusionXL(), DeepFloydIF(), UnconditionalUNet(),
-        PixArt(), HunyuanDiT(), StableDiffusion3(), Flux(),
+        PixArt(), HunyuanDiT(), StableDiffusion3(), Flux(), Generic(),
     )
 }
 """Every supported family, by name."""
@@ -39,6 +40,7 @@ def supported_denoisers() -> str:
     """A one-line list of the denoiser classes and families autosel supports (for messages)."""
     classes = ["UNet2DConditionModel (sd, sdxl, if)", "Transformer2DModel with ada_norm_single (pixart)"]
     classes += [f"{name} ({family})" for name, family in _DENOISER_CLASSES.items()]
+    classes.append("any other diffusers *Transformer* class (generic)")
     return ", ".join(classes)
 
 
@@ -59,10 +61,25 @@ def family_of_config(config: Mapping[str, Any], source: str = "model") -> Family
         return FAMILIES["pixart"]
     if class_name in _DENOISER_CLASSES:
         return FAMILIES[_DENOISER_CLASSES[class_name]]
+    if is_image_transformer_class(class_name):
+        return FAMILIES["generic"]
     raise UnsupportedModelError(
-        f"{source} has a {class_name} denoiser, which autosel does not support; supported: "
-        f"{supported_denoisers()}. To add a family, see docs/onboarding.md"
+        f"{source} has a {class_name} denoiser, which autosel does not support: it is neither a "
+        f"family with an adapter ({supported_denoisers()}) nor a diffusers transformer class for the "
+        "generic path. See docs/onboarding.md"
     )
+
+
+def is_image_transformer_class(class_name: str) -> bool:
+    """Whether diffusers has a model class ``class_name`` that the generic path may take (a
+    transformer; UNets need a known block vocabulary, so they go through the UNet families)."""
+    import diffusers
+
+    try:
+        model = getattr(diffusers, class_name, None)
+    except Exception:  # noqa: BLE001 - a lazy import that fails is not a class we can use
+        return False
+    return isinstance(model, type) and issubclass(model, diffusers.ModelMixin) and "Transformer" in class_name
 
 
 __all__ = ["FAMILIES", "Candidate", "Family", "expand_rows", "family_of_config", "supported_denoisers"]

@@ -21,6 +21,7 @@ from autosel.capture import Tap, TapKind
 
 if TYPE_CHECKING:
     from autosel.models.architecture import Architecture
+    from autosel.noise import NoiseProcess
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,9 @@ class Family:
             module = getattr(diffusers, self.denoiser_class).from_config(config)
         return module.eval()
 
-    def discover(self, denoiser: nn.Module) -> list[Candidate]:
-        """Every activation point of ``denoiser`` (any order; the catalogue sorts by depth)."""
+    def discover(self, denoiser: nn.Module, architecture: Architecture | None = None) -> list[Candidate]:
+        """Every activation point of ``denoiser`` (any order; the catalogue sorts by depth);
+        ``architecture`` for families that measure their points through the pipeline's call."""
         raise NotImplementedError
 
     def token_grid(self, architecture: Architecture, latent_hw: tuple[int, int]) -> tuple[int, int] | None:
@@ -79,9 +81,15 @@ class Family:
         return None
 
     def dummy_conditioning(
-        self, architecture: Architecture, batch: int, device: str | torch.device = "meta", dtype: torch.dtype = torch.float32
+        self,
+        architecture: Architecture,
+        batch: int,
+        device: str | torch.device = "meta",
+        dtype: torch.dtype = torch.float32,
+        image_hw: tuple[int, int] | None = None,
     ) -> dict[str, Any]:
-        """Zero conditioning with the shapes of :meth:`encode_prompt`'s, for the catalogue."""
+        """Zero conditioning with the shapes of :meth:`encode_prompt`'s, for the catalogue
+        (``image_hw``: the image size, for conditioning that depends on it)."""
         return {}
 
     def encode_prompt(
@@ -111,6 +119,23 @@ class Family:
             conditioning: :meth:`encode_prompt`'s dict expanded to B rows.
         """
         return (sample, timestep), dict(conditioning)
+
+    def live_inputs(
+        self, pipeline: Any, sample: torch.Tensor, timestep: int, conditioning: Mapping[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """Arguments of one forward at config ``timestep`` taken from ``pipeline`` itself, or
+        ``None`` when the family builds them with :meth:`inputs` (every hand-written family)."""
+        return None
+
+    def attach(self, pipeline: Any, text_encoders_on_device: Any) -> None:
+        """Called once by the engine with the loaded pipeline and a context-manager factory that
+        puts its text encoders on the denoiser's device (for families that run the pipeline)."""
+
+    def make_noise(self, pipeline: Any) -> NoiseProcess:
+        """The forward noise process of ``pipeline`` (its training betas, or rectified flow)."""
+        from autosel.noise import noise_process
+
+        return noise_process(self, pipeline.scheduler.config)
 
 
 def expand_rows(conditioning: Mapping[str, Any], batch: int) -> dict[str, Any]:

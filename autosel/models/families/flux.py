@@ -37,7 +37,7 @@ class Flux(Family):
     default_sample_size = 128  # FluxPipeline's: 1024 px
     description = "MMDiT, double + single-stream blocks, rectified flow (FLUX.1)"
 
-    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module, architecture=None) -> list[Candidate]:
         doubles = len(denoiser.transformer_blocks)
         candidates = []
         for index in range(doubles):
@@ -49,7 +49,7 @@ class Flux(Family):
     def token_grid(self, architecture, latent_hw):
         return patch_grid(latent_hw, 2 * int(architecture.denoiser_config.get("patch_size", 1)))
 
-    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32):
+    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32, image_hw=None):
         config = architecture.denoiser_config
         conditioning = {
             "encoder_hidden_states": torch.zeros(

@@ -31,7 +31,7 @@ class HunyuanDiT(Family):
     text_len = 77
     description = "DiT with long skips, cross-attention to CLIP + T5 (Hunyuan-DiT)"
 
-    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module, architecture=None) -> list[Candidate]:
         return [
             candidate
             for index in range(len(denoiser.blocks))
@@ -41,7 +41,7 @@ class HunyuanDiT(Family):
     def token_grid(self, architecture, latent_hw):
         return patch_grid(latent_hw, int(architecture.denoiser_config.get("patch_size", 2)))
 
-    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32):
+    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32, image_hw=None):
         config = architecture.denoiser_config
         clip_dim = int(config.get("cross_attention_dim", 1024))
         t5_dim = int(config.get("cross_attention_dim_t5", 2048))

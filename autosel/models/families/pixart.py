@@ -44,7 +44,7 @@ class PixArt(Family):
             module = PixArtTransformer2DModel.from_config({k: v for k, v in config.items() if k in allowed})
         return module.eval()
 
-    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module, architecture=None) -> list[Candidate]:
         candidates = []
         for index, block in enumerate(denoiser.transformer_blocks):
             parts = dict(_PARTS)
@@ -56,7 +56,7 @@ class PixArt(Family):
     def token_grid(self, architecture, latent_hw):
         return patch_grid(latent_hw, int(architecture.denoiser_config.get("patch_size", 2)))
 
-    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32):
+    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32, image_hw=None):
         length = architecture.text_len
         width = int(architecture.denoiser_config.get("caption_channels", 4096))
         return {

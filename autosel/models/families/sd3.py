@@ -42,7 +42,7 @@ class StableDiffusion3(Family):
     text_len = 333  # 77 CLIP tokens + 256 T5 tokens, as the pipeline concatenates them
     description = "MMDiT, joint attention, rectified flow (SD3, SD3.5)"
 
-    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module, architecture=None) -> list[Candidate]:
         return [
             candidate
             for index in range(len(denoiser.transformer_blocks))
@@ -52,7 +52,7 @@ class StableDiffusion3(Family):
     def token_grid(self, architecture, latent_hw):
         return patch_grid(latent_hw, int(architecture.denoiser_config.get("patch_size", 2)))
 
-    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32):
+    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32, image_hw=None):
         config = architecture.denoiser_config
         return {
             "encoder_hidden_states": torch.zeros(

@@ -102,10 +102,10 @@ class StableDiffusion(Family):
     denoiser_class = "UNet2DConditionModel"
     description = "latent UNet, CLIP text (SD 1.x/2.x)"
 
-    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module, architecture=None) -> list[Candidate]:
         return discover_unet(denoiser)
 
-    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32):
+    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32, image_hw=None):
         config = architecture.denoiser_config
         width = int(config.get("encoder_hid_dim") or config["cross_attention_dim"])
         return {"encoder_hidden_states": torch.zeros(batch, architecture.text_len, width, device=device, dtype=dtype)}
@@ -121,7 +121,7 @@ class StableDiffusionXL(StableDiffusion):
     name = "sdxl"
     description = "latent UNet, two CLIP texts, text_time conditioning (SDXL, Playground v2)"
 
-    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32):
+    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32, image_hw=None):
         config = architecture.denoiser_config
         kwargs = super().dummy_conditioning(architecture, batch, device, dtype)
         time_dim = int(config["addition_time_embed_dim"])
@@ -167,7 +167,7 @@ class UnconditionalUNet(Family):
     text_len = 0
     description = "pixel-space UNet2DModel, unconditional (DDPM)"
 
-    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module, architecture=None) -> list[Candidate]:
         return discover_unet(denoiser)
 
     def inputs(
