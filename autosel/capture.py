@@ -208,7 +208,13 @@ class ActivationCapture:
     def _store(self, name: str, tap: Tap, value: torch.Tensor) -> None:
         value = value.detach()
         if tap.kind in (TapKind.TOKENS, TapKind.INPUT_TOKENS):
-            value = _fold_tokens(value, self._grid(tap), tap.image_first)
+            grid = self._grid(tap)
+            if value.ndim == 3 and value.shape[1] < grid[0] * grid[1]:
+                # a module shared by the text and image streams (CogView4's feed-forward runs on
+                # each in turn): its text-only call holds no image token; run() still fails if
+                # the image call never comes
+                return
+            value = _fold_tokens(value, grid, tap.image_first)
         if tap.scale != 1.0:
             value = value * tap.scale
         self.features[name] = value

@@ -2,11 +2,15 @@
 config, built on the meta device), the float32 VAE, and the largest text encoder, which only
 visits the GPU while the prompt is encoded (once per prompt) and then goes back to the CPU.
 
-Text encoders are built from their published configs on the meta device (no download).
+Text encoders are built from their published configs on the meta device (no download); for the
+generic-path models (Qwen-Image, Z-Image, …) every component comes from the shipped pipeline config.
 Run: python experiments/family_memory.py  (prints a Markdown table; a few seconds, no GPU).
 """
 
 from __future__ import annotations
+
+import json
+from importlib import resources
 
 import torch
 
@@ -45,12 +49,45 @@ LARGEST_TEXT = {
 VAE_PARAMS = 83_653_863  # AutoencoderKL of SD/SDXL (the 16-channel SD3/FLUX VAE is within 0.1 %)
 
 
+def pipeline_counts(name: str) -> tuple[int, int, tuple[str, int]]:
+    """(denoiser, VAE, (largest text encoder class, params)) of a generic-path registry model,
+    every component built at full size from its shipped config on the meta device."""
+    import diffusers
+    import transformers
+
+    document = json.loads(resources.files("autosel.models").joinpath("configs", f"{name}.json").read_text())
+    denoiser = vae = 0
+    largest = ("", 0)
+    for component, entry in document["components"].items():
+        if entry is None or entry[0] is None or "tokenizer" in component or "scheduler" in component:
+            continue
+        library, class_name, config = entry
+        config = {key: value for key, value in config.items() if not key.startswith("_")}
+        with torch.device("meta"):
+            if library == "diffusers":
+                count = _count(getattr(diffusers, class_name).from_config(config))
+            else:
+                count = _count(getattr(transformers, class_name)(transformers.AutoConfig.for_model(**config)))
+        if component in ("transformer", "unet"):
+            denoiser = count
+        elif component == "vae":
+            vae = count
+        elif count > largest[1]:
+            largest = (class_name, count)
+    return denoiser, vae, largest
+
+
 def main() -> None:
     texts = text_encoders()
     print("| model | family | denoiser params | denoiser bf16 GiB | + VAE fp32 GiB | largest text encoder (bf16 GiB, during encoding only) |")
     print("| --- | --- | ---: | ---: | ---: | --- |")
     for name, spec in REGISTRY.items():
         if spec.source != "registry" or spec.architecture is None:
+            continue
+        if spec.family == "generic":
+            params, vae, (text, text_params) = pipeline_counts(spec.architecture)
+            print(f"| `{name}` | {spec.family} | {params / 1e9:.2f} B | {2 * params / GIB:.1f} | {4 * vae / GIB:.2f} "
+                  f"| {text}: {text_params / 1e9:.2f} B, {2 * text_params / GIB:.1f} |")
             continue
         params = _count(shipped_architecture(spec.architecture).build_denoiser("meta"))
         text = LARGEST_TEXT[spec.family]

@@ -158,12 +158,42 @@ def with_pipeline_calls(architecture: Architecture, pipeline: Callable[[], Any])
 
     from autosel.models.families.generic import recorder_for
 
-    recorder = recorder_for(pipeline())
+    built = pipeline()
+    recorder = recorder_for(built)
     factor = recorder.vae_scale_factor
     side = 16 * factor
+    native_size = architecture.native_size
+    default_sample_size = getattr(built, "default_sample_size", None)
+    if native_size is None and "sample_size" not in architecture.denoiser_config and isinstance(default_sample_size, int):
+        native_size = default_sample_size * factor  # the pipeline's own default height and width
     return replace(
-        architecture, calls=pipeline, vae_scale_factor=factor, latent_channels=recorder.latent_channels((side, side))
+        architecture, calls=pipeline, vae_scale_factor=factor, latent_channels=recorder.latent_channels((side, side)),
+        native_size=native_size,
     )
+
+
+_STANDINS: dict[str, Any] = {}
+
+
+def _standin(spec_key: str, spec: Any) -> Any:
+    """One stand-in per pipeline description in this process (building one takes seconds)."""
+    if spec_key not in _STANDINS:
+        from autosel.models.standin import standin_pipeline
+
+        _STANDINS[spec_key] = standin_pipeline(spec)
+    return _STANDINS[spec_key]
+
+
+def generic_architecture(spec: Any, source: str, native_size: int | None = None) -> Architecture:
+    """The architecture of a generic-path pipeline described by ``spec`` (a
+    :class:`autosel.models.standin.PipelineSpec`), recording its calls from a stand-in built
+    from the configs alone (denoiser and VAE on the meta device: no weights read or made)."""
+    name, component = spec.denoiser
+    config = {**component.config, "_class_name": component.class_name}
+    architecture = Architecture.from_config(config, source=source, native_size=native_size)
+    key = json.dumps([spec.pipeline_class, {k: [c.class_name, c.config] for k, c in spec.components.items()}],
+                     sort_keys=True, default=str)
+    return with_pipeline_calls(architecture, lambda: _standin(key, spec))
 
 
 def _pipeline_text_len(pipeline) -> int | None:
@@ -199,31 +229,37 @@ def load_architecture(spec: ModelSpec) -> Architecture:
         architecture = _architecture_from_files(
             spec.name, lambda name: folder / name if (folder / name).is_file() else None
         )
-        if architecture.family == "generic":  # its calls are recorded from the folder's own pipeline
-            return with_pipeline_calls(architecture, lambda: _folder_pipeline(str(folder.resolve())))
-        return architecture
+        return _with_standin(architecture, spec.name, lambda name: folder / name if (folder / name).is_file() else None)
     if spec.source == "registry":
         if _cached_file(spec.hub_id, "model_index.json") is not None:
-            return _architecture_from_files(spec.name, lambda name: _cached_file(spec.hub_id, name))
+            locate = functools.partial(_cached_file, spec.hub_id)
+            return _with_standin(_architecture_from_files(spec.name, locate), spec.name, locate)
         if spec.architecture is None:
             raise weights_unavailable(spec.hub_id)
         return shipped_architecture(spec.architecture)
-    return _architecture_from_files(spec.name, lambda name: _hub_file(spec.hub_id, name))
+    locate = functools.partial(_hub_file, spec.hub_id)
+    return _with_standin(_architecture_from_files(spec.name, locate), spec.name, locate)
 
 
-@functools.lru_cache(maxsize=4)
-def _folder_pipeline(folder: str) -> Any:
-    """A local folder's pipeline, loaded once per process for the generic path's recordings."""
-    from autosel.models.loading import load_pipeline
-    from autosel.models.registry import resolve_model
+def _with_standin(architecture: Architecture, name: str, locate) -> Architecture:
+    """A generic-path ``architecture`` records its calls from a stand-in of its pipeline's
+    configs (the weights, tens of GB for a real model, are never read for a catalogue)."""
+    if architecture.family != "generic":
+        return architecture
+    from autosel.models.standin import spec_from_files
 
-    return load_pipeline(resolve_model(folder))
+    return generic_architecture(spec_from_files(locate, name), architecture.source, architecture.native_size)
 
 
 def shipped_architecture(name: str) -> Architecture:
     """The offline architecture shipped with autosel for registry model ``name``."""
     text = resources.files("autosel.models").joinpath("configs", f"{name}.json").read_text()
     document = json.loads(text)
+    source = f"shipped config {name}.json ({document.get('source', '')})"
+    if "pipeline" in document:  # a whole pipeline's configs: the generic path's stand-in
+        from autosel.models.standin import spec_from_document
+
+        return generic_architecture(spec_from_document(document), source, document.get("native_size"))
     denoiser = document.get("denoiser", document.get("unet"))
     fields: dict[str, Any] = {}
     text_section = document.get("text_encoder", {})
@@ -233,7 +269,7 @@ def shipped_architecture(name: str) -> Architecture:
         fields.update(
             vae_scale_factor=int(document["vae"]["scale_factor"]), latent_channels=int(document["vae"]["latent_channels"])
         )
-    return Architecture.from_config(denoiser, source=f"shipped config {name}.json ({document.get('source', '')})", **fields)
+    return Architecture.from_config(denoiser, source=source, **fields)
 
 
 def _architecture_from_files(name: str, locate) -> Architecture:

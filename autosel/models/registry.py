@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from autosel.errors import NotAPipelineError, UnknownModelError, did_you_mean
+from autosel.models.twins import TWIN_DESCRIPTIONS
 
 Source = Literal["builtin", "registry", "hub", "folder"]
 
@@ -91,9 +92,7 @@ REGISTRY: dict[str, ModelSpec] = {
         _twin("tiny-hunyuan-random", "hunyuan", "Hunyuan-DiT-like DiT (long skips, CLIP + T5 cross-attention), random weights"),
         _twin("tiny-if-random", "if", "DeepFloyd-IF-like pixel-space UNet on a T5, random weights"),
         _twin("tiny-ddpm-random", "ddpm", "unconditional pixel-space UNet2DModel (DDPM layout), random weights"),
-        _twin("tiny-qwen-image-random", "generic", "Qwen-Image-like MMDiT (Qwen2.5-VL text, 3-D VAE), generic path, random weights"),
-        _twin("tiny-z-image-random", "generic", "Z-Image-like single-stream DiT (Qwen3 text), generic path, random weights"),
-        _twin("tiny-chroma-random", "generic", "Chroma-like MMDiT (FLUX layout, T5 only), generic path, random weights"),
+        *(_twin(name, "generic", description) for name, description in TWIN_DESCRIPTIONS.items()),
         _registered("sd14", "CompVis/stable-diffusion-v1-4", "sd", 512, "Stable Diffusion 1.4"),
         _registered("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "sd", 512, "Stable Diffusion 1.5"),
         _registered("sd20", "stabilityai/stable-diffusion-2-base", "sd", 512, "Stable Diffusion 2.0 base (512 px)"),
@@ -113,6 +112,12 @@ REGISTRY: dict[str, ModelSpec] = {
         _registered("sd35-medium", "stabilityai/stable-diffusion-3.5-medium", "sd3", 1024, "Stable Diffusion 3.5 Medium (MMDiT-X)"),
         _registered("sd35-large", "stabilityai/stable-diffusion-3.5-large", "sd3", 1024, "Stable Diffusion 3.5 Large"),
         _registered("flux-dev", "black-forest-labs/FLUX.1-dev", "flux", 1024, "FLUX.1-dev (guidance-distilled)"),
+        _registered("qwen-image", "Qwen/Qwen-Image", "generic", 1328, "Qwen-Image (20B MMDiT, Qwen2.5-VL-7B text), generic path"),
+        _registered("z-image-turbo", "Tongyi-MAI/Z-Image-Turbo", "generic", 1024, "Z-Image-Turbo (6B single-stream DiT, Qwen3-4B text, 8 steps), generic path"),
+        _registered("chroma", "lodestones/Chroma1-HD", "generic", 1024, "Chroma1-HD (8.9B, FLUX.1-schnell derived, T5-XXL only), generic path"),
+        _registered("sana", "Efficient-Large-Model/Sana_1600M_1024px_diffusers", "generic", 1024, "Sana 1.6B (linear-attention DiT, DC-AE f32, Gemma-2 text), generic path"),
+        _registered("cogview4", "THUDM/CogView4-6B", "generic", 1024, "CogView4-6B (GLM-4 text), generic path"),
+        _registered("lumina2", "Alpha-VLLM/Lumina-Image-2.0", "generic", 1024, "Lumina-Image 2.0 (2.6B unified DiT, Gemma-2 text), generic path"),
         _registered("flux-schnell", "black-forest-labs/FLUX.1-schnell", "flux", 1024, "FLUX.1-schnell (timestep-distilled)"),
     ]
 }

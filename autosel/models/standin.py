@@ -11,8 +11,11 @@ vocabulary): only the number of tokens a prompt becomes matters for shapes.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import json
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,7 +60,7 @@ class PipelineSpec:
 
 def byte_tokenizer(model_max_length: int = 512):
     """A fast tokenizer whose vocabulary is the 256 byte symbols and a few special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
@@ -68,6 +71,11 @@ def byte_tokenizer(model_max_length: int = 512):
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens(list(TOKENIZER_SPECIALS))
+    # a leading <s>, as most real tokenizers add one: an empty prompt is one token, not none
+    # (pipelines that pad to a multiple of a length would otherwise pass an empty sequence)
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])]
+    )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
         model_max_length=model_max_length, padding_side="right",
@@ -79,6 +87,10 @@ def byte_tokenizer(model_max_length: int = 512):
 VOCAB = 256 + len(TOKENIZER_SPECIALS)
 """The byte tokenizer's vocabulary size."""
 
+VOCAB_SIZE = 512
+"""Vocabulary of a shrunk text encoder (the byte tokenizer's ids, and spare ids for the config's
+special tokens)."""
+
 _LAYER_KEYS = ("num_hidden_layers", "num_layers", "n_layers", "n_layer", "depth", "num_decoder_layers")
 _WIDTH_KEYS = ("intermediate_size", "d_ff", "ffn_hidden_size", "n_inner")
 
@@ -87,6 +99,10 @@ def shrink_text_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A text encoder config with the real hidden size and few, narrow layers: its outputs have
     the real shapes, its weights a small fraction of the real ones (any nesting: VL models)."""
     shrunk = copy.deepcopy(dict(config))
+    spares: dict[int, int] = {}
+
+    def spare_id(token_id: int) -> int:
+        return spares.setdefault(token_id, VOCAB_SIZE - 1 - len(spares))
 
     def walk(section: dict[str, Any]) -> None:
         layers = None
@@ -97,11 +113,21 @@ def shrink_text_config(config: Mapping[str, Any]) -> dict[str, Any]:
         for key in _WIDTH_KEYS:
             if isinstance(section.get(key), int):
                 section[key] = min(section[key], 64)
+        # fewer heads where the head size is stated apart from the hidden size (T5's d_kv, an
+        # explicit head_dim): the hidden size, all that the pipeline sees, stays the real one
+        if isinstance(section.get("d_kv"), int) and isinstance(section.get("num_heads"), int):
+            section["num_heads"] = min(section["num_heads"], 2)
+        if isinstance(section.get("head_dim"), int) and isinstance(section.get("num_attention_heads"), int):
+            section["num_attention_heads"] = min(section["num_attention_heads"], 2)
+            if isinstance(section.get("num_key_value_heads"), int):
+                section["num_key_value_heads"] = min(section["num_key_value_heads"], 2)
         if isinstance(section.get("vocab_size"), int):
-            section["vocab_size"] = max(VOCAB, 512)
-        for key in list(section):
-            if key.endswith("_token_id") and isinstance(section[key], int) and section[key] >= 512:
-                section[key] = 0
+            section["vocab_size"] = VOCAB_SIZE
+        for key in list(section):  # ids past the small vocabulary: distinct ids the byte tokenizer never makes
+            if key.endswith("_token_id") and isinstance(section[key], int) and section[key] >= VOCAB_SIZE:
+                section[key] = spare_id(section[key])
+            elif key.endswith("_token_id") and isinstance(section[key], list):
+                section[key] = [spare_id(i) if isinstance(i, int) and i >= VOCAB_SIZE else i for i in section[key]]
         if layers is not None and isinstance(section.get("layer_types"), list):
             section["layer_types"] = section["layer_types"][:layers]
         for key in ("max_window_layers",):
@@ -171,3 +197,82 @@ def spec_of_pipeline(pipeline: Any) -> PipelineSpec:
             config = {"model_max_length": int(min(getattr(value, "model_max_length", 512), 4096))}
         components[name] = Component(library, type(value).__name__, config)
     return PipelineSpec(type(pipeline).__name__, components)
+
+
+def spec_from_document(document: Mapping[str, Any]) -> PipelineSpec:
+    """The :class:`PipelineSpec` of a shipped offline config (``models/configs/NAME.json``):
+    ``{"pipeline": CLASS, "components": {name: [library, class, config] or null}}``."""
+    components = {}
+    for name, entry in document["components"].items():
+        if entry is None or entry[0] is None:
+            components[name] = Component("", "", None)
+        else:
+            library, class_name, config = entry
+            components[name] = Component(library, class_name, config)
+    return PipelineSpec(str(document["pipeline"]), components)
+
+
+MAX_TOKENIZER_LENGTH = 4096
+"""Cap on a tokenizer's ``model_max_length`` (some configs say 1e30 for 'no limit')."""
+
+
+def spec_from_files(locate: Callable[[str], str | os.PathLike | None], source: str) -> PipelineSpec:
+    """The :class:`PipelineSpec` of a diffusers pipeline's files, configs only (no weights).
+
+    Args:
+        locate: maps a path inside the pipeline (``model_index.json``, ``vae/config.json``…)
+            to a local file, or ``None`` where there is none (a folder, the Hugging Face cache,
+            or a download of that one small file).
+        source: the pipeline's name, for messages.
+
+    Raises:
+        NotAPipelineError: no ``model_index.json``, or a component without its config file.
+    """
+    from autosel.errors import NotAPipelineError
+
+    index = _json_at(locate, "model_index.json", source)
+    components: dict[str, Component] = {}
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or len(entry) != 2:
+            continue
+        library, class_name = entry
+        if library is None or class_name is None:
+            components[name] = Component("", "", None)
+            continue
+        if "tokenizer" in name or class_name.endswith(("Tokenizer", "TokenizerFast")):
+            found = locate(f"{name}/tokenizer_config.json")
+            config = json.loads(Path(found).read_text()) if found is not None else {}
+            length = config.get("model_max_length", 512)
+            length = int(min(length if isinstance(length, (int, float)) else 512, MAX_TOKENIZER_LENGTH))
+            components[name] = Component(str(library), str(class_name), {"model_max_length": length})
+            continue
+        config = None
+        for file in ("config.json", "scheduler_config.json", "preprocessor_config.json"):
+            if locate(f"{name}/{file}") is not None:
+                config = _json_at(locate, f"{name}/{file}", source)
+                break
+        if config is None:
+            raise NotAPipelineError(f"model '{source}' has no config file for its component '{name}' ({class_name})")
+        if file == "preprocessor_config.json":  # image processors of image-conditioned variants: not needed
+            components[name] = Component("", "", None)
+            continue
+        components[name] = Component(str(library), str(class_name), config)
+    return PipelineSpec(str(index.get("_class_name", "")), components)
+
+
+def _json_at(locate: Callable[[str], str | os.PathLike | None], name: str, source: str) -> dict[str, Any]:
+    from autosel.errors import NotAPipelineError
+
+    found = locate(name)
+    if found is None:
+        raise NotAPipelineError(f"model '{source}' has no {name}")
+    try:
+        return json.loads(Path(found).read_text())
+    except (OSError, ValueError) as error:
+        raise NotAPipelineError(f"cannot read '{found}' of model '{source}': {error}") from None
+
+
+def standin_pipeline(spec: PipelineSpec) -> Any:
+    """The stand-in of ``spec``: denoiser and VAE on the meta device, small text encoders of the
+    real hidden size, offline tokenizers; its ``__call__`` records the real call's shapes."""
+    return build_pipeline(spec, meta=True, shrink_text=True)

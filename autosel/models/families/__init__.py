@@ -71,15 +71,21 @@ def family_of_config(config: Mapping[str, Any], source: str = "model") -> Family
 
 
 def is_image_transformer_class(class_name: str) -> bool:
-    """Whether diffusers has a model class ``class_name`` that the generic path may take (a
-    transformer; UNets need a known block vocabulary, so they go through the UNet families)."""
+    """Whether diffusers has a model class ``class_name`` that the generic path may take: one
+    of its transformers (``diffusers.models.transformers``, whatever the class is called, e.g.
+    ``LuminaNextDiT2DModel``); UNets need a known block vocabulary, so they go through the UNet
+    families."""
     import diffusers
 
     try:
         model = getattr(diffusers, class_name, None)
     except Exception:  # noqa: BLE001 - a lazy import that fails is not a class we can use
         return False
-    return isinstance(model, type) and issubclass(model, diffusers.ModelMixin) and "Transformer" in class_name
+    return (
+        isinstance(model, type)
+        and issubclass(model, diffusers.ModelMixin)
+        and model.__module__.startswith("diffusers.models.transformers.")
+    )
 
 
 __all__ = ["FAMILIES", "Candidate", "Family", "expand_rows", "family_of_config", "supported_denoisers"]
