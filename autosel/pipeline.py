@@ -209,6 +209,8 @@ class Search:
         """Run trials on the cached features until the study holds ``search.trials`` COMPLETE ones."""
         search = self.space.search
         study = open_study(self.storage, self.study_name, self.identity, optuna.samplers.RandomSampler())
+        study.set_metric_names([get_task(self.space.task).primary_metric])  # the dashboard's objective name
+        study.set_user_attr("channel_budget", search.channel_budget)  # the report draws it
         existing = len(study.get_trials(deepcopy=False))
         strategy = make_strategy(search.strategy, candidates, search.max_activations,
                                  driver_seed(self.space.seed, self.storage_url),

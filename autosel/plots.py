@@ -28,7 +28,7 @@ def sweep_heatmap(table: pd.DataFrame, path: str | Path, title: str, metric_labe
     axes.set_xticks(range(len(timesteps)), [str(t) for t in timesteps])
     axes.set_yticks(range(len(ids)), ids, fontsize=6.5 if len(ids) > 40 else 8)
     axes.set_xlabel("timestep t")
-    axes.set_title(title, fontsize=10)
+    axes.set_title(_wrap(title, figure), fontsize=10)
     start = 0
     for row in range(1, len(ids) + 1):
         if row == len(ids) or labels[row] != labels[start]:
@@ -63,10 +63,24 @@ def _pyplot():
     return plt
 
 
+def _wrap(title: str, figure) -> str:
+    """``title`` broken at its `` · `` separators into lines that fit the figure's width
+    (a long model name would otherwise run past the edge and be cut off)."""
+    limit = max(20, int(13 * figure.get_figwidth()))  # characters of a 10 pt title per line
+    lines: list[str] = []
+    for part in title.split(" · "):
+        if lines and len(lines[-1]) + 3 + len(part) <= limit:
+            lines[-1] += " · " + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
 def _save(figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
+    if figure.get_layout_engine() is None:
+        figure.tight_layout()
     figure.savefig(path, dpi=120)
     _pyplot().close(figure)
     return path
@@ -81,25 +95,44 @@ def history_plot(trials: pd.DataFrame, path: str | Path, title: str, metric: str
     axes.step(done["number"], 100 * done["score"].cummax(), where="post", color="C3", label="best so far")
     axes.set_xlabel("trial")
     axes.set_ylabel(f"{metric} (%) on the search split")
-    axes.set_title(title, fontsize=10)
+    axes.set_title(_wrap(title, figure), fontsize=10)
     axes.legend(fontsize=8)
     return _save(figure, path)
 
 
-def pareto_plot(trials: pd.DataFrame, front: pd.DataFrame, path: str | Path, title: str, metric: str) -> Path:
-    """Score vs channels and score vs denoiser cost, every trial and the Pareto front."""
+def pareto_plot(trials: pd.DataFrame, path: str | Path, title: str, metric: str, budget: int | None = None) -> Path:
+    """Score vs channels and score vs denoiser cost: every trial, each panel's Pareto front
+    (the best score reachable at that many channels / that cost or less: a staircase) and the
+    channel budget (trials over it are crosses and not on the front)."""
     plt = _pyplot()
     done = trials[trials["state"] == "COMPLETE"]
-    figure, panels = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    within = done["feasible"].map(lambda f: f is not False) if "feasible" in done else pd.Series(True, index=done.index)
+    feasible, over = done[within], done[~within]
+    figure, panels = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True, layout="constrained")
     for axes, column, label in ((panels[0], "channels", "total channels"), (panels[1], "cost", "denoiser cost per image (forward fractions)")):
-        axes.scatter(done[column], 100 * done["score"], s=12, alpha=0.4, color="grey", label="trial")
-        ordered = front.sort_values(column)
-        axes.plot(ordered[column], 100 * ordered["score"], "o-", color="C3", label="Pareto front")
+        axes.scatter(feasible[column], 100 * feasible["score"], s=12, alpha=0.4, color="grey", label="trial")
+        if len(over):
+            axes.scatter(over[column], 100 * over["score"], s=14, alpha=0.5, color="grey", marker="x", label="over the channel budget")
+        front = _front(feasible, column)
+        axes.step(front[column], 100 * front["score"], where="post", color="C3", marker="o", markersize=5, label="Pareto front")
         axes.set_xlabel(label)
-        axes.legend(fontsize=8)
+    if budget is not None:
+        panels[0].axvline(budget, color="C1", linestyle="--", linewidth=1.2, label=f"channel budget ({budget})")
+        low, high = panels[0].get_xlim()
+        panels[0].set_xlim(low, max(high, budget + 0.05 * (budget - low)))  # not on the frame, where it would not show
+    for axes in panels:
+        axes.legend(fontsize=8, loc="lower right")
     panels[0].set_ylabel(f"{metric} (%) on the search split")
-    figure.suptitle(title, fontsize=10)
+    figure.suptitle(_wrap(title, figure), fontsize=10)
     return _save(figure, path)
+
+
+def _front(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The rows not beaten by a row with as little ``column`` (or less) and a higher score,
+    by increasing ``column``: the score rises along it, so its line never zigzags."""
+    ordered = frame.dropna(subset=[column, "score"]).sort_values([column, "score"], ascending=[True, False])
+    best_before = ordered["score"].cummax().shift(fill_value=-np.inf)
+    return ordered[ordered["score"] > best_before]
 
 
 def importance_plot(importances: dict[str, float], path: str | Path, title: str) -> Path:
@@ -109,20 +142,23 @@ def importance_plot(importances: dict[str, float], path: str | Path, title: str)
     figure, axes = plt.subplots(figsize=(6, 0.35 * len(names) + 1.4))
     axes.barh(names, [importances[n] for n in names], color="C0")
     axes.set_xlabel("importance for the search score")
-    axes.set_title(title, fontsize=10)
+    axes.set_title(_wrap(title, figure), fontsize=10)
     return _save(figure, path)
 
 
 def comparison_plot(rows: list[dict], path: str | Path, title: str, metric: str) -> Path:
     """Held-out score of the best config, the best single activation and the presets."""
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.4))
     names = [r["name"] for r in rows][::-1]
     values = [100 * r["heldout"] for r in rows][::-1]
+    longest = max(len(n) for n in names)
+    # the bar labels take their room from the figure, not from the plot (whose title would be cut off)
+    figure, axes = plt.subplots(figsize=(max(7.0, 4.5 + 0.075 * longest), 0.5 * len(rows) + 1.6), layout="constrained")
     colours = ["C3" if n.startswith("best.yaml") else "C0" for n in names]
     axes.barh(names, values, color=colours)
     for y, v in enumerate(values):
         axes.text(v, y, f" {v:.1f}", va="center", fontsize=8)
+    axes.set_xlim(0, 1.12 * max(max(values), 1e-9))  # room for the value written after each bar
     axes.set_xlabel(f"{metric} (%) on the held-out split")
-    axes.set_title(title, fontsize=10)
+    figure.suptitle(_wrap(title, figure), fontsize=10)
     return _save(figure, path)

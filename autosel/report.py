@@ -105,8 +105,7 @@ def write_report(name: str, storage: str, out: str | Path, html: bool = False) -
     frame = trials_frame(study)
     history = plots.history_plot(frame, out / "history.png", f"{heading} · optimisation history", metric)
     front_trials = pareto_front(done)
-    front = frame[frame["number"].isin([t.number for t in front_trials])]
-    pareto = plots.pareto_plot(frame, front, out / "pareto.png", f"{heading} · Pareto front", metric)
+    pareto = plots.pareto_plot(frame, out / "pareto.png", f"{heading} · Pareto front", metric, study.user_attrs.get("channel_budget"))
     files += [history, pareto]
     sections += ["## Optimisation history", "", f"![history]({history.name})", "",
                  "## Pareto front (score vs channels and vs denoiser cost)", "", f"![pareto]({pareto.name})", ""]
@@ -181,13 +180,18 @@ def _html(markdown: Path, path: Path) -> Path:
                     tag = "th" if not rows else "td"
                     rows.append("<tr>" + "".join(f"<{tag}>{_escape(c)}</{tag}>" for c in cells) + "</tr>")
                 index += 1
-            body.append("<table>" + "".join(rows) + "</table>")
+            body.append('<div class="table"><table>' + "".join(rows) + "</table></div>")
             continue
         elif line.strip():
             body.append(f"<p>{_escape(line)}</p>")
         index += 1
-    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}img{max-width:100%}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{_escape(lines[0].lstrip('# '))}</title>"
+    # readable from phone to desktop: images shrink to the page, long selections wrap, a table
+    # too wide all the same scrolls by itself instead of the page
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}img{max-width:100%;height:auto}"
+             ".table{overflow-x:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
+             "code{overflow-wrap:anywhere}")
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'>"
+                    f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{_escape(lines[0].lstrip('# '))}</title>"
                     f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
     return path
 

@@ -44,6 +44,28 @@ def tiny_xl_folder(tmp_path_factory) -> Path:
     return folder
 
 
+def required_in_ci(message: str) -> None:
+    """Fail in CI (``CI`` set), where everything the tests need is installed; skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}: required in CI")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def finished_search(tmp_path_factory) -> str:
+    """A store holding study 'tiny-correspondence' from a real (small, in-process) search of
+    10 trials, with its screen, its confirmed configs and the tiny model's presets (about a minute)."""
+    import autosel
+    from fixture_data import small_search_space
+
+    from autosel.space import SearchSpace
+
+    folder = tmp_path_factory.mktemp("study")
+    autosel.search(SearchSpace.from_dict(small_search_space(trials=10)),
+                   autosel.RunConfig(out=folder, cache_dir=folder / "cache", progress=False), autosel.Resources(workers=0))
+    return f"sqlite:///{folder / 'autosel.db'}"
+
+
 @pytest.fixture
 def spair_root(tmp_path) -> Path:
     """A small SPair-71k-format dataset (3 categories, 6 pairs per split, 96×64 images)."""

@@ -19,20 +19,15 @@ from PIL import Image
 from autosel.errors import InvalidInputError
 from autosel.optimise.study import open_storage
 from autosel.report import write_report
-from autosel.space import SearchSpace
 
 SPACE = small_search_space(trials=10)
 
 
 @pytest.fixture(scope="module")
-def storage(tmp_path_factory) -> str:
-    """A store holding study 'tiny-correspondence' from a real (small, in-process) search."""
-    import autosel
-
-    folder = tmp_path_factory.mktemp("study")
-    autosel.search(SearchSpace.from_dict(SPACE), autosel.RunConfig(out=folder, cache_dir=folder / "cache", progress=False),
-                   autosel.Resources(workers=0))
-    return f"sqlite:///{folder / 'autosel.db'}"
+def storage(finished_search) -> str:
+    """A store holding study 'tiny-correspondence' from a real (small, in-process) search
+    (built once per session: the browser tests read it too)."""
+    return finished_search
 
 
 @pytest.mark.slow

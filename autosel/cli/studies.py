@@ -84,6 +84,8 @@ def check_port_free(port: int) -> None:
     from autosel.errors import InvalidInputError
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # as the server itself binds: a port left in TIME_WAIT by a dashboard just stopped is free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as error:
