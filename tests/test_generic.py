@@ -10,6 +10,7 @@ from autosel.config import ExtractionSection
 from autosel.denoiser import Denoiser, DenoiserRun
 from autosel.models import resolve_model
 from autosel.models.architecture import Architecture, load_architecture, with_pipeline_calls
+from autosel.models.families.generic import recorder_for
 from autosel.models.tiny import build_tiny_pipeline
 from autosel.models.twins import TWIN_SPECS
 
@@ -83,3 +84,80 @@ def test_a_generic_twin_is_swept_from_the_command_line(tmp_path, run_cli):
     assert outcome.code == 0, outcome.stderr
     table = (tmp_path / "tiny-chroma-random" / "correspondence" / "sweep.csv").read_text()
     assert "vit-block0-out" in table and "vit-block0-norm-in" in table
+
+
+@pytest.mark.parametrize("name", GENERIC_TWINS)
+def test_the_noise_level_of_a_flow_twin_grows_with_the_timestep(name):
+    recorder = recorder_for(build_tiny_pipeline(name))
+    if not recorder.flow:
+        pytest.skip("not a rectified-flow twin")
+    sigmas = [recorder.call("", (64, 64), t).sigma for t in (250, 500, 750)]
+    assert 0.0 < sigmas[0] < sigmas[1] < sigmas[2] < 1.0, sigmas
+
+
+def test_a_scheduler_without_custom_sigmas_is_recorded_at_its_flow_shift():
+    pipeline = build_tiny_pipeline("tiny-sana-random")  # DPM-Solver on flow sigmas, flow_shift 3
+    assert recorder_for(pipeline).call("", (64, 64), 250).sigma == pytest.approx(3 * 0.25 / (1 + 2 * 0.25))
+    assert type(pipeline.scheduler).__name__ == "DPMSolverMultistepScheduler"
+
+
+def test_a_pipeline_that_bins_resolutions_is_recorded_at_the_requested_size():
+    recorded = recorder_for(build_tiny_pipeline("tiny-sana-random")).call("", (64, 96), 500)
+    assert tuple(recorded.arguments[recorded.latent].shape[-2:]) == (16, 24)
+
+
+def test_the_negative_prompt_is_left_at_the_pipelines_default():
+    recorder = recorder_for(build_tiny_pipeline("tiny-sana-random"))  # Sana lowercases its default ""
+    arguments, _ = recorder._record_once("", (64, 64), 500, batch=1, overrides={})
+    assert len(arguments[recorder.call("", (64, 64), 500).latent]) == 2  # the guided call ran: prompt and negative
+
+
+def test_a_guided_call_that_fails_is_recorded_with_guidance_off():
+    pipeline = build_tiny_pipeline("tiny-cogview4-random")
+    encode = pipeline.encode_prompt
+
+    def unguided_only(*args, **kwargs):
+        if kwargs.get("do_classifier_free_guidance"):
+            raise ValueError("the negative prompt cannot be encoded")
+        return encode(*args, **kwargs)
+
+    pipeline.encode_prompt = unguided_only
+    recorded = recorder_for(pipeline).call("a cat", (64, 64), 500)
+    assert len(recorded.arguments[recorded.latent]) == 1
+
+
+def test_a_pipeline_that_pairs_timesteps_with_sigmas_is_given_both():
+    recorder = recorder_for(build_tiny_pipeline("tiny-cogview4-random"))  # the denoiser is told the unshifted t, σ is shifted
+    recorded = recorder.call("a cat", (64, 64), 250)
+    assert float(recorded.arguments[recorded.timestep].reshape(-1)[0]) == 250.0
+    assert 0.0 < recorded.sigma < 0.25
+
+
+def test_a_pipeline_that_refuses_timesteps_with_sigmas_is_given_sigmas_alone():
+    recorder = recorder_for(build_tiny_pipeline("tiny-flux2-random"))  # takes both, accepts one
+    recorded = recorder.call("", (64, 64), 500)
+    assert float(recorded.arguments[recorded.timestep].reshape(-1)[0]) == pytest.approx(recorded.sigma)
+
+
+def test_a_convolutional_feed_forward_is_tapped_on_its_token_map():
+    catalogue = {point.id: point for point in measure_catalogue(load_architecture(resolve_model("tiny-sana-random")), 64)}
+    assert (catalogue["vit-block0-norm-out"].channels, catalogue["vit-block0-norm-out"].height) == (32, 16)
+    assert catalogue["vit-block0-ffn-inner"].channels == 80  # GLUMBConv's hidden width, 2.5 × 32
+
+
+def test_integer_inputs_stay_real_in_shape_only_forwards():
+    architecture = load_architecture(resolve_model("tiny-lumina2-random"))  # counts caption tokens from its mask
+    recorded = recorder_for(build_tiny_pipeline("tiny-lumina2-random")).call("", (64, 64), 500).on_meta()
+    assert recorded.arguments["encoder_attention_mask"].device.type == "cpu"
+    with torch.device("meta"):
+        sample = torch.zeros(1, 16, 8, 8)
+    args, kwargs = recorded.replay(sample, recorded.timestep_input(1, "meta"))
+    with torch.no_grad():
+        output = architecture.build_denoiser("meta")(*args, **kwargs)
+    assert output[0][0].shape == (16, 8, 8)
+
+
+def test_blocks_whose_attention_fuses_its_query_projection_are_found():
+    catalogue = measure_catalogue(load_architecture(resolve_model("tiny-flux2-random")), 64)  # to_qkv_mlp_proj
+    outs = [point.id for point in catalogue if point.kind == "vit-block-out"]
+    assert outs == ["vit-block0-out", "vit-block1-out", "vit-block2-out"]

@@ -22,7 +22,8 @@ def _shipped(name: str) -> dict:
 def _configured_blocks(name: str) -> int:
     """Image-token blocks the shipped denoiser config declares (the discovery must find each)."""
     config = _shipped(name)["components"]["transformer"][2]
-    for keys in (("num_layers", "num_single_layers"), ("n_layers", "n_refiner_layers")):
+    # refiners of the noise (Z-Image's, Lumina 2's) run on image tokens; caption refiners do not
+    for keys in (("num_layers", "num_single_layers", "num_refiner_layers"), ("n_layers", "n_refiner_layers")):
         if keys[0] in config:
             return sum(int(config.get(key, 0)) for key in keys)
     raise AssertionError(f"no layer count in {name}'s shipped config")

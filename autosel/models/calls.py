@@ -14,7 +14,10 @@ computed for that call is what autosel replays:
   where its values are float32 (a permutation of the seeded draw);
 - for rectified-flow schedulers the call is made with ``sigmas=[t/1000]``: the scheduler the
   pipeline configured (static or resolution-dependent shift) turns it into σ, and the recorded
-  timestep argument is the denoiser's own timestep input (σ, σ·1000, 1−σ…);
+  timestep argument is the denoiser's own timestep input (σ, σ·1000, 1−σ…); a pipeline that
+  takes ``timesteps`` beside ``sigmas`` (CogView4: its denoiser is told the unshifted t while
+  σ is shifted) is also given ``timesteps=[t]``, and one that refuses both at once gets
+  ``sigmas`` alone;
   for DDPM schedulers the timestep input is ``t`` and noise follows the training betas.
 
 Classifier-free guidance is left off (a guidance scale that disables it is tried when the
@@ -154,7 +157,12 @@ class RecordedCall:
         return value.to(device).expand(rows).clone()
 
     def on_meta(self) -> RecordedCall:
-        """The same call with every tensor on the meta device (for shape-only forwards)."""
+        """The same call for shape-only forwards: floating-point tensors on the meta device.
+
+        Integer and boolean tensors (masks, ids) stay real: a denoiser may read them as data
+        (Lumina 2 counts each caption's tokens from its mask); a meta forward runs them through
+        :class:`autosel.models.families.generic.RealOnMeta`.
+        """
         return RecordedCall(
             {name: _to_meta(value) for name, value in self.arguments.items()}, self.latent, self.timestep,
             self.layout, self.batched, self.sigma, self.signature,
@@ -174,7 +182,9 @@ def _grow(value: Any, rows: int, name: str, batched: frozenset[str]) -> Any:
 
 def _to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, torch.Tensor):
-        return value if value.device == device else value.to(device)
+        if value.device == device or (device.type == "meta" and not _is_float(value)):
+            return value
+        return value.to(device)
     if isinstance(value, list):
         return [_to_device(item, device) for item in value]
     if isinstance(value, tuple):
@@ -184,9 +194,13 @@ def _to_device(value: Any, device: torch.device) -> Any:
     return value
 
 
+def _is_float(value: torch.Tensor) -> bool:
+    return value.is_floating_point() or value.is_complex()
+
+
 def _to_meta(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
-        return torch.empty_like(value, device="meta")
+        return torch.empty_like(value, device="meta") if _is_float(value) else value
     if isinstance(value, list):
         return [_to_meta(item) for item in value]
     if isinstance(value, tuple):
@@ -224,6 +238,7 @@ class CallRecorder:
         self._calls: dict[tuple[str, tuple[int, int], int | None], RecordedCall] = {}
         self._batched: dict[tuple[str, tuple[int, int]], frozenset[str]] = {}
         self._overrides: dict[str, Any] | None = None
+        self._pairs_timesteps: bool | None = None
         self.context: Any = contextlib.nullcontext
         """A context-manager factory around every pipeline call (the engine puts the text
         encoders on the denoiser's device there)."""
@@ -280,8 +295,16 @@ class CallRecorder:
     def _record(
         self, prompt: str, image_hw: tuple[int, int], timestep: int | None, batch: int
     ) -> tuple[dict[str, Any], float | None]:
-        for overrides in self._candidate_overrides():
-            arguments, sigma = self._record_once(prompt, image_hw, timestep, batch, overrides)
+        candidates = list(self._candidate_overrides())
+        first_error: Exception | None = None
+        for number, overrides in enumerate(candidates):
+            try:
+                arguments, sigma = self._record_once(prompt, image_hw, timestep, batch, overrides)
+            except Exception as error:  # e.g. the negative branch of guidance failing: try guidance off
+                if isinstance(error, UnsupportedModelError) or number == len(candidates) - 1:
+                    raise (first_error or error)
+                first_error = first_error or error
+                continue
             latent = next((n for n in ("hidden_states", "sample", "x", "latents") if n in arguments), next(iter(arguments)))
             if _rows(arguments[latent]) == batch:
                 self._overrides = overrides
@@ -310,18 +333,28 @@ class CallRecorder:
             "prompt": [prompt] * batch, "height": height, "width": width, "num_inference_steps": 1,
             "output_type": "latent", "generator": torch.Generator("cpu").manual_seed(LATENT_SEED),
         }
-        if "negative_prompt" in parameters:
-            kwargs["negative_prompt"] = None
+        # a negative prompt is left at the pipeline's own default (Sana's "" is a string it lowercases)
+        if "use_resolution_binning" in parameters:  # else the size is snapped to a trained aspect-ratio bin
+            kwargs["use_resolution_binning"] = False
         kwargs.update(overrides)
         sigma_fraction = None
         if self.flow and timestep is not None:
             sigma_fraction = timestep / self.num_train_timesteps
-            if "sigmas" in parameters:
-                kwargs["sigmas"] = [sigma_fraction]
+            if "sigmas" not in parameters:
+                raise UnsupportedModelError(
+                    f"{type(self.pipeline).__name__}.__call__ takes no 'sigmas': autosel cannot set the noise level "
+                    "of its rectified-flow scheduler to a chosen timestep"
+                )
+            kwargs["sigmas"] = [sigma_fraction]
+            if "timesteps" in parameters and self._pairs_timesteps is not False:
+                kwargs["timesteps"] = [timestep]
         kwargs = {name: value for name, value in kwargs.items() if name in parameters}
+        sigmas_seen: list[float] = []
 
         def hook(module: torch.nn.Module, args: tuple[Any, ...], hook_kwargs: dict[str, Any]) -> None:
             bound = self.signature.bind(*args, **hook_kwargs)
+            if sigma_fraction is not None:  # read now: the scheduler in use is restored after the call
+                sigmas_seen.append(_first_sigma(self.pipeline.scheduler))
             raise _Recorded(dict(bound.arguments))
 
         handle = self.denoiser.register_forward_pre_hook(hook, with_kwargs=True)
@@ -329,12 +362,21 @@ class CallRecorder:
             with self.context(), _flow_scheduler_for_sigmas(self.pipeline, self.flow and "sigmas" in kwargs), torch.no_grad():
                 self.pipeline(**kwargs)
         except _Recorded as recorded:
-            sigma = _first_sigma(self.pipeline.scheduler) if sigma_fraction is not None else None
+            sigma = sigmas_seen[0] if sigmas_seen else None
             if sigma_fraction == 0:
                 sigma = 0.0
+            if "timesteps" in kwargs:
+                self._pairs_timesteps = True
             return recorded.arguments, sigma
+        except ValueError:
+            # most pipelines take sigmas or timesteps, not both ("Only one of `timesteps` or `sigmas`…")
+            if "timesteps" not in kwargs or self._pairs_timesteps is not None:
+                raise
+            self._pairs_timesteps = False
         finally:
             handle.remove()
+        if self._pairs_timesteps is False and "timesteps" in kwargs:
+            return self._record_once(prompt, image_hw, timestep, batch, overrides)
         raise UnsupportedModelError(
             f"{type(self.pipeline).__name__}'s __call__ finished without calling its {self.component}"
         )
@@ -342,19 +384,32 @@ class CallRecorder:
 
 @contextlib.contextmanager
 def _flow_scheduler_for_sigmas(pipeline: Any, needed: bool) -> Iterator[None]:
-    """Schedulers that take no custom sigmas (DPM-Solver on flow sigmas, as Sana ships) are
-    replaced, for the recording only, by the flow-matching Euler scheduler of the same shift."""
+    """The scheduler the recording runs with, when it is given ``sigmas=[t/1000]``.
+
+    Schedulers that take no custom sigmas (DPM-Solver on flow sigmas, as Sana ships) are
+    replaced, for the recording only, by the flow-matching Euler scheduler of the same shift.
+    A ``shift_terminal`` (Qwen-Image's 0.02) is switched off: it stretches a sampling
+    trajectory so that its *last* step ends there, which on a one-step schedule would put
+    every t at σ = shift_terminal; the noise level of t is the shift alone.
+    """
     scheduler = pipeline.scheduler
-    if not needed or "sigmas" in inspect.signature(scheduler.set_timesteps).parameters:
+    config = scheduler.config
+    if not needed:
         yield
         return
-    from diffusers import FlowMatchEulerDiscreteScheduler
+    if "sigmas" in inspect.signature(scheduler.set_timesteps).parameters:
+        if not config.get("shift_terminal"):
+            yield
+            return
+        replacement = type(scheduler).from_config(config, shift_terminal=None)
+    else:
+        from diffusers import FlowMatchEulerDiscreteScheduler
 
-    config = scheduler.config
-    pipeline.scheduler = FlowMatchEulerDiscreteScheduler(
-        num_train_timesteps=int(config.get("num_train_timesteps", 1000)),
-        shift=float(config.get("flow_shift") or config.get("shift") or 1.0),
-    )
+        replacement = FlowMatchEulerDiscreteScheduler(
+            num_train_timesteps=int(config.get("num_train_timesteps", 1000)),
+            shift=float(config.get("flow_shift") or config.get("shift") or 1.0),
+        )
+    pipeline.scheduler = replacement
     try:
         yield
     finally:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,11 +51,22 @@ class PipelineSpec:
 
     @property
     def denoiser(self) -> tuple[str, Component]:
-        """``(name, component)`` of the denoiser (``transformer``, else ``unet``)."""
-        for name in ("transformer", "unet"):
-            if name in self.components:
-                return name, self.components[name]
-        raise KeyError("no transformer or unet component")
+        """``(name, component)`` of the denoiser (see :func:`denoiser_component`)."""
+        name = denoiser_component(self.components)
+        if name is None:
+            raise KeyError("no transformer or unet component")
+        return name, self.components[name]
+
+
+DENOISER_COMPONENTS = ("transformer", "unet")
+"""Pipeline components that can hold the denoiser, the first present one winning."""
+
+
+def denoiser_component(components: Iterable[str]) -> str | None:
+    """Which of a pipeline's ``components`` (names) is its denoiser, or ``None``: the one place
+    that decides it, for loaded pipelines, folders, cached and shipped configs alike."""
+    present = set(components)
+    return next((name for name in DENOISER_COMPONENTS if name in present), None)
 
 
 def byte_tokenizer(model_max_length: int = 512):
@@ -95,10 +106,40 @@ _LAYER_KEYS = ("num_hidden_layers", "num_layers", "n_layers", "n_layer", "depth"
 _WIDTH_KEYS = ("intermediate_size", "d_ff", "ffn_hidden_size", "n_inner")
 
 
-def shrink_text_config(config: Mapping[str, Any]) -> dict[str, Any]:
+def layers_read(pipeline_class: str) -> int:
+    """Text-encoder layers a pipeline class reads by default: one past the deepest index among
+    the integer defaults of its prompt-encoding parameters named ``*layer*`` (FLUX.2 reads
+    hidden states 10, 20 and 30); 0 when it names none (it reads the last or second-to-last)."""
+    import inspect
+
+    import diffusers
+
+    pipeline = getattr(diffusers, pipeline_class, None)
+    deepest = -1
+    for name in dir(pipeline) if pipeline is not None else ():
+        if name != "__call__" and "prompt" not in name:
+            continue
+        method = getattr(pipeline, name, None)
+        if not callable(method):
+            continue
+        try:
+            parameters = inspect.signature(method).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        for parameter in parameters:
+            default = parameter.default
+            values = default if isinstance(default, (tuple, list)) else (default,)
+            if "layer" in parameter.name and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                deepest = max([deepest, *values])
+    return deepest + 1
+
+
+def shrink_text_config(config: Mapping[str, Any], min_layers: int = TEXT_LAYERS) -> dict[str, Any]:
     """A text encoder config with the real hidden size and few, narrow layers: its outputs have
-    the real shapes, its weights a small fraction of the real ones (any nesting: VL models)."""
+    the real shapes, its weights a small fraction of the real ones (any nesting: VL models).
+    ``min_layers``: at least this many layers stay (for pipelines that read deeper ones)."""
     shrunk = copy.deepcopy(dict(config))
+    keep = max(TEXT_LAYERS, min_layers)
     spares: dict[int, int] = {}
 
     def spare_id(token_id: int) -> int:
@@ -108,7 +149,7 @@ def shrink_text_config(config: Mapping[str, Any]) -> dict[str, Any]:
         layers = None
         for key in _LAYER_KEYS:
             if isinstance(section.get(key), int):
-                section[key] = min(section[key], TEXT_LAYERS)
+                section[key] = min(section[key], keep)
                 layers = section[key]
         for key in _WIDTH_KEYS:
             if isinstance(section.get(key), int):
@@ -132,9 +173,9 @@ def shrink_text_config(config: Mapping[str, Any]) -> dict[str, Any]:
             section["layer_types"] = section["layer_types"][:layers]
         for key in ("max_window_layers",):
             if isinstance(section.get(key), int):
-                section[key] = min(section[key], TEXT_LAYERS)
+                section[key] = min(section[key], keep)
         if isinstance(section.get("fullatt_block_indexes"), list):
-            section["fullatt_block_indexes"] = [i for i in section["fullatt_block_indexes"] if i < TEXT_LAYERS]
+            section["fullatt_block_indexes"] = [i for i in section["fullatt_block_indexes"] if i < keep]
         for value in section.values():
             if isinstance(value, dict):
                 walk(value)
@@ -171,7 +212,7 @@ def build_pipeline(spec: PipelineSpec, seed: int = 0, meta: bool = False, shrink
                     components[name] = model_class.from_config(config).eval()
             else:
                 if shrink_text:
-                    config = shrink_text_config(config)
+                    config = shrink_text_config(config, layers_read(spec.pipeline_class))
                 model_class = getattr(transformers, component.class_name)
                 model_config = transformers.AutoConfig.for_model(**config)
                 components[name] = model_class(model_config).eval()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves, tree_map
 
 from autosel.capture import Tap, TapKind
 from autosel.errors import UnsupportedModelError
@@ -77,6 +78,8 @@ class Generic(Family):
         config = {k: v for k, v in architecture.denoiser_config.items() if not k.startswith("_")}
         with torch.device(device):
             module = getattr(diffusers, class_name).from_config(config)
+        if torch.device(device).type == "meta":
+            RealOnMeta.attach(module)
         return module.eval()
 
     def discover(self, denoiser: nn.Module, architecture: Architecture | None = None) -> list[Candidate]:
@@ -183,7 +186,47 @@ def block_lists(denoiser: nn.Module) -> list[tuple[str, list[nn.Module]]]:
 
 
 def _is_attention(module: nn.Module) -> bool:
-    return isinstance(getattr(module, "to_q", None), nn.Module) or isinstance(getattr(module, "to_qkv", None), nn.Module)
+    # query projections alone, or fused with keys and values (and, in parallel blocks such as
+    # FLUX.2's single-stream ones, with the feed-forward's input: ``to_qkv_mlp_proj``)
+    return any(name == "to_q" or name.startswith("to_qkv") for name, _ in module.named_children())
+
+
+class RealOnMeta(TorchFunctionMode):
+    """Lets a shape-only forward on the meta device read real integer inputs.
+
+    The recorded masks and ids stay real (:meth:`RecordedCall.on_meta`) so that a denoiser can
+    use them as data (lengths from a mask, ``.tolist()``); where an operation mixes them with
+    meta tensors, they are moved to the meta device for it.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [leaf for leaf in tree_leaves((args, kwargs)) if isinstance(leaf, torch.Tensor)]
+        if any(t.is_meta for t in tensors) and not all(t.is_meta for t in tensors):
+            args, kwargs = tree_map(lambda leaf: _meta_copy(leaf), (args, kwargs))
+        return func(*args, **kwargs)
+
+    @classmethod
+    def attach(cls, module: nn.Module) -> None:
+        """Run every forward of ``module`` (built on the meta device) under this mode."""
+        modes: list[RealOnMeta] = []
+
+        def enter(mod: nn.Module, args: Any) -> None:
+            modes.append(cls())
+            modes[-1].__enter__()
+
+        def leave(mod: nn.Module, args: Any, output: Any) -> None:
+            if modes:
+                modes.pop().__exit__(None, None, None)
+
+        module.register_forward_pre_hook(enter)
+        module.register_forward_hook(leave, always_call=True)
+
+
+def _meta_copy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and not value.is_meta:
+        return value.to("meta")
+    return value
 
 
 @dataclass
@@ -282,6 +325,16 @@ def _discover(architecture: Architecture) -> GenericLayout:
             return 0
         return shapes_b[index][1] - shapes_a[index][1]
 
+    def map_growth(path: str, where: str) -> int:
+        """Growth of a B×C×H×W input or output (blocks that run a convolution on the token grid)."""
+        a, b = seen_a.get(path), seen_b.get(path)
+        if a is None or b is None:
+            return 0
+        shapes_a, shapes_b = (a.inputs, b.inputs) if where == "in" else (a.outputs, b.outputs)
+        if not shapes_a or not shapes_b or len(shapes_a[0]) != 4 or len(shapes_b[0]) != 4:
+            return 0
+        return shapes_b[0][2] * shapes_b[0][3] - shapes_a[0][2] * shapes_a[0][3]
+
     blocks = [(path, f"{path}.{i}") for path, items in lists for i in range(len(items))]
     blocks = [(owner, block) for owner, block in blocks if block in seen_a]
     image_blocks = [block for _, block in blocks if token_growth(block, "in") > 0]
@@ -298,7 +351,7 @@ def _discover(architecture: Architecture) -> GenericLayout:
     modules = dict(denoiser.named_modules())
     candidates: list[Candidate] = []
     for number, block in enumerate(image_blocks):
-        parts = _block_parts(block, modules, seen_a, seen_b, token_growth, image_tokens)
+        parts = _block_parts(block, modules, seen_a, token_growth, map_growth, image_tokens)
         for kind in DIT_KINDS:
             if kind in parts:
                 tap = parts[kind]
@@ -318,7 +371,7 @@ def _image_first(cats: list[list[int]], image_tokens: int) -> bool:
     return False
 
 
-def _block_parts(block, modules, seen_a, seen_b, token_growth, image_tokens) -> dict[str, Tap]:
+def _block_parts(block, modules, seen_a, token_growth, map_growth, image_tokens) -> dict[str, Tap]:
     inside = sorted(
         (path for path in seen_a if path.startswith(f"{block}.")), key=lambda path: seen_a[path].order
     )
@@ -342,10 +395,13 @@ def _block_parts(block, modules, seen_a, seen_b, token_growth, image_tokens) -> 
                 parts["cross-q"] = Tap(f"{other}.to_q", TapKind.TOKENS)
                 break
     feed_forward = next(
-        (path for path in direct if _is_feed_forward(path, modules[path]) and token_growth(path, "in") > 0), None
+        (path for path in direct if _is_feed_forward(path, modules[path])
+         and (token_growth(path, "in") > 0 or map_growth(path, "in") > 0)), None
     )
     if feed_forward is not None:
-        parts["norm-out"] = Tap(feed_forward, TapKind.INPUT_TOKENS)
+        # a convolutional feed-forward (Sana's GLUMBConv) takes the tokens folded to a B×C×H×W map
+        on_map = map_growth(feed_forward, "in") > 0
+        parts["norm-out"] = Tap(feed_forward, TapKind.INPUT if on_map else TapKind.INPUT_TOKENS)
         projections = [
             path for path in inside
             if path.startswith(f"{feed_forward}.") and isinstance(modules[path], (nn.Linear, nn.Conv2d))
