@@ -44,13 +44,6 @@ def tiny_xl_folder(tmp_path_factory) -> Path:
     return folder
 
 
-def required_in_ci(message: str) -> None:
-    """Fail in CI (``CI`` set), where everything the tests need is installed; skip elsewhere."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}: required in CI")
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def finished_search(tmp_path_factory) -> str:
     """A store holding study 'tiny-correspondence' from a real (small, in-process) search of

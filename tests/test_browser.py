@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import required_in_ci
+from needs import required_in_ci
 
 from autosel.report import write_report
 from autosel.tasks import get_task
