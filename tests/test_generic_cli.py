@@ -94,3 +94,19 @@ def test_sweep_and_search_on_a_generic_folder_write_a_best_config(run_cli, folde
     best = yaml.safe_load((out / folder.name / "correspondence" / "best.yaml").read_text())
     assert best["activations"] and all(DIT_ID.match(a["id"]) for a in best["activations"])
     assert 0.0 <= best["score"]["value"] <= 1.0
+
+
+def test_a_folder_that_cannot_be_onboarded_fails_in_one_line_and_writes_nothing(run_cli, tmp_path):
+    folder = tmp_path / "no-blocks"
+    build_tiny_pipeline("tiny-chroma-random").save_pretrained(folder)
+    config_file = folder / "transformer" / "config.json"
+    config = json.loads(config_file.read_text())
+    config.update(num_layers=0, num_single_layers=0)  # a transformer with no blocks to take features from
+    config_file.write_text(json.dumps(config))
+    out = tmp_path / "results"
+    for command in (("catalog",), ("sweep", "--out", str(out), "--no-progress"), ("search", "--out", str(out), "--workers", "0")):
+        result = run_cli(*command, "--model", str(folder), "--image-size", "64")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().count("\n") == 0
+        assert "no repeated transformer blocks found in ChromaTransformer2DModel" in result.stderr
+    assert not out.exists()

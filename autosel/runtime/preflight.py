@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autosel.errors import DatasetError, InvalidInputError
+
+if TYPE_CHECKING:
+    from autosel.models import ModelSpec
 
 
 class FolderNotWritableError(InvalidInputError):
@@ -115,8 +120,29 @@ def preflight(
     if both_roles and not allow_same_split:
         check_distinct_roles(dataset)
     check_device(device)
+    spec = check_model_files(model)
+    check_onboardable(spec)
+    # folders last: a run refused for any reason above leaves no folder behind
     probe_folder(out, "output folder", "--out")
     if cache_dir is not None:
         probe_folder(cache_dir, "activation cache folder", "--cache-dir or AUTOSEL_CACHE_DIR")
-    check_model_files(model)
+
+
+def check_onboardable(spec: ModelSpec) -> None:
+    """The model's architecture can be read and its activation points found (for the generic
+    path: its blocks, image tokens and patch size measured), reading no weights.
+
+    Raises:
+        UnsupportedModelError: one line naming what failed (e.g. no repeated transformer blocks).
+    """
+    from autosel.errors import WeightsUnavailableError
+    from autosel.models import load_architecture
+
+    try:
+        architecture = load_architecture(spec)
+    except WeightsUnavailableError:
+        if os.environ.get("HF_HUB_OFFLINE", "0") in ("", "0"):
+            return  # online, no offline config: the files download with the weights, and loading says what fails
+        raise
+    architecture.pixel_step  # noqa: B018 - measures the layout where the family records it (the generic path)
 
