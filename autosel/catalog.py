@@ -1,6 +1,6 @@
 """The activation catalogue: every point of a denoiser that autosel can take features from.
 
-Points are discovered by each family adapter (:mod:`autosel.models.families`) walking the
+Points are discovered by each model's family (:mod:`autosel.models.families`) walking the
 module tree by module type (``ResnetBlock2D``, ``Transformer2DModel``, ``BasicTransformerBlock``,
 ``Attention``, ``Downsample2D``, transformer blocks…), never from per-model tables, and named
 with the seed codebase's ids (generic-diffusion-feature)::
@@ -30,8 +30,7 @@ from torch import nn
 
 from autosel.capture import ActivationCapture, Tap, TapKind
 from autosel.errors import unknown_activation
-from autosel.models.architecture import Architecture, ImageSize
-from autosel.models.families import Candidate
+from autosel.models.families import Architecture, Candidate, ImageSize
 from autosel.models.families.unet import discover_unet
 from autosel.models.registry import ModelSpec, resolve_model
 
@@ -106,12 +105,11 @@ _MEASURED: dict[str, tuple[ActivationPoint, ...]] = {}
 
 
 def _measure(architecture: Architecture, latent_hw: tuple[int, int]) -> tuple[ActivationPoint, ...]:
-    adapter = architecture.adapter
     denoiser = architecture.build_denoiser(device="meta")
-    candidates = adapter.discover(denoiser, architecture)
+    candidates = architecture.discover(denoiser)
     with torch.device("meta"):
         sample = torch.zeros(1, architecture.latent_channels, *latent_hw)
-        timestep = torch.tensor([1.0]) if adapter.flow else torch.tensor([1])
+        timestep = torch.tensor([1.0]) if architecture.flow else torch.tensor([1])
     args, kwargs = architecture.dummy_inputs(sample, timestep)
     taps = {candidate.id: candidate.tap for candidate in candidates}
     flops = _FlopTally(denoiser)  # registered first: its hooks run before the recorders read it
@@ -119,7 +117,7 @@ def _measure(architecture: Architecture, latent_hw: tuple[int, int]) -> tuple[Ac
     try:
         flops.record_when_reached(candidates, reached)
         with torch.no_grad(), ActivationCapture(denoiser, taps) as capture:
-            capture.token_grid = adapter.token_grid(architecture, latent_hw)
+            capture.token_grid = architecture.token_grid(latent_hw)
             shapes = {name: tuple(value.shape) for name, value in capture.run(*args, **kwargs).items()}
     finally:
         flops.remove()
@@ -139,11 +137,11 @@ def _measure(architecture: Architecture, latent_hw: tuple[int, int]) -> tuple[Ac
 def forward_flops(architecture: Architecture, image_size: ImageSize | None = None, batch: int = 1) -> int:
     """FLOPs of one denoiser forward (convolutions, linear layers, attention products) at
     ``image_size`` for ``batch`` images, counted on the meta device (no weights)."""
-    adapter = architecture.adapter
     denoiser = architecture.build_denoiser(device="meta")
+    latent_hw = architecture.latent_size(image_size)  # outside the meta device: it may run the pipeline (generic)
     with torch.device("meta"):
-        sample = torch.zeros(batch, architecture.latent_channels, *architecture.latent_size(image_size))
-        timestep = torch.ones(batch) if adapter.flow else torch.ones(batch, dtype=torch.long)
+        sample = torch.zeros(batch, architecture.latent_channels, *latent_hw)
+        timestep = torch.ones(batch) if architecture.flow else torch.ones(batch, dtype=torch.long)
     args, kwargs = architecture.dummy_inputs(sample, timestep)
     tally = _FlopTally(denoiser)
     try:
@@ -188,7 +186,9 @@ class _FlopTally:
             query_len = key_len = query_len + context.shape[1]
         elif context is not None and getattr(module, "add_k_proj", None) is not None:  # added text keys (IF)
             key_len = query_len + context.shape[1]
-        self.total += 2 * 2 * batch * query_len * key_len * int(module.inner_dim)  # q·kᵀ and p·v
+        inner = getattr(module, "inner_dim", None) or getattr(getattr(module, "to_q", None), "out_features", None)
+        inner = inner or hidden.shape[-1]  # fused projections: the width of the tokens
+        self.total += 2 * 2 * batch * query_len * key_len * int(inner)  # q·kᵀ and p·v
 
     def record_when_reached(self, candidates: list[Candidate], reached: dict[str, int]) -> None:
         """Store in ``reached[id]`` the FLOPs done when each candidate's value first exists."""

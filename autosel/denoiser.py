@@ -1,7 +1,7 @@
 """The denoiser engine under extraction, sweep and search: one model, any family.
 
 :class:`Denoiser` loads a pipeline (registry name, hub id or folder) and knows, through its
-family adapter (:mod:`autosel.models.families`), how to encode images (VAE latents, or pixels
+family (:mod:`autosel.models.families`), how to encode images (VAE latents, or pixels
 in pixel space), how a prompt becomes conditioning (computed once per prompt and size, then
 the text encoders leave the GPU), how to noise a latent with the family's own training process
 (DDPM betas or rectified flow), and how to run one forward that captures any catalogue ids
@@ -86,7 +86,7 @@ def resolve_dtype(dtype: str | None, device: str | torch.device | None = None) -
 
 
 class Denoiser:
-    """A loaded diffusion model's denoiser, VAE and conditioning, through its family adapter.
+    """A loaded diffusion model's denoiser, VAE and conditioning, through its family.
 
     Args:
         pipeline: a loaded diffusers pipeline of a supported family.
@@ -111,7 +111,7 @@ class Denoiser:
         self.name = name
         self.revision = revision
         self.architecture = architecture or Architecture.from_pipeline(pipeline)
-        self.family = self.architecture.adapter
+        self.family = self.architecture  # the model's family, bound to its config
         self.module = _move(getattr(pipeline, self.family.component), self.device, dtype)
         self.vae = None if self.family.pixel_space else _move(pipeline.vae, self.device, torch.float32)
         self.noise_process = self.family.make_noise(pipeline)
@@ -180,7 +180,7 @@ class Denoiser:
         if key not in self._conditioning:
             with self._text_encoders_on_device():
                 self._conditioning[key] = self.family.encode_prompt(
-                    self.pipeline, self.architecture, prompt, self.device, self.dtype, tuple(image_hw)
+                    self.pipeline, prompt, self.device, self.dtype, tuple(image_hw)
                 )
         return self._conditioning[key]
 
@@ -212,7 +212,7 @@ class Denoiser:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(noisy latents, the denoiser's timestep input) at ``timestep`` (0–999 scale)."""
         latent_hw = tuple(latents.shape[-2:])
-        grid = self.family.token_grid(self.architecture, latent_hw)
+        grid = self.family.token_grid(latent_hw)
         tokens = grid[0] * grid[1] if grid else latents.shape[-2] * latents.shape[-1]
         image_hw = image_hw or tuple(side * self.architecture.vae_scale_factor for side in latent_hw)
         return self.noise_process(latents, noise, timestep, tokens, image_hw=image_hw, prompt=prompt)
@@ -241,7 +241,7 @@ class Denoiser:
         taps = {name: point.tap for name, point in points.items()}
         chunks: dict[str, list[torch.Tensor]] = {name: [] for name in points}
         with torch.no_grad(), self._eval_mode(), ActivationCapture(self.module, taps, stop_early=stop_early) as capture:
-            capture.token_grid = self.family.token_grid(self.architecture, latent_hw)
+            capture.token_grid = self.family.token_grid(latent_hw)
             for start in range(0, len(rows), batch_size):
                 stop = min(start + batch_size, len(rows))
                 noisy, model_timestep = self.noised(
@@ -249,7 +249,7 @@ class Denoiser:
                 )
                 inputs = self.family.live_inputs(self.pipeline, noisy.to(self.dtype), timestep, conditioning)
                 args, kwargs = inputs or self.family.inputs(
-                    self.architecture, noisy.to(self.dtype), model_timestep, expand_rows(conditioning, stop - start)
+                    noisy.to(self.dtype), model_timestep, expand_rows(conditioning, stop - start)
                 )
                 captured = capture.run(*args, **kwargs)
                 self.forward_count += 1

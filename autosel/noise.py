@@ -87,7 +87,7 @@ class FlowNoise(NoiseProcess):
 
 
 def noise_process(family: Any, scheduler_config: Any) -> NoiseProcess:
-    """The forward process of a family (see :class:`autosel.models.families.Family`)."""
+    """The forward process of a family (an :class:`autosel.models.families.Architecture`)."""
     if family.flow:
         return FlowNoise(scheduler_config, family.flow_timestep_scale)
     return DDPMNoise(scheduler_config)

@@ -163,23 +163,21 @@ def load_space(model: str, path: str | Path | None = None) -> SearchSpace:
     return SearchSpace(model=model, candidates=default_candidates(model))
 
 
-TRANSFORMER_FAMILIES = frozenset({"pixart", "hunyuan", "sd3", "flux", "generic"})
-
-
 def default_candidates(model: str) -> CandidateSection:
     """The default candidates of a model without a space file: the up stage of UNets (as the
-    seed codebase found best), every transformer block of diffusion transformers, each also
-    with ``post: drop-massive`` (massive activations; DiTF)."""
+    seed codebase found best), every transformer block of diffusion transformers (less what
+    their family leaves out by default: PixArt's attention maps), each also with ``post:
+    drop-massive`` (massive activations; DiTF)."""
     from autosel.errors import AutoselError
     from autosel.models import resolve_model
     from autosel.models.architecture import load_architecture
+    from autosel.models.families import registered_families
 
     try:
         spec = resolve_model(model)
-        family = spec.family or load_architecture(spec).family
+        family = registered_families().get(spec.family or "") or type(load_architecture(spec))
     except AutoselError:  # unknown here (e.g. a hub id not cached): loading the model says why, later
         family = None
-    if family in TRANSFORMER_FAMILIES:
-        maps = ["*-map"] if family == "pixart" else []  # only PixArt's blocks have attention maps
-        return CandidateSection(include=["vit-block*"], exclude=maps, post=["none", "drop-massive"])
+    if family is not None and family.component == "transformer":
+        return CandidateSection(include=["vit-block*"], exclude=list(family.default_exclude), post=["none", "drop-massive"])
     return CandidateSection()

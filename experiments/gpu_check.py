@@ -52,7 +52,6 @@ def timed(step, device: torch.device, repeats: int) -> float:
 
 def check(model: str, candidates_from: str | None, device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
     architecture = load_architecture(resolve_model(model))
-    adapter = architecture.adapter
     size = architecture.native_resolution
     latent_hw = architecture.latent_size(size)
     if device.type == "cuda":
@@ -73,9 +72,9 @@ def check(model: str, candidates_from: str | None, device: torch.device, dtype: 
 
     def inputs(batch: int):
         sample = torch.randn(batch, architecture.latent_channels, *latent_hw, device=device, dtype=dtype)
-        timestep = torch.full((batch,), 0.26 if adapter.flow else 260, device=device,
-                              dtype=torch.float32 if adapter.flow else torch.long)
-        return adapter.inputs(architecture, sample, timestep, architecture.dummy_conditioning(batch, device, dtype))
+        timestep = torch.full((batch,), 0.26 if architecture.flow else 260, device=device,
+                              dtype=torch.float32 if architecture.flow else torch.long)
+        return architecture.inputs(sample, timestep, architecture.dummy_conditioning(batch, device, dtype))
 
     result = {"model": model, "family": architecture.family, "image_size": size, "dtype": str(dtype).split(".")[-1],
               "parameters": sum(p.numel() for p in denoiser.parameters())}
@@ -88,12 +87,12 @@ def check(model: str, candidates_from: str | None, device: torch.device, dtype: 
             result[f"tflops_per_s_batch{batch}"] = result[f"flops_batch{batch}"] / seconds / 1e12
         args, kwargs = inputs(8)
         with ActivationCapture(denoiser, {p.id: p.tap for p in chosen}) as capture:
-            capture.token_grid = adapter.token_grid(architecture, latent_hw)
+            capture.token_grid = architecture.token_grid(latent_hw)
             seconds = timed(lambda: capture.run(*args, **kwargs), device, repeats)
         result["sweep_candidates"] = len(chosen)
         result["sweep_images_per_s"] = 8 / seconds
         with ActivationCapture(denoiser, {shallow.id: shallow.tap}, stop_early=True) as capture:
-            capture.token_grid = adapter.token_grid(architecture, latent_hw)
+            capture.token_grid = architecture.token_grid(latent_hw)
             early = timed(lambda: capture.run(*args, **kwargs), device, repeats)
         result["early_exit_id"] = shallow.id
         result["early_exit_depth"] = shallow.depth

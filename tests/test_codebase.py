@@ -30,3 +30,83 @@ def test_the_rule_sees_a_private_import(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("from autosel.pipeline import _hidden, shown, __version__\nimport autosel._secret\nfrom os import _exit\n")
     assert private_imports(probe) == ["autosel.pipeline._hidden", "autosel._secret"]
+
+
+def import_cycles(package: Path) -> list[set[str]]:
+    """Groups of modules of ``package`` that import each other in a loop, counting every import
+    (top-level, function-local and under ``TYPE_CHECKING``)."""
+    def name_of(path: Path) -> str:
+        parts = list(path.relative_to(package.parent).with_suffix("").parts)
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    modules = {name_of(path): path for path in package.rglob("*.py")}
+    edges: dict[str, set[str]] = {module: set() for module in modules}
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets = [f"{node.module}.{alias.name}" for alias in node.names]
+            for target in targets:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != module:
+                    edges[module].add(target)
+
+    def reaches(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in edges[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        return seen
+
+    reach = {module: reaches(module) for module in modules}
+    groups = {frozenset({m} | {o for o in reach[m] if m in reach[o]}) for m in modules if m in reach[m]}
+    return [set(group) for group in groups]
+
+
+def test_autosel_has_no_import_cycle():
+    assert import_cycles(ROOT / "autosel") == []
+
+
+def test_the_cycle_rule_sees_a_function_local_import_cycle(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from pkg.b import thing\n")
+    (package / "b.py").write_text("def thing():\n    from pkg.a import other\n")
+    assert import_cycles(package) == [{"pkg.a", "pkg.b"}]
+
+
+def family_branches(path: Path, names: set[str]) -> list[str]:
+    """``file:line`` of every comparison with a family name and every collection of two or more
+    family names in ``path`` (code that branches on a family)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Compare):
+            values = [node.left, *node.comparators]
+        elif isinstance(node, (ast.Set, ast.List, ast.Tuple)):
+            values = node.elts if sum(isinstance(v, ast.Constant) and v.value in names for v in node.elts) >= 2 else []
+        else:
+            continue
+        found += [f"{path.name}:{node.lineno} {v.value!r}" for v in values if isinstance(v, ast.Constant) and v.value in names]
+    return found
+
+
+def test_no_module_outside_models_branches_on_a_model_family():
+    from autosel.models.families import registered_families
+
+    names = set(registered_families())
+    offenders = [
+        found for path in sorted((ROOT / "autosel").rglob("*.py"))
+        if "models" not in path.relative_to(ROOT / "autosel").parts for found in family_branches(path, names)
+    ]
+    assert offenders == []
+
+
+def test_the_family_rule_sees_a_branch_on_a_family_name(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text('if arch.family == "pixart":\n    pass\nKNOWN = {"sd3", "flux"}\nNAMES = {"if-i-l": "if"}\n')
+    assert family_branches(probe, {"pixart", "sd3", "flux", "if"}) == ["probe.py:1 'pixart'", "probe.py:3 'sd3'", "probe.py:3 'flux'"]

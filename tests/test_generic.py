@@ -9,7 +9,8 @@ from autosel.catalog import measure_catalogue
 from autosel.config import ExtractionSection
 from autosel.denoiser import Denoiser, DenoiserRun
 from autosel.models import resolve_model
-from autosel.models.architecture import Architecture, load_architecture, with_pipeline_calls
+from autosel.models.architecture import load_architecture
+from autosel.models.families import Generic
 from autosel.models.families.generic import recorder_for
 from autosel.models.tiny import build_tiny_pipeline
 from autosel.models.twins import TWIN_SPECS
@@ -56,7 +57,7 @@ def test_generic_features_are_deterministic(name):
 def test_the_generic_path_gives_the_flux_adapters_features_on_its_twin():
     pipeline = build_tiny_pipeline("tiny-flux-random")
     config = {**pipeline.transformer.config, "_class_name": "FluxTransformer2DModel"}
-    generic = with_pipeline_calls(Architecture(config, "generic", source="flux twin, generic"), lambda: pipeline)
+    generic = Generic(config, source="flux twin, generic").bind_pipeline(lambda: pipeline)
     by_adapter = DenoiserRun(Denoiser.load("tiny-flux-random", device="cpu"), ExtractionSection(image_size=64))
     by_generic = DenoiserRun(Denoiser(pipeline, device="cpu", architecture=generic), ExtractionSection(image_size=64))
     shared = sorted(set(by_adapter.catalogue) & set(by_generic.catalogue))

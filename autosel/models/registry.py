@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from autosel.errors import NotAPipelineError, UnknownModelError, did_you_mean
+from autosel.models.standin import denoiser_component
 from autosel.models.twins import TWIN_DESCRIPTIONS
 
 Source = Literal["builtin", "registry", "hub", "folder"]
@@ -176,7 +177,7 @@ def _folder_spec(reference: str, path: Path) -> ModelSpec:
         index = json.loads(index_file.read_text())
     except (OSError, ValueError) as error:
         raise NotAPipelineError(f"'{index_file}' is not valid JSON: {error}") from None
-    component = "transformer" if "transformer" in index else "unet" if "unet" in index else None
+    component = denoiser_component(key for key, entry in index.items() if isinstance(entry, list))
     if component is None:
         found = sorted(k for k, v in index.items() if not k.startswith("_") and isinstance(v, list))
         raise NotAPipelineError(

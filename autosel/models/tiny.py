@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from autosel.models.architecture import Architecture
+from autosel.models.families import Architecture
 
 TEXT_LEN = 16
 TEXT_DIM = 32
@@ -207,12 +207,10 @@ def tiny_architecture(name: str) -> Architecture:
     from autosel.models.twins import TWIN_SPECS
 
     if name in TWIN_SPECS:
-        from autosel.models.architecture import with_pipeline_calls
-
         _, denoiser = TWIN_SPECS[name].denoiser
         config = {**denoiser.config, "_class_name": denoiser.class_name}
         architecture = Architecture.from_config(config, source=f"built-in {name}", native_size=64)
-        return with_pipeline_calls(architecture, lambda: _twin_pipeline(name))
+        return architecture.bind_pipeline(lambda: _twin_pipeline(name))
     fields: dict[str, Any] = {
         "vae_scale_factor": 2 ** (len(VAE_CONFIG["block_out_channels"]) - 1),
         "latent_channels": VAE_CONFIG["latent_channels"],

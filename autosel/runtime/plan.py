@@ -246,7 +246,7 @@ def _weight_bytes(spec: Any, architecture: Architecture, bytes_per: int, notes: 
 
         pipeline = build_tiny_pipeline(spec.name)
         for name, component in pipeline.components.items():
-            if isinstance(component, torch.nn.Module) and name != architecture.adapter.component:
+            if isinstance(component, torch.nn.Module) and name != architecture.component:
                 total += _parameters(component) * (4 if name == "vae" else bytes_per)
         return total
     if folder is None:
@@ -267,7 +267,7 @@ def _cast_bytes(spec: Any, architecture: Architecture, dtype: str) -> int:
         return 0
     from safetensors import safe_open
 
-    files = sorted((Path(spec.path) / architecture.adapter.component).glob("*.safetensors"))
+    files = sorted((Path(spec.path) / architecture.component).glob("*.safetensors"))
     if not files:
         return 0
     try:

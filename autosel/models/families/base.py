@@ -1,27 +1,34 @@
-"""What every model family adapter provides: its denoiser, its activation points, its inputs.
+"""What a model is: one :class:`Architecture` per model, its family's knowledge bound to its config.
 
-A :class:`Family` knows one kind of denoiser: how to build it from config (the offline
-catalogue), where its activation points are (:class:`Candidate` taps found by module type),
-how a prompt becomes its conditioning, how a noisy latent and a timestep become the keyword
-arguments of one forward, and which noise process it was trained with. Everything above the
-adapters (catalogue, :class:`autosel.denoiser.Denoiser`, extraction, sweep, search) is
-family-agnostic: adding a family is one adapter module plus its offline configs.
+An :class:`Architecture` describes one model's denoiser once: its config, text length, VAE
+scale and latent channels, native size, and (for the generic path) the pipeline its calls are
+recorded from. Each family is a subclass that knows one kind of denoiser: how to build it from
+config (the offline catalogue), where its activation points are (:class:`Candidate` taps
+found by module type), how a prompt becomes its conditioning, how a noisy latent and a
+timestep become the arguments of one forward, and which noise process it was trained with.
+Families register themselves with what they match (:meth:`Architecture.matches`);
+:meth:`Architecture.from_config` picks the one a config belongs to. Everything above the
+families (catalogue, :class:`autosel.denoiser.Denoiser`, extraction, sweep, search) is
+family-agnostic: adding a family is one module plus its offline configs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from autosel.capture import Tap, TapKind
+from autosel.errors import InvalidInputError, UnsupportedModelError
+from autosel.models.standin import denoiser_component
 
 if TYPE_CHECKING:
-    from autosel.models.architecture import Architecture
     from autosel.noise import NoiseProcess
+
+ImageSize = int | tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -38,51 +45,193 @@ class Candidate:
     extra: bool = False
 
 
-class Family:
-    """Base class of the family adapters (one instance per family, stateless).
+@dataclass(frozen=True)
+class Architecture:
+    """One model's denoiser, described once (shapes and conditioning, never weights).
+
+    Instances are of a family's class (:class:`autosel.models.families.Flux`, …), chosen by
+    :meth:`from_config`; their methods need nothing but the instance.
 
     Attributes:
+        denoiser_config: the denoiser's config (as in ``unet/config.json`` or
+            ``transformer/config.json``, ``_class_name`` included).
+        text_len: text tokens per prompt (the catalogue's dummy conditioning); default: the
+            family's ``default_text_len``.
+        vae_scale_factor: image pixels per latent pixel along each side (1 in pixel space).
+        latent_channels: channels of the VAE latent (of the pixels in pixel space).
+        native_size: the native image side in pixels when the config does not say it (FLUX's
+            has no ``sample_size``); default: ``sample_size`` × ``vae_scale_factor``.
+        source: where the config came from (shipped file, cache path, folder), for messages.
+        calls: a function returning the pipeline whose ``__call__`` the generic path records
+            the denoiser's call from (the loaded one, a twin, or a stand-in); ``None`` elsewhere.
+
+    Class attributes (per family):
         name: the family's short name (``sd``, ``sdxl``, ``if``, ``ddpm``, ``pixart``, ``sd3``,
-            ``flux``, ``hunyuan``).
+            ``flux``, ``hunyuan``, ``generic``).
         component: the pipeline attribute holding the denoiser (``unet`` or ``transformer``).
         denoiser_class: the diffusers class of the denoiser.
         pixel_space: ``True`` when the denoiser works on pixels (no VAE).
         flow: ``True`` for rectified-flow training (x_t = (1 − σ)·x_0 + σ·ε), else DDPM betas.
-        text_len: text tokens used for the offline catalogue's dummy conditioning.
+        default_text_len: text tokens per prompt when nothing says otherwise.
         default_sample_size: the native latent side when the config has no ``sample_size``.
+        fallback: matched only when no other family matches (the generic path).
+        default_exclude: id globs a search leaves out unless its space names them.
+        records_calls: its inputs are recorded from the pipeline's own call (see
+            :meth:`bind_pipeline`), so a catalogue needs the pipeline's configs, not only the
+            denoiser's.
     """
 
-    name: ClassVar[str]
+    denoiser_config: Mapping[str, Any]
+    text_len: int = -1
+    vae_scale_factor: int = 8
+    latent_channels: int = 4
+    native_size: int | None = None
+    source: str = field(default="", compare=False)
+    calls: Callable[[], Any] | None = field(default=None, compare=False, repr=False)
+
+    name: ClassVar[str] = ""
     component: ClassVar[str] = "unet"
-    denoiser_class: ClassVar[str]
+    denoiser_class: ClassVar[str] = ""
     pixel_space: ClassVar[bool] = False
     flow: ClassVar[bool] = False
-    text_len: ClassVar[int] = 77
+    default_text_len: ClassVar[int] = 77
     default_sample_size: ClassVar[int] = 64
     description: ClassVar[str] = ""
+    fallback: ClassVar[bool] = False
+    records_calls: ClassVar[bool] = False
+    default_exclude: ClassVar[tuple[str, ...]] = ()
 
-    def build(self, architecture: Architecture, device: str | torch.device = "meta") -> nn.Module:
-        """The denoiser from config (no weights on the meta device, random ones elsewhere)."""
-        import diffusers
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:  # a family, not a shared base (such as the UNet families')
+            _FAMILIES[cls.name] = cls
 
-        config = {k: v for k, v in architecture.denoiser_config.items() if not k.startswith("_")}
-        with torch.device(device):
-            module = getattr(diffusers, self.denoiser_class).from_config(config)
-        return module.eval()
+    def __post_init__(self) -> None:
+        if self.text_len < 0:
+            object.__setattr__(self, "text_len", type(self).default_text_len)
 
-    def discover(self, denoiser: nn.Module, architecture: Architecture | None = None) -> list[Candidate]:
-        """Every activation point of ``denoiser`` (any order; the catalogue sorts by depth);
-        ``architecture`` for families that measure their points through the pipeline's call."""
-        raise NotImplementedError
+    # -- what a family matches -------------------------------------------------------------
 
-    def token_grid(self, architecture: Architecture, latent_hw: tuple[int, int]) -> tuple[int, int] | None:
+    @classmethod
+    def matches(cls, config: Mapping[str, Any]) -> bool:
+        """Whether a denoiser config belongs to this family (default: its diffusers class)."""
+        return str(config.get("_class_name", "")) == cls.denoiser_class
+
+    @classmethod
+    def text_len_for(cls, pipeline_class: str, text_encoder_config: Mapping[str, Any] | None) -> int | None:
+        """Text tokens per prompt of a pipeline of class ``pipeline_class`` whose first text
+        encoder has ``text_encoder_config``; ``None``: the family's default."""
+        return None
+
+    @staticmethod
+    def from_config(denoiser_config: Mapping[str, Any], source: str = "", **fields: Any) -> Architecture:
+        """The architecture of ``denoiser_config``, of the family it matches.
+
+        Raises:
+            UnsupportedModelError: no family matches (names the class and the supported ones).
+        """
+        family = family_of_config(denoiser_config, source or "model")
+        if family.pixel_space:
+            fields.update(vae_scale_factor=1, latent_channels=int(denoiser_config.get("in_channels", 3)))
+        return family(dict(denoiser_config), source=source, **fields)
+
+    @staticmethod
+    def from_pipeline(pipeline: Any) -> Architecture:
+        """The architecture of a loaded pipeline, read from its components' own configs."""
+        component = denoiser_component(name for name, value in pipeline.components.items() if value is not None)
+        denoiser = getattr(pipeline, component or "unet")
+        config = {**denoiser.config, "_class_name": type(denoiser).__name__}
+        family = family_of_config(config, f"loaded {type(pipeline).__name__}")
+        fields: dict[str, Any] = {}
+        encoder_config = getattr(getattr(pipeline, "text_encoder", None), "config", None)
+        if hasattr(encoder_config, "to_dict"):
+            encoder_config = encoder_config.to_dict()
+        text_len = family.text_len_for(type(pipeline).__name__, encoder_config)
+        if text_len is not None:
+            fields["text_len"] = text_len
+        vae = getattr(pipeline, "vae", None)
+        if vae is not None and "block_out_channels" in vae.config:  # other VAEs: the generic path reads the pipeline
+            fields["vae_scale_factor"] = 2 ** (len(vae.config.block_out_channels) - 1)
+            fields["latent_channels"] = int(vae.config.latent_channels)
+        architecture = Architecture.from_config(config, source=f"loaded {type(pipeline).__name__}", **fields)
+        return architecture.bind_pipeline(lambda: pipeline)
+
+    def bind_pipeline(self, pipeline: Callable[[], Any]) -> Architecture:
+        """This architecture with its calls taken from ``pipeline()`` where the family records
+        them (the generic path); unchanged for families that write their inputs themselves."""
+        return self
+
+    # -- shapes ----------------------------------------------------------------------------
+
+    @property
+    def family(self) -> str:
+        """The family's short name (as ``ModelSpec.family`` and ``autosel models`` show it)."""
+        return self.name
+
+    @property
+    def unet_config(self) -> Mapping[str, Any]:
+        """The denoiser's config (the name predates transformer families)."""
+        return self.denoiser_config
+
+    @property
+    def patch_size(self) -> int:
+        """Latent pixels per image token along each side (1 for UNets)."""
+        return 1
+
+    @property
+    def native_resolution(self) -> int:
+        """The image side the model was trained at, in pixels."""
+        if self.native_size is not None:
+            return self.native_size
+        return int(self.denoiser_config.get("sample_size") or self.default_sample_size) * self.vae_scale_factor
+
+    @property
+    def pixel_step(self) -> int:
+        """Image sides must be multiples of this: one token (or latent pixel) per step."""
+        return self.vae_scale_factor * self.patch_size
+
+    def latent_size(self, image_size: ImageSize | None = None) -> tuple[int, int]:
+        """Latent (height, width) for an image of ``image_size`` pixels (int: square).
+
+        Raises:
+            InvalidInputError: a side is not a positive multiple of the model's pixel step
+                (the VAE scale factor times the transformer's patch size).
+        """
+        height, width = _as_hw(image_size if image_size is not None else self.native_resolution)
+        step = self.pixel_step
+        for side in (height, width):
+            if side <= 0 or side % step:
+                what = "the VAE scale factor" if step == self.vae_scale_factor else "the VAE scale factor × patch size"
+                raise InvalidInputError(
+                    f"image size {height}x{width} is not valid: each side must be a positive "
+                    f"multiple of {step} ({what})"
+                )
+        return height // self.vae_scale_factor, width // self.vae_scale_factor
+
+    def token_grid(self, latent_hw: tuple[int, int]) -> tuple[int, int] | None:
         """(H, W) of the image-token grid for a latent of ``latent_hw``; ``None`` for UNets,
         whose taps record their own grid."""
         return None
 
+    # -- the denoiser and its points -------------------------------------------------------
+
+    def build_denoiser(self, device: str | torch.device = "meta") -> nn.Module:
+        """The denoiser from config (no weights on the meta device, random ones elsewhere)."""
+        import diffusers
+
+        config = {k: v for k, v in self.denoiser_config.items() if not k.startswith("_")}
+        with torch.device(device):
+            module = getattr(diffusers, self.denoiser_class).from_config(config)
+        return module.eval()
+
+    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+        """Every activation point of ``denoiser`` (any order; the catalogue sorts by depth)."""
+        raise NotImplementedError
+
+    # -- inputs ----------------------------------------------------------------------------
+
     def dummy_conditioning(
         self,
-        architecture: Architecture,
         batch: int,
         device: str | torch.device = "meta",
         dtype: torch.dtype = torch.float32,
@@ -92,24 +241,22 @@ class Family:
         (``image_hw``: the image size, for conditioning that depends on it)."""
         return {}
 
+    def dummy_inputs(self, sample: torch.Tensor, timestep: torch.Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Arguments of a shape-only forward on ``sample`` (meta tensors) at the sample's size."""
+        latent_hw = tuple(sample.shape[-2:])
+        image_hw = (latent_hw[0] * self.vae_scale_factor, latent_hw[1] * self.vae_scale_factor)
+        conditioning = self.dummy_conditioning(len(sample), image_hw=image_hw)
+        with torch.device("meta"):
+            return self.inputs(sample, timestep, conditioning)
+
     def encode_prompt(
-        self,
-        pipeline: Any,
-        architecture: Architecture,
-        prompt: str,
-        device: torch.device,
-        dtype: torch.dtype,
-        image_hw: tuple[int, int],
+        self, pipeline: Any, prompt: str, device: torch.device, dtype: torch.dtype, image_hw: tuple[int, int]
     ) -> dict[str, Any]:
         """The conditioning of one prompt for a batch of one (tensors with a leading 1)."""
         return {}
 
     def inputs(
-        self,
-        architecture: Architecture,
-        sample: torch.Tensor,
-        timestep: torch.Tensor,
-        conditioning: Mapping[str, Any],
+        self, sample: torch.Tensor, timestep: torch.Tensor, conditioning: Mapping[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Positional and keyword arguments of one denoiser forward.
 
@@ -136,6 +283,48 @@ class Family:
         from autosel.noise import noise_process
 
         return noise_process(self, pipeline.scheduler.config)
+
+
+_FAMILIES: dict[str, type[Architecture]] = {}
+"""Every family by name, in the order they registered (see ``Architecture.__init_subclass__``)."""
+
+
+def registered_families() -> dict[str, type[Architecture]]:
+    """Every family class, by name."""
+    return dict(_FAMILIES)
+
+
+def supported_denoisers() -> str:
+    """A one-line list of the denoiser classes and families autosel supports (for messages)."""
+    named = [f"{family.denoiser_class} ({name})" for name, family in _FAMILIES.items() if not family.fallback]
+    fallbacks = [f"{family.description} ({name})" for name, family in _FAMILIES.items() if family.fallback]
+    return ", ".join(named + fallbacks)
+
+
+def family_of_config(config: Mapping[str, Any], source: str = "model") -> type[Architecture]:
+    """The family class a denoiser config belongs to (``unet/config.json`` or
+    ``transformer/config.json``); fallbacks (the generic path) only when no other matches.
+
+    Raises:
+        UnsupportedModelError: no family matches; names the class and the supported ones.
+    """
+    families = sorted(_FAMILIES.values(), key=lambda family: family.fallback)
+    for family in families:
+        if family.matches(config):
+            return family
+    class_name = str(config.get("_class_name", "UNet2DConditionModel"))
+    raise UnsupportedModelError(
+        f"{source} has a {class_name} denoiser, which autosel does not support: it is neither a "
+        f"family with an adapter nor a diffusers transformer for the generic path (supported: "
+        f"{supported_denoisers()}). See docs/onboarding.md"
+    )
+
+
+def _as_hw(image_size: ImageSize) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = image_size
+    return int(height), int(width)
 
 
 def expand_rows(conditioning: Mapping[str, Any], batch: int) -> dict[str, Any]:

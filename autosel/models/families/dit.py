@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from autosel.capture import Tap, TapKind
-from autosel.models.families.base import Candidate
+from autosel.models.families.base import Architecture, Candidate
 
 DIT_KINDS = ("norm-in", "self-q", "self-k", "self-v", "self-map", "cross-q", "cross-map", "norm-out", "ffn-inner", "out")
 """The per-block kinds of diffusion transformers, in forward order."""
@@ -52,3 +52,17 @@ def block_candidates(index: int, path: str, parts: Parts, extra: frozenset[str] 
 def patch_grid(latent_hw: tuple[int, int], patch: int) -> tuple[int, int]:
     """The token grid of a latent of ``latent_hw`` cut into ``patch``×``patch`` patches."""
     return latent_hw[0] // patch, latent_hw[1] // patch
+
+
+class DiT(Architecture):
+    """What the diffusion-transformer families share: image tokens on a patch grid whose patch
+    size the config states (``patch_size``, 2 by default)."""
+
+    component = "transformer"
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.denoiser_config.get("patch_size", 2))
+
+    def token_grid(self, latent_hw: tuple[int, int]) -> tuple[int, int]:
+        return patch_grid(latent_hw, self.patch_size)

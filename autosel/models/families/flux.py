@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from autosel.capture import TapKind
-from autosel.models.families.base import Candidate, Family
-from autosel.models.families.dit import block_candidates, patch_grid
+from autosel.models.families.base import Candidate
+from autosel.models.families.dit import DiT, block_candidates
 from autosel.models.families.sd3 import JOINT_EXTRA, JOINT_PARTS
 
 _SINGLE_PARTS = {
@@ -27,17 +27,16 @@ GUIDANCE = 3.5
 """Distilled guidance fed to guidance-embedding models (FLUX.1-dev): the pipeline's default."""
 
 
-class Flux(Family):
+class Flux(DiT):
     name = "flux"
-    component = "transformer"
     denoiser_class = "FluxTransformer2DModel"
     flow = True
     flow_timestep_scale = 1.0
-    text_len = 512
+    default_text_len = 512
     default_sample_size = 128  # FluxPipeline's: 1024 px
     description = "MMDiT, double + single-stream blocks, rectified flow (FLUX.1)"
 
-    def discover(self, denoiser: nn.Module, architecture=None) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module) -> list[Candidate]:
         doubles = len(denoiser.transformer_blocks)
         candidates = []
         for index in range(doubles):
@@ -46,28 +45,29 @@ class Flux(Family):
             candidates.extend(block_candidates(doubles + index, f"single_transformer_blocks.{index}", _SINGLE_PARTS, JOINT_EXTRA))
         return candidates
 
-    def token_grid(self, architecture, latent_hw):
-        return patch_grid(latent_hw, 2 * int(architecture.denoiser_config.get("patch_size", 1)))
+    @property
+    def patch_size(self) -> int:
+        return 2 * int(self.denoiser_config.get("patch_size", 1))  # latents are packed 2×2 first
 
-    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32, image_hw=None):
-        config = architecture.denoiser_config
+    def dummy_conditioning(self, batch, device="meta", dtype=torch.float32, image_hw=None):
+        config = self.denoiser_config
         conditioning = {
             "encoder_hidden_states": torch.zeros(
-                batch, architecture.text_len, int(config["joint_attention_dim"]), device=device, dtype=dtype
+                batch, self.text_len, int(config["joint_attention_dim"]), device=device, dtype=dtype
             ),
             "pooled_projections": torch.zeros(batch, int(config["pooled_projection_dim"]), device=device, dtype=dtype),
-            "txt_ids": torch.zeros(architecture.text_len, 3, device=device, dtype=dtype),
+            "txt_ids": torch.zeros(self.text_len, 3, device=device, dtype=dtype),
         }
         return conditioning
 
-    def encode_prompt(self, pipeline, architecture, prompt, device, dtype, image_hw):
+    def encode_prompt(self, pipeline, prompt, device, dtype, image_hw):
         embeds, pooled, text_ids = pipeline.encode_prompt(
             prompt=prompt, prompt_2=None, device=device, num_images_per_prompt=1,
-            max_sequence_length=architecture.text_len,
+            max_sequence_length=self.text_len,
         )
         return {"encoder_hidden_states": embeds.to(dtype), "pooled_projections": pooled.to(dtype), "txt_ids": text_ids}
 
-    def inputs(self, architecture, sample, timestep, conditioning):
+    def inputs(self, sample, timestep, conditioning):
         rows, channels, height, width = sample.shape
         packed = (
             sample.view(rows, channels, height // 2, 2, width // 2, 2)
@@ -80,6 +80,6 @@ class Flux(Family):
         kwargs = {
             "hidden_states": packed, "timestep": timestep, "img_ids": image_ids.reshape(-1, 3), **conditioning,
         }
-        if architecture.denoiser_config.get("guidance_embeds"):
+        if self.denoiser_config.get("guidance_embeds"):
             kwargs["guidance"] = torch.full((rows,), GUIDANCE, device=sample.device, dtype=sample.dtype)
         return (), kwargs

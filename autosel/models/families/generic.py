@@ -21,9 +21,9 @@ What a hand-written family states, this one measures:
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,20 +31,21 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves, tree_map
 
 from autosel.capture import Tap, TapKind
-from autosel.errors import UnsupportedModelError
+from autosel.errors import InvalidInputError, UnsupportedModelError
 from autosel.models.calls import CallRecorder, RecordedCall
-from autosel.models.families.base import Candidate, Family
+from autosel.models.families.base import Architecture, Candidate
 from autosel.models.families.dit import DIT_KINDS
 from autosel.noise import NoiseProcess
-
-if TYPE_CHECKING:
-    from autosel.models.architecture import Architecture
 
 FEED_FORWARD_NAMES = ("ff", "mlp", "feed_forward", "img_mlp", "ffn", "mlp_img")
 """Child names of a block's feed-forward, most common first; classes named like one count too."""
 
 PROBE_LATENTS = ((16, 16), (16, 24))
 """The two latent sizes of the shape-only probe forwards (non-square on purpose)."""
+
+SQUARE_PROBE_LATENTS = ((16, 16), (24, 24))
+"""The probe sizes for denoisers that take square latents only (DiT's unpatchify; HiDream pads
+other shapes to a fixed sequence): the catalogue then refuses non-square images."""
 
 _RECORDERS: weakref.WeakKeyDictionary[Any, CallRecorder] = weakref.WeakKeyDictionary()
 
@@ -63,43 +64,79 @@ class GenericLayout:
     candidates: tuple[Candidate, ...]
     patch: int
     image_first: bool
+    square_only: bool = False
 
 
-class Generic(Family):
+class Generic(Architecture):
+    """Any diffusers 2-D image transformer that no other family matches (the fallback)."""
+
     name = "generic"
     component = "transformer"
-    denoiser_class = ""
-    description = "any diffusers 2-D image transformer: points found structurally, inputs from the pipeline's own call"
+    fallback = True
+    records_calls = True
+    description = "any other diffusers transformer: points found structurally, inputs from the pipeline's own call"
 
-    def build(self, architecture: Architecture, device: str | torch.device = "meta") -> nn.Module:
+    @classmethod
+    def matches(cls, config: Mapping[str, Any]) -> bool:
+        return is_image_transformer_class(str(config.get("_class_name", "")))
+
+    def bind_pipeline(self, pipeline: Callable[[], Any]) -> Generic:
+        """This architecture recording its calls from ``pipeline()`` (loaded, twin or stand-in),
+        with the VAE scale factor, latent channels and, where the denoiser's config has no
+        ``sample_size``, the native size read off that pipeline."""
+        built = pipeline()
+        recorder = recorder_for(built)
+        factor = recorder.vae_scale_factor
+        native_size = self.native_size
+        default_sample_size = getattr(built, "default_sample_size", None)
+        if native_size is None and "sample_size" not in self.denoiser_config and isinstance(default_sample_size, int):
+            native_size = default_sample_size * factor  # the pipeline's own default height and width
+        side = 16 * factor
+        return replace(
+            self, calls=pipeline, vae_scale_factor=factor, latent_channels=recorder.latent_channels((side, side)),
+            native_size=native_size,
+        )
+
+    @property
+    def patch_size(self) -> int:
+        return layout_of(self).patch
+
+    def latent_size(self, image_size=None) -> tuple[int, int]:
+        height, width = super().latent_size(image_size)
+        if height != width and layout_of(self).square_only:
+            raise InvalidInputError(
+                f"{self.denoiser_config.get('_class_name')} takes square images only (its forward fails on a "
+                f"{height}x{width} latent): use a square --image-size, e.g. {max(height, width) * self.vae_scale_factor}"
+            )
+        return height, width
+
+    def build_denoiser(self, device: str | torch.device = "meta") -> nn.Module:
         import diffusers
 
-        class_name = str(architecture.denoiser_config.get("_class_name"))
-        config = {k: v for k, v in architecture.denoiser_config.items() if not k.startswith("_")}
+        class_name = str(self.denoiser_config.get("_class_name"))
+        config = {k: v for k, v in self.denoiser_config.items() if not k.startswith("_")}
         with torch.device(device):
             module = getattr(diffusers, class_name).from_config(config)
         if torch.device(device).type == "meta":
             RealOnMeta.attach(module)
         return module.eval()
 
-    def discover(self, denoiser: nn.Module, architecture: Architecture | None = None) -> list[Candidate]:
-        if architecture is None:
-            raise UnsupportedModelError("the generic path discovers points through the pipeline's call: pass the architecture")
-        return list(layout_of(architecture).candidates)
+    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+        return list(layout_of(self).candidates)
 
-    def token_grid(self, architecture, latent_hw):
-        patch = layout_of(architecture).patch
+    def token_grid(self, latent_hw):
+        patch = self.patch_size
         return latent_hw[0] // patch, latent_hw[1] // patch
 
-    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32, image_hw=None):
-        image_hw = image_hw or (architecture.native_resolution,) * 2
-        recorded = architecture_recorder(architecture).call("", tuple(image_hw), _mid(architecture))
+    def dummy_conditioning(self, batch, device="meta", dtype=torch.float32, image_hw=None):
+        image_hw = image_hw or (self.native_resolution,) * 2
+        recorded = architecture_recorder(self).call("", tuple(image_hw), PROBE_TIMESTEP)
         return {"call": recorded.on_meta()}
 
-    def encode_prompt(self, pipeline, architecture, prompt, device, dtype, image_hw):
+    def encode_prompt(self, pipeline, prompt, device, dtype, image_hw):
         return {"prompt": prompt, "image_hw": tuple(image_hw)}
 
-    def inputs(self, architecture, sample, timestep, conditioning):
+    def inputs(self, sample, timestep, conditioning):
         recorded: RecordedCall = conditioning["call"]
         return recorded.replay(sample, timestep)
 
@@ -126,6 +163,24 @@ class Generic(Family):
         return DDPMNoise(pipeline.scheduler.config)
 
 
+def is_image_transformer_class(class_name: str) -> bool:
+    """Whether diffusers has a model class ``class_name`` that the generic path may take: one
+    of its transformers (``diffusers.models.transformers``, whatever the class is called, e.g.
+    ``LuminaNextDiT2DModel``); UNets need a known block vocabulary, so they go through the UNet
+    families."""
+    import diffusers
+
+    try:
+        model = getattr(diffusers, class_name, None)
+    except Exception:  # noqa: BLE001 - a lazy import that fails is not a class we can use
+        return False
+    return (
+        isinstance(model, type)
+        and issubclass(model, diffusers.ModelMixin)
+        and model.__module__.startswith("diffusers.models.transformers.")
+    )
+
+
 class RecordedFlowNoise(NoiseProcess):
     """x_t = (1 − σ)·x_0 + σ·ε with σ as the pipeline's own scheduler sets it for t/1000 (its
     shift, static or resolution-dependent); the timestep input is the recorded one."""
@@ -140,8 +195,8 @@ class RecordedFlowNoise(NoiseProcess):
         return noisy, recorded.timestep_input(len(latents), latents.device)
 
 
-def _mid(architecture: Architecture) -> int:
-    return 500
+PROBE_TIMESTEP = 500
+"""The timestep of the recordings that only shapes are read from (catalogue, probes)."""
 
 
 def architecture_recorder(architecture: Architecture) -> CallRecorder:
@@ -186,9 +241,9 @@ def block_lists(denoiser: nn.Module) -> list[tuple[str, list[nn.Module]]]:
 
 
 def _is_attention(module: nn.Module) -> bool:
-    # query projections alone, or fused with keys and values (and, in parallel blocks such as
-    # FLUX.2's single-stream ones, with the feed-forward's input: ``to_qkv_mlp_proj``)
-    return any(name == "to_q" or name.startswith("to_qkv") for name, _ in module.named_children())
+    # query projections alone, or fused with keys and values (``to_qkv``; FLUX.2's single-stream
+    # blocks fuse the feed-forward's input too, ``to_qkv_mlp_proj``; PRX's ``img_qkv_proj``)
+    return any(name == "to_q" or "qkv" in name for name, _ in module.named_children())
 
 
 class RealOnMeta(TorchFunctionMode):
@@ -196,15 +251,42 @@ class RealOnMeta(TorchFunctionMode):
 
     The recorded masks and ids stay real (:meth:`RecordedCall.on_meta`) so that a denoiser can
     use them as data (lengths from a mask, ``.tolist()``); where an operation mixes them with
-    meta tensors, they are moved to the meta device for it.
+    meta tensors, they are moved to the meta device for it. A meta tensor selected by a real
+    boolean mask (``x[mask]``, ``masked_select``) gets the shape the mask's count gives (the
+    meta device has no ``nonzero``). A count of a meta tensor's values (``bincount``: how many
+    tokens a mixture-of-experts router sends to each expert) is answered, as a real tensor, as
+    if every value were 0: one expert takes every token, which gives each of its modules the
+    shapes of a real forward. Numbers a denoiser makes a tensor of on the meta device
+    (``torch.tensor([h, w], device=...)``) stay real, and a real one-number integer tensor
+    meeting a meta one (``x[:h * w]``, ``x.reshape(1, h, w, -1)``) is read as its number.
+    ``torch.autocast`` on the meta device (a denoiser turning
+    autocast off around its RoPE on its tensors' device) runs as the CPU's: the meta device has
+    no autocast, and a shape-only forward has no precision to keep.
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        answer = _data_dependent_on_meta(func, args, kwargs)
+        if answer is not None:
+            return answer
         tensors = [leaf for leaf in tree_leaves((args, kwargs)) if isinstance(leaf, torch.Tensor)]
         if any(t.is_meta for t in tensors) and not all(t.is_meta for t in tensors):
-            args, kwargs = tree_map(lambda leaf: _meta_copy(leaf), (args, kwargs))
+            def plain(leaf: Any) -> Any:
+                return _meta_copy(_plain_index(leaf))
+
+            # the first argument (a method's tensor itself) stays a tensor; numbers elsewhere are read
+            args = (*tree_map(_meta_copy, args[:1]), *tree_map(plain, args[1:]))
+            kwargs = tree_map(plain, kwargs)
         return func(*args, **kwargs)
+
+    def __enter__(self):
+        self._autocasts = (torch.autocast, torch.amp.autocast)
+        torch.autocast = torch.amp.autocast = _AutocastOffMeta
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        torch.autocast, torch.amp.autocast = self._autocasts
+        return super().__exit__(*exc)
 
     @classmethod
     def attach(cls, module: nn.Module) -> None:
@@ -221,6 +303,78 @@ class RealOnMeta(TorchFunctionMode):
 
         module.register_forward_pre_hook(enter)
         module.register_forward_hook(leave, always_call=True)
+
+
+class _AutocastOffMeta(torch.amp.autocast_mode.autocast):
+    """``torch.autocast`` that takes ``device_type="meta"`` as the CPU's."""
+
+    def __init__(self, device_type: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__("cpu" if device_type == "meta" else device_type, *args, **kwargs)
+
+
+def _data_dependent_on_meta(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> torch.Tensor | None:
+    """What the meta device cannot compute from shapes, where a shape-only answer exists:
+    ``x[mask]`` or ``x.masked_select(mask)`` of a meta ``x`` and a real boolean ``mask`` (the
+    rows the mask selects, on the meta device), ``bincount`` of a meta tensor (every value
+    counted as 0, a real tensor), ``torch.tensor`` of Python numbers asked for on the meta device
+    (kept real: its values are known, and a denoiser may read them back, as image sizes it
+    made from its input's shape); ``None`` for any other call."""
+    if func is torch.Tensor.__getitem__ and len(args) == 2 and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+        index = args[1]
+        items = index if isinstance(index, tuple) else (index,)
+        plain = tuple(_plain_index(item) for item in items)
+        if any(new is not old for new, old in zip(plain, items)):
+            return func(args[0], plain if isinstance(index, tuple) else plain[0])
+    if func in (torch.tensor, torch.as_tensor):
+        data = args[0] if args else kwargs.get("data")
+        device = kwargs.get("device")
+        if device is not None and torch.device(device).type == "meta" and not _holds_tensor(data):
+            return func(*args, **{**kwargs, "device": "cpu"})
+    if func in (torch.bincount, torch.Tensor.bincount):
+        values = args[0] if args else kwargs.get("input")
+        if isinstance(values, torch.Tensor) and values.is_meta:
+            weights = args[1] if len(args) > 1 else kwargs.get("weights")
+            minlength = int(args[2] if len(args) > 2 else kwargs.get("minlength", 0))
+            counts = torch.zeros(max(minlength, 1), dtype=torch.float64 if weights is not None else torch.long)
+            counts[0] = values.numel()
+            return counts
+    if func is torch.Tensor.__getitem__ and len(args) == 2:
+        tensor, index = args
+        if isinstance(index, tuple) and len(index) == 1:
+            index = index[0]
+        if (
+            isinstance(tensor, torch.Tensor) and tensor.is_meta and isinstance(index, torch.Tensor)
+            and not index.is_meta and index.dtype == torch.bool and index.ndim <= tensor.ndim
+            and tuple(index.shape) == tuple(tensor.shape[: index.ndim])
+        ):
+            return torch.empty((int(index.sum()), *tensor.shape[index.ndim :]), device="meta", dtype=tensor.dtype)
+    if func in (torch.masked_select, torch.Tensor.masked_select):
+        tensor = args[0] if args else kwargs.get("input")
+        mask = args[1] if len(args) > 1 else kwargs.get("mask")
+        if (
+            isinstance(tensor, torch.Tensor) and tensor.is_meta and isinstance(mask, torch.Tensor)
+            and not mask.is_meta and mask.dtype == torch.bool
+        ):
+            count = int(mask.expand(torch.broadcast_shapes(tensor.shape, mask.shape)).sum())
+            return torch.empty((count,), device="meta", dtype=tensor.dtype)
+    return None
+
+
+def _plain_index(item: Any) -> Any:
+    """A real 0-dim integer tensor (alone or as a slice bound: ``x[:n]``, ``reshape(n, -1)``)
+    as a Python int: moved to the meta device it would have no value to size or slice by."""
+    if isinstance(item, torch.Tensor) and not item.is_meta and item.numel() == 1 and not item.is_floating_point() \
+            and item.dtype != torch.bool and item.ndim == 0:
+        return int(item)
+    if isinstance(item, slice):
+        parts = (_plain_index(item.start), _plain_index(item.stop), _plain_index(item.step))
+        if any(new is not old for new, old in zip(parts, (item.start, item.stop, item.step))):
+            return slice(*parts)
+    return item
+
+
+def _holds_tensor(data: Any) -> bool:
+    return any(isinstance(leaf, torch.Tensor) for leaf in tree_leaves(data))
 
 
 def _meta_copy(value: Any) -> Any:
@@ -262,7 +416,7 @@ def _probe(architecture: Architecture, denoiser: nn.Module, latent_hw: tuple[int
     recorder = architecture_recorder(architecture)
     factor = recorder.vae_scale_factor
     image_hw = (latent_hw[0] * factor, latent_hw[1] * factor)
-    recorded = recorder.call("", image_hw, _mid(architecture)).on_meta()
+    recorded = recorder.call("", image_hw, PROBE_TIMESTEP).on_meta()
     channels = recorder.latent_channels(image_hw)
     seen: dict[str, _Seen] = {}
     handles = []
@@ -311,7 +465,18 @@ def _discover(architecture: Architecture) -> GenericLayout:
     lists = block_lists(denoiser)
     if not lists:
         raise UnsupportedModelError(f"no repeated transformer blocks found in {class_name}")
-    (ha, wa), (hb, wb) = PROBE_LATENTS
+    try:
+        return _measure_layout(architecture, denoiser, lists, PROBE_LATENTS)
+    except UnsupportedModelError as non_square:
+        try:
+            return replace(_measure_layout(architecture, denoiser, lists, SQUARE_PROBE_LATENTS), square_only=True)
+        except UnsupportedModelError:
+            raise non_square from None
+
+
+def _measure_layout(architecture: Architecture, denoiser: nn.Module, lists, sizes) -> GenericLayout:
+    class_name = type(denoiser).__name__
+    (ha, wa), (hb, wb) = sizes
     seen_a, cats, _ = _probe(architecture, denoiser, (ha, wa))
     seen_b, _, _ = _probe(architecture, denoiser, (hb, wb))
     growth_pixels = hb * wb - ha * wa

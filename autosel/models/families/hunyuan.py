@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from autosel.capture import TapKind
-from autosel.models.families.base import Candidate, Family
-from autosel.models.families.dit import block_candidates, patch_grid
+from autosel.models.families.base import Candidate
+from autosel.models.families.dit import DiT, block_candidates, patch_grid
 
 _PARTS = {
     "norm-in": ("norm1", TapKind.TOKENS, 0),
@@ -24,38 +24,34 @@ _PARTS = {
 T5_LEN = 256
 
 
-class HunyuanDiT(Family):
+class HunyuanDiT(DiT):
     name = "hunyuan"
-    component = "transformer"
     denoiser_class = "HunyuanDiT2DModel"
-    text_len = 77
+    default_text_len = 77
     description = "DiT with long skips, cross-attention to CLIP + T5 (Hunyuan-DiT)"
 
-    def discover(self, denoiser: nn.Module, architecture=None) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module) -> list[Candidate]:
         return [
             candidate
             for index in range(len(denoiser.blocks))
             for candidate in block_candidates(index, f"blocks.{index}", _PARTS)
         ]
 
-    def token_grid(self, architecture, latent_hw):
-        return patch_grid(latent_hw, int(architecture.denoiser_config.get("patch_size", 2)))
-
-    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32, image_hw=None):
-        config = architecture.denoiser_config
+    def dummy_conditioning(self, batch, device="meta", dtype=torch.float32, image_hw=None):
+        config = self.denoiser_config
         clip_dim = int(config.get("cross_attention_dim", 1024))
         t5_dim = int(config.get("cross_attention_dim_t5", 2048))
         return {
-            "encoder_hidden_states": torch.zeros(batch, architecture.text_len, clip_dim, device=device, dtype=dtype),
-            "text_embedding_mask": torch.ones(batch, architecture.text_len, device=device, dtype=torch.long),
+            "encoder_hidden_states": torch.zeros(batch, self.text_len, clip_dim, device=device, dtype=dtype),
+            "text_embedding_mask": torch.ones(batch, self.text_len, device=device, dtype=torch.long),
             "encoder_hidden_states_t5": torch.zeros(batch, T5_LEN, t5_dim, device=device, dtype=dtype),
             "text_embedding_mask_t5": torch.ones(batch, T5_LEN, device=device, dtype=torch.long),
         }
 
-    def encode_prompt(self, pipeline, architecture, prompt, device, dtype, image_hw):
+    def encode_prompt(self, pipeline, prompt, device, dtype, image_hw):
         clip, _, clip_mask, _ = pipeline.encode_prompt(
             prompt, device=device, dtype=dtype, num_images_per_prompt=1, do_classifier_free_guidance=False,
-            max_sequence_length=architecture.text_len, text_encoder_index=0,
+            max_sequence_length=self.text_len, text_encoder_index=0,
         )
         t5, _, t5_mask, _ = pipeline.encode_prompt(
             prompt, device=device, dtype=dtype, num_images_per_prompt=1, do_classifier_free_guidance=False,
@@ -66,20 +62,20 @@ class HunyuanDiT(Family):
             "encoder_hidden_states_t5": t5.to(dtype), "text_embedding_mask_t5": t5_mask,
         }
 
-    def inputs(self, architecture, sample, timestep, conditioning):
+    def inputs(self, sample, timestep, conditioning):
         from diffusers.models.embeddings import get_2d_rotary_pos_embed
         from diffusers.pipelines.hunyuandit.pipeline_hunyuandit import get_resize_crop_region_for_grid
 
-        config = architecture.denoiser_config
-        patch = int(config.get("patch_size", 2))
+        config = self.denoiser_config
+        patch = self.patch_size
         grid = patch_grid(tuple(sample.shape[-2:]), patch)
-        base = 512 // architecture.vae_scale_factor // patch
+        base = 512 // self.vae_scale_factor // patch
         head_dim = int(config.get("attention_head_dim", 88))
         rotary = get_2d_rotary_pos_embed(
             head_dim, get_resize_crop_region_for_grid(grid, base), grid, device=sample.device, output_type="pt"
         )
         rows = sample.shape[0]
-        height, width = (side * architecture.vae_scale_factor for side in sample.shape[-2:])
+        height, width = (side * self.vae_scale_factor for side in sample.shape[-2:])
         meta = torch.tensor([[height, width, height, width, 0, 0]], device=sample.device, dtype=sample.dtype)
         return (), {
             "hidden_states": sample, "timestep": timestep.to(sample.dtype), "image_rotary_emb": rotary,  # as the pipeline passes it

@@ -4,14 +4,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from autosel.capture import TapKind
-from autosel.models.families.base import Candidate, Family
-from autosel.models.families.dit import block_candidates, patch_grid
+from autosel.models.families.base import Candidate
+from autosel.models.families.dit import DiT, block_candidates
 
 _PARTS = {
     "norm-in": ("attn1", TapKind.INPUT_TOKENS, 0),
@@ -27,24 +28,36 @@ _PARTS = {
 }
 
 
-class PixArt(Family):
+class PixArt(DiT):
     name = "pixart"
-    component = "transformer"
     denoiser_class = "PixArtTransformer2DModel"
-    text_len = 120
+    default_text_len = 120
+    default_exclude = ("*-map",)  # attention maps, Nq×Nk per image: searched only when a space asks
     description = "DiT, AdaLN-single, cross-attention to T5 (PixArt-α, PixArt-Σ)"
 
-    def build(self, architecture, device="meta") -> nn.Module:
+    @classmethod
+    def matches(cls, config: Mapping[str, Any]) -> bool:
+        # α checkpoints name their class Transformer2DModel (with AdaLN-single norms)
+        class_name = config.get("_class_name")
+        return class_name == cls.denoiser_class or (
+            class_name == "Transformer2DModel" and config.get("norm_type") == "ada_norm_single"
+        )
+
+    @classmethod
+    def text_len_for(cls, pipeline_class, text_encoder_config):
+        return 300 if "Sigma" in pipeline_class else 120  # the pipelines' max_sequence_length
+
+    def build_denoiser(self, device="meta") -> nn.Module:
         from diffusers import PixArtTransformer2DModel
 
         # α checkpoints name their class Transformer2DModel; the PixArt class takes the same config
-        config = {k: v for k, v in architecture.denoiser_config.items() if not k.startswith("_")}
+        config = {k: v for k, v in self.denoiser_config.items() if not k.startswith("_")}
         allowed = set(PixArtTransformer2DModel.extract_init_dict(config)[0])
         with torch.device(device):
             module = PixArtTransformer2DModel.from_config({k: v for k, v in config.items() if k in allowed})
         return module.eval()
 
-    def discover(self, denoiser: nn.Module, architecture=None) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module) -> list[Candidate]:
         candidates = []
         for index, block in enumerate(denoiser.transformer_blocks):
             parts = dict(_PARTS)
@@ -53,32 +66,29 @@ class PixArt(Family):
             candidates.extend(block_candidates(index, f"transformer_blocks.{index}", parts))
         return candidates
 
-    def token_grid(self, architecture, latent_hw):
-        return patch_grid(latent_hw, int(architecture.denoiser_config.get("patch_size", 2)))
-
-    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32, image_hw=None):
-        length = architecture.text_len
-        width = int(architecture.denoiser_config.get("caption_channels", 4096))
+    def dummy_conditioning(self, batch, device="meta", dtype=torch.float32, image_hw=None):
+        length = self.text_len
+        width = int(self.denoiser_config.get("caption_channels", 4096))
         return {
             "encoder_hidden_states": torch.zeros(batch, length, width, device=device, dtype=dtype),
             "encoder_attention_mask": torch.ones(batch, length, device=device, dtype=dtype),
         }
 
-    def encode_prompt(self, pipeline, architecture, prompt, device, dtype, image_hw):
+    def encode_prompt(self, pipeline, prompt, device, dtype, image_hw):
         embeds, mask, _, _ = pipeline.encode_prompt(
             prompt, do_classifier_free_guidance=False, num_images_per_prompt=1, device=device, clean_caption=False,
-            max_sequence_length=architecture.text_len,
+            max_sequence_length=self.text_len,
         )
         return {"encoder_hidden_states": embeds.to(dtype), "encoder_attention_mask": mask}
 
-    def inputs(self, architecture, sample, timestep, conditioning):
-        config = architecture.denoiser_config
+    def inputs(self, sample, timestep, conditioning):
+        config = self.denoiser_config
         uses_sizes = config.get("use_additional_conditions")
         if uses_sizes is None:  # the model's own rule when the config leaves it open
             uses_sizes = int(config.get("sample_size", 128)) == 128
         added: dict[str, Any] = {"resolution": None, "aspect_ratio": None}
         if uses_sizes:
-            height, width = (side * architecture.vae_scale_factor for side in sample.shape[-2:])
+            height, width = (side * self.vae_scale_factor for side in sample.shape[-2:])
             rows = sample.shape[0]
             added = {
                 "resolution": torch.tensor([[height, width]], device=sample.device, dtype=sample.dtype).expand(rows, 2),

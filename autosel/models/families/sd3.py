@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from autosel.capture import TapKind
-from autosel.models.families.base import Candidate, Family
-from autosel.models.families.dit import EXTRA_KINDS, block_candidates, patch_grid
+from autosel.models.families.base import Candidate
+from autosel.models.families.dit import EXTRA_KINDS, DiT, block_candidates
 
 JOINT_PARTS = {
     "norm-in": ("norm1", TapKind.TOKENS, 0),
@@ -33,40 +33,36 @@ def t5_length(pipeline) -> int:
     return min(256, int(getattr(tokenizer, "model_max_length", 256) or 256))
 
 
-class StableDiffusion3(Family):
+class StableDiffusion3(DiT):
     name = "sd3"
-    component = "transformer"
     denoiser_class = "SD3Transformer2DModel"
     flow = True
     flow_timestep_scale = 1000.0
-    text_len = 333  # 77 CLIP tokens + 256 T5 tokens, as the pipeline concatenates them
+    default_text_len = 333  # 77 CLIP tokens + 256 T5 tokens, as the pipeline concatenates them
     description = "MMDiT, joint attention, rectified flow (SD3, SD3.5)"
 
-    def discover(self, denoiser: nn.Module, architecture=None) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module) -> list[Candidate]:
         return [
             candidate
             for index in range(len(denoiser.transformer_blocks))
             for candidate in block_candidates(index, f"transformer_blocks.{index}", JOINT_PARTS, JOINT_EXTRA)
         ]
 
-    def token_grid(self, architecture, latent_hw):
-        return patch_grid(latent_hw, int(architecture.denoiser_config.get("patch_size", 2)))
-
-    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32, image_hw=None):
-        config = architecture.denoiser_config
+    def dummy_conditioning(self, batch, device="meta", dtype=torch.float32, image_hw=None):
+        config = self.denoiser_config
         return {
             "encoder_hidden_states": torch.zeros(
-                batch, architecture.text_len, int(config["joint_attention_dim"]), device=device, dtype=dtype
+                batch, self.text_len, int(config["joint_attention_dim"]), device=device, dtype=dtype
             ),
             "pooled_projections": torch.zeros(batch, int(config["pooled_projection_dim"]), device=device, dtype=dtype),
         }
 
-    def encode_prompt(self, pipeline, architecture, prompt, device, dtype, image_hw):
+    def encode_prompt(self, pipeline, prompt, device, dtype, image_hw):
         embeds, _, pooled, _ = pipeline.encode_prompt(
             prompt=prompt, prompt_2=None, prompt_3=None, device=device, num_images_per_prompt=1,
             do_classifier_free_guidance=False, max_sequence_length=t5_length(pipeline),
         )
         return {"encoder_hidden_states": embeds.to(dtype), "pooled_projections": pooled.to(dtype)}
 
-    def inputs(self, architecture, sample, timestep, conditioning):
+    def inputs(self, sample, timestep, conditioning):
         return (), {"hidden_states": sample, "timestep": timestep, **conditioning}

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from autosel.capture import Tap, TapKind
-from autosel.models.families.base import Candidate, Family
-
-if TYPE_CHECKING:
-    from autosel.models.architecture import Architecture
+from autosel.models.families.base import Architecture, Candidate
 
 BLOCK_KINDS = ("self-q", "self-k", "self-v", "self-map", "cross-q", "cross-map", "ffn-inner", "out")
 """The per-transformer-block kinds, in the seed codebase's order."""
@@ -95,22 +92,49 @@ def _block_candidates(
     ]
 
 
-class StableDiffusion(Family):
+class _LatentUNet(Architecture):
+    """What the ``UNet2DConditionModel`` families share: discovery, the text length of their
+    first text encoder, and the match on the class (told apart by their added conditioning)."""
+
+    denoiser_class = "UNet2DConditionModel"
+
+    @classmethod
+    def matches(cls, config: Mapping[str, Any]) -> bool:
+        return str(config.get("_class_name", "UNet2DConditionModel")) == "UNet2DConditionModel" and cls._kind(config)
+
+    @staticmethod
+    def _kind(config: Mapping[str, Any]) -> bool:
+        raise NotImplementedError
+
+    @classmethod
+    def text_len_for(cls, pipeline_class, text_encoder_config):
+        length = (text_encoder_config or {}).get("max_position_embeddings")
+        return int(length) if length else None
+
+    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+        return discover_unet(denoiser)
+
+    def dummy_conditioning(self, batch, device="meta", dtype=torch.float32, image_hw=None):
+        config = self.denoiser_config
+        width = int(config.get("encoder_hid_dim") or config["cross_attention_dim"])
+        return {"encoder_hidden_states": torch.zeros(batch, self.text_len, width, device=device, dtype=dtype)}
+
+
+def _is_pixel_unet(config: Mapping[str, Any]) -> bool:
+    return int(config.get("in_channels", 4)) == 3 or config.get("addition_embed_type") == "text"
+
+
+class StableDiffusion(_LatentUNet):
     """SD 1.x/2.x layout: a ``UNet2DConditionModel`` on VAE latents, one CLIP text encoder."""
 
     name = "sd"
-    denoiser_class = "UNet2DConditionModel"
     description = "latent UNet, CLIP text (SD 1.x/2.x)"
 
-    def discover(self, denoiser: nn.Module, architecture=None) -> list[Candidate]:
-        return discover_unet(denoiser)
+    @staticmethod
+    def _kind(config):
+        return config.get("addition_embed_type") != "text_time" and not _is_pixel_unet(config)
 
-    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32, image_hw=None):
-        config = architecture.denoiser_config
-        width = int(config.get("encoder_hid_dim") or config["cross_attention_dim"])
-        return {"encoder_hidden_states": torch.zeros(batch, architecture.text_len, width, device=device, dtype=dtype)}
-
-    def encode_prompt(self, pipeline, architecture, prompt, device, dtype, image_hw):
+    def encode_prompt(self, pipeline, prompt, device, dtype, image_hw):
         embeds = pipeline.encode_prompt(prompt, device, 1, False)[0]
         return {"encoder_hidden_states": embeds.to(dtype)}
 
@@ -121,9 +145,13 @@ class StableDiffusionXL(StableDiffusion):
     name = "sdxl"
     description = "latent UNet, two CLIP texts, text_time conditioning (SDXL, Playground v2)"
 
-    def dummy_conditioning(self, architecture, batch, device="meta", dtype=torch.float32, image_hw=None):
-        config = architecture.denoiser_config
-        kwargs = super().dummy_conditioning(architecture, batch, device, dtype)
+    @staticmethod
+    def _kind(config):
+        return config.get("addition_embed_type") == "text_time"
+
+    def dummy_conditioning(self, batch, device="meta", dtype=torch.float32, image_hw=None):
+        config = self.denoiser_config
+        kwargs = super().dummy_conditioning(batch, device, dtype)
         time_dim = int(config["addition_time_embed_dim"])
         pooled_dim = int(config["projection_class_embeddings_input_dim"]) - 6 * time_dim
         kwargs["added_cond_kwargs"] = {
@@ -132,7 +160,7 @@ class StableDiffusionXL(StableDiffusion):
         }
         return kwargs
 
-    def encode_prompt(self, pipeline, architecture, prompt, device, dtype, image_hw):
+    def encode_prompt(self, pipeline, prompt, device, dtype, image_hw):
         embeds, _, pooled, _ = pipeline.encode_prompt(
             prompt=prompt, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
         )
@@ -144,33 +172,41 @@ class StableDiffusionXL(StableDiffusion):
         }
 
 
-class DeepFloydIF(StableDiffusion):
+class DeepFloydIF(_LatentUNet):
     """DeepFloyd IF stage I: a pixel-space ``UNet2DConditionModel`` (64 px) on T5 embeddings."""
 
     name = "if"
     pixel_space = True
     description = "pixel-space UNet, T5 text (DeepFloyd IF stage I)"
 
-    def encode_prompt(self, pipeline, architecture, prompt, device, dtype, image_hw):
+    @staticmethod
+    def _kind(config):
+        return _is_pixel_unet(config)
+
+    @classmethod
+    def text_len_for(cls, pipeline_class, text_encoder_config):
+        return None  # T5's max_position_embeddings is no token limit: the family's 77
+
+    def encode_prompt(self, pipeline, prompt, device, dtype, image_hw):
         embeds = pipeline.encode_prompt(
             prompt, do_classifier_free_guidance=False, num_images_per_prompt=1, device=device, clean_caption=False
         )[0]
         return {"encoder_hidden_states": embeds.to(dtype)}
 
 
-class UnconditionalUNet(Family):
+class UnconditionalUNet(Architecture):
     """``UNet2DModel`` pipelines (DDPM, e.g. google/ddpm-*): pixels, no text."""
 
     name = "ddpm"
     denoiser_class = "UNet2DModel"
     pixel_space = True
-    text_len = 0
+    default_text_len = 0
     description = "pixel-space UNet2DModel, unconditional (DDPM)"
 
-    def discover(self, denoiser: nn.Module, architecture=None) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module) -> list[Candidate]:
         return discover_unet(denoiser)
 
     def inputs(
-        self, architecture: Architecture, sample: torch.Tensor, timestep: torch.Tensor, conditioning: Mapping[str, Any]
+        self, sample: torch.Tensor, timestep: torch.Tensor, conditioning: Mapping[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return (sample, timestep), {}
