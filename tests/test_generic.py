@@ -54,18 +54,21 @@ def test_generic_features_are_deterministic(name):
         assert torch.equal(a[point_id], b[point_id])
 
 
-def test_the_generic_path_gives_the_flux_adapters_features_on_its_twin():
-    pipeline = build_tiny_pipeline("tiny-flux-random")
-    config = {**pipeline.transformer.config, "_class_name": "FluxTransformer2DModel"}
-    generic = Generic(config, source="flux twin, generic").bind_pipeline(lambda: pipeline)
-    by_adapter = DenoiserRun(Denoiser.load("tiny-flux-random", device="cpu"), ExtractionSection(image_size=64))
+# not SD3's: its adapter gives the T5 the tokenizer's length (16 on the twin), its pipeline 256
+# padding tokens, which joint attention does not mask; a known difference of the adapter's
+@pytest.mark.parametrize("twin", ["tiny-flux-random", "tiny-pixart-random"])
+def test_the_generic_path_gives_the_adapters_features_on_its_twin(twin):
+    pipeline = build_tiny_pipeline(twin)
+    config = {**pipeline.transformer.config, "_class_name": type(pipeline.transformer).__name__}
+    generic = Generic(config, source=f"{twin}, generic").bind_pipeline(lambda: pipeline)
+    by_adapter = DenoiserRun(Denoiser.load(twin, device="cpu"), ExtractionSection(image_size=64))
     by_generic = DenoiserRun(Denoiser(pipeline, device="cpu", architecture=generic), ExtractionSection(image_size=64))
     shared = sorted(set(by_adapter.catalogue) & set(by_generic.catalogue))
     assert len(shared) >= 10
     a = by_adapter.extract_timesteps(_images(), {260: shared})[260]
     b = by_generic.extract_timesteps(_images(), {260: shared})[260]
     for point_id in shared:
-        torch.testing.assert_close(a[point_id], b[point_id], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(a[point_id], b[point_id], atol=1e-5, rtol=1e-4, msg=point_id)
 
 
 def test_a_saved_pipeline_of_a_family_without_an_adapter_is_catalogued_from_its_folder(tmp_path, run_cli):
