@@ -7,6 +7,10 @@ turns a feature config into features.
 
 from typing import Any
 
+from autosel.log import quiet_libraries
+
+quiet_libraries()  # before diffusers/transformers load: their warnings are not for autosel's users
+
 from autosel.catalog import ActivationPoint, list_activations, select_activations
 from autosel.config import FeatureConfig
 from autosel.errors import AutoselError

@@ -8,9 +8,9 @@ is a thin layer over these three.
 Example:
     >>> import autosel
     >>> space = autosel.load_space("tiny").replace(search={**autosel.load_space("tiny").search.model_dump(), "trials": 20})
-    >>> outcome = autosel.search(space, autosel.RunConfig(out="results"), autosel.Resources(workers=0))
+    >>> outcome = autosel.search(space, autosel.RunConfig(out="runs"), autosel.Resources(workers=0))
     >>> outcome.best.heldout, outcome.files[0]
-    (0.52..., PosixPath('results/tiny/correspondence/best.yaml'))
+    (0.52..., PosixPath('runs/tiny/correspondence/best.yaml'))
 """
 
 from __future__ import annotations
@@ -25,22 +25,46 @@ from autosel.space import SearchSpace
 from autosel.tasks import TaskResult
 
 
-def search(space: SearchSpace, run: RunConfig | None = None, resources: Resources | None = None) -> SearchOutcome:
+def search(space: SearchSpace | str | Path, run: RunConfig | None = None, resources: Resources | None = None) -> SearchOutcome:
     """Screen, cache, search combinations, confirm on held-out data and write
     ``OUT/<model>/<task>/best.yaml`` (see :class:`~autosel.pipeline.Search` for the stages).
 
+    ``space`` is a :class:`~autosel.space.SearchSpace`, a model name (its space, as
+    ``autosel search --model NAME`` finds it) or the path of a space YAML file.
     Rerunning continues the study (``space.search.trials`` counts COMPLETE trials in total).
+
+    Raises:
+        TypeError: ``space`` is none of these; ConfigError: a bad space file.
     """
-    return Search(space, run, resources).run()
+    return Search(as_space(space), run, resources).run()
 
 
-def sweep(space: SearchSpace, run: RunConfig | None = None, resources: Resources | None = None,
+def as_space(space: SearchSpace | str | Path) -> SearchSpace:
+    """``space`` as a :class:`SearchSpace`: itself, the space of a model name, or a space file's.
+
+    Raises:
+        TypeError: any other type, naming what is accepted.
+    """
+    from autosel.space import load_space
+
+    if isinstance(space, SearchSpace):
+        return space
+    if isinstance(space, Path) or (isinstance(space, str) and (space.endswith((".yaml", ".yml")) or Path(space).is_file())):
+        return load_space("", space)
+    if isinstance(space, str) and space:
+        return load_space(space).replace(model=space)
+    raise TypeError(f"space must be a SearchSpace, a model name or the path of a space YAML file, got {type(space).__name__} {space!r:.60}")
+
+
+def sweep(space: SearchSpace | str | Path, run: RunConfig | None = None, resources: Resources | None = None,
           write_files: bool = True) -> SweepResult:
-    """Score every candidate of ``space`` alone at every timestep on the search split, in this
-    process (rows already in the store are reused); writes ``sweep.csv`` and ``sweep.png``."""
+    """Score every candidate of ``space`` (as :func:`search` takes it) alone at every timestep on
+    the search split, in this process (rows already in the store are reused); writes
+    ``sweep-HxW-DTYPE-KEY.csv`` and ``.png``."""
     from autosel.runtime.preflight import preflight
     from autosel.screen import run_sweep
 
+    space = as_space(space)
     run, resources = run or RunConfig(), resources or Resources()
     preflight(model=space.model, task=space.task, dataset=space.dataset, device=resources.device, out=run.out)
     return run_sweep(space, out=run.out, storage=run.storage, device=resources.device, batch_size=resources.batch_size,
@@ -48,7 +72,7 @@ def sweep(space: SearchSpace, run: RunConfig | None = None, resources: Resources
 
 
 def evaluate(
-    config: FeatureConfig | str | Path,
+    config: FeatureConfig | dict | str | Path,
     task: str = "correspondence",
     dataset: str = "shapes",
     role: str = "heldout",
@@ -60,7 +84,7 @@ def evaluate(
     """Score a feature config (or a YAML file of one) on a proxy task.
 
     Args:
-        config: the feature config.
+        config: the feature config: an object, its dict (as in YAML) or a YAML file's path.
         task: ``correspondence``, ``correspondence-trained`` or ``segmentation``.
         dataset: ``shapes``, ``spair:PATH[:split]`` or ``folder:PATH``.
         role: which part of the dataset: ``search`` or ``heldout``.
@@ -70,7 +94,7 @@ def evaluate(
 
     Raises:
         ConfigError, UnknownActivationError: a bad config; InvalidInputError: a protocol for a
-        task that has none; DatasetError: bad data.
+        task that has none; DatasetError: bad data; TypeError: ``config`` of another type.
     """
     from autosel.denoiser import check_device
     from autosel.errors import InvalidInputError
@@ -80,8 +104,12 @@ def evaluate(
     from autosel.tasks import make_task
 
     resources = resources or Resources(batch_size=8)
-    if not isinstance(config, FeatureConfig):
+    if isinstance(config, dict):
+        config = FeatureConfig.from_dict(config, source="config")
+    elif isinstance(config, (str, Path)):
         config = FeatureConfig.from_yaml(config)
+    elif not isinstance(config, FeatureConfig):
+        raise TypeError(f"config must be a FeatureConfig, a dict of one or the path of a YAML file, got {type(config).__name__}")
     check_device(resources.device)
     chosen = get_protocol(protocol)
     options = dict(task_options)

@@ -30,6 +30,7 @@ from torch import nn
 
 from autosel.capture import ActivationCapture, Tap, TapKind
 from autosel.errors import unknown_activation
+from autosel.limits import check_image_memory
 from autosel.models.families import Architecture, Candidate, ImageSize
 from autosel.models.families.unet import discover_unet
 from autosel.models.registry import ModelSpec, resolve_model
@@ -88,7 +89,12 @@ def measure_catalogue(
     The UNet is built on the meta device and run once through the capture hooks (shapes)
     while a FLOP tally runs beside them (depths); no weights are needed. With ``cache``, a
     catalogue measured before in this process is reused.
+
+    Raises:
+        InvalidInputError: ``image_size`` could not fit in this machine's memory (checked first).
     """
+    if image_size is not None:
+        check_image_memory(image_size)  # a size no device here can hold is refused, not measured
     latent_hw = architecture.latent_size(image_size)
     key = json.dumps(
         [architecture.family, dict(architecture.denoiser_config), architecture.text_len, architecture.latent_channels, latent_hw],

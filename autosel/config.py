@@ -20,6 +20,7 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from autosel.limits import MAX_TEXT_CHARS
 from autosel.schema import NUM_TRAIN_TIMESTEPS, ConfigError, Section, check_timestep, read_yaml, validate
 
 __all__ = ["NUM_TRAIN_TIMESTEPS", "ConfigError", "FeatureConfig"]
@@ -47,7 +48,7 @@ class ExtractionSection(Section):
     resize: Literal["stretch", "center-crop"] = Field(
         default="stretch", description="stretch to image_size, or resize the short side and crop the centre"
     )
-    prompt: str = Field(default="", description="text prompt, encoded once")
+    prompt: str = Field(default="", max_length=MAX_TEXT_CHARS, description="text prompt, encoded once")
     noise_seed: int = Field(default=0, ge=0, description="seed of the noise added to the latents")
     ensemble: int = Field(default=1, ge=1, le=64, description="noise draws averaged per image")
 
@@ -118,6 +119,18 @@ class ProvenanceSection(Section):
         return mask_password(url) if url else url
 
 
+def local_model_folder(name: str, base: Path) -> Path | None:
+    """The absolute folder a model name means when it is a path (``./m``, ``../m``, ``~/m``,
+    ``/abs/m``, or a relative path with a slash that exists under ``base``); ``None`` for
+    registry names and hub ids. Relative paths resolve from ``base``."""
+    path = Path(name).expanduser()
+    if path.is_absolute():
+        return path
+    if name.startswith((".", "~")) or ("/" in name and (base / path).is_dir()):
+        return (base / path).resolve()
+    return None
+
+
 class FeatureConfig(Section):
     """A complete, validated feature config. Immutable: changes return a new object."""
 
@@ -162,21 +175,41 @@ class FeatureConfig(Section):
         return validate(cls, data, source)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
-        """The YAML text; also written to ``path`` when given."""
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+        """The YAML text; also written to ``path`` when given. A local model folder given
+        relative to the working directory is written absolute, so the file works from anywhere."""
+        data = self.to_dict()
+        folder = local_model_folder(self.model.name, Path.cwd())
+        if folder is not None and folder.is_dir():
+            data["model"]["name"] = str(folder)
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
         if path is not None:
-            Path(path).write_text(text)
+            from autosel.atomic import write_text
+
+            write_text(path, text)  # whole or not at all: a full disk keeps the previous file
         return text
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> FeatureConfig:
-        """Load and validate a YAML file (``yaml.safe_load``: no objects are constructed).
+        """Load and validate a YAML file (``yaml.safe_load``: no objects are constructed), or the
+        shipped preset of that name (``"meng-practical-sdxl"``, see ``autosel presets``).
 
         Raises:
             ConfigError: missing or unreadable file, invalid YAML, or invalid content.
         """
+        from autosel.resources import config_path
+
+        path = config_path(path)  # a shipped preset by its name, too
         data = read_yaml(path, "feature config")
-        return cls.from_dict(data if data is not None else {}, source=str(path))
+        config = cls.from_dict(data if data is not None else {}, source=str(path))
+        folder = local_model_folder(config.model.name, Path(path).resolve().parent)
+        if folder is None:
+            return config
+        if not folder.is_dir():
+            raise ConfigError(
+                f"{path}: model.name '{config.model.name}': no folder at {folder} (a relative model folder "
+                "is read from the config file's folder; write it absolute or relative to the config)"
+            )
+        return config.replace(model={**config.model.model_dump(), "name": str(folder)})
 
     def replace(self, **changes: Any) -> FeatureConfig:
         """A validated copy with top-level fields replaced (sections as objects or dicts)."""

@@ -32,6 +32,7 @@ from autosel.catalog import ActivationPoint, measure_catalogue
 from autosel.config import ExtractionSection
 from autosel.errors import InvalidInputError, unknown_activation
 from autosel.images import ImageInput, as_image_list, resize, to_tensor
+from autosel.limits import check_image_memory
 from autosel.models import Architecture, load_pipeline, resolve_model
 from autosel.models.architecture import ImageSize, load_architecture
 from autosel.models.families import expand_rows
@@ -290,6 +291,7 @@ class DenoiserRun:
         self.batch_size = batch_size
         self.stop_early = stop_early
         size = self.extraction.image_size or denoiser.architecture.native_resolution
+        check_image_memory(size, str(denoiser.device))  # before any tensor of that size exists
         self.image_size: tuple[int, int] = (size, size) if isinstance(size, int) else tuple(size)
         self.catalogue: dict[str, ActivationPoint] = {p.id: p for p in denoiser.catalogue(self.image_size)}
 

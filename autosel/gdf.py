@@ -126,7 +126,7 @@ def import_gdf(
     if timestep is None:
         timestep = args.get("t", 50) if isinstance(args.get("t", 50), int) else None
     if timestep is None:
-        raise GdfError(f"{args_file}: several timesteps are listed: pass --t for this layer file")
+        raise GdfError(f"{args_file}: several timesteps are listed: pass --timestep for this layer file")
     image_size = image_size or args.get("img_size")
     prompt = prompt if prompt is not None else args.get("prompt", "")
     data = {

@@ -11,11 +11,26 @@ from typing import TypeVar, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 ImageInput = Union[str, Path, Image.Image, torch.Tensor]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+def _readable_suffixes() -> tuple[str, ...]:
+    """Every file suffix Pillow can open (``.gif``, ``.ppm``, ``.ico``… besides the common ones)."""
+    Image.init()
+    raster = {".apng", ".avif", ".dib", ".gif", ".ico", ".jfif", ".jp2", ".jpe", ".pbm", ".pcx", ".pgm", ".png", ".pnm",
+              ".ppm", ".psd", ".qoi", ".sgi", ".tga"}  # pictures, not containers of other data (.h5, .mpeg, .ps)
+    return tuple(sorted(suffix for suffix, kind in Image.registered_extensions().items() if kind in Image.OPEN and suffix in raster))
+
+
+IMAGE_SUFFIXES = tuple(sorted({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", *_readable_suffixes()}))
+"""Suffixes of the files an image folder is read for: every format Pillow opens (an animation's
+first frame is read)."""
+
+OUT_OF_RANGE = 0.5
+"""How far outside [0, 1] a tensor's values may go before :func:`to_tensor` warns (once)."""
+
+_warned_range = False
 
 
 T = TypeVar("T")
@@ -63,7 +78,7 @@ def read_rgb(path: str | Path) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
                 opened.load()  # decode now: a truncated file fails here, not deep inside a batch
-                return to_rgb(opened)
+                return to_rgb(upright(opened))
     except Image.DecompressionBombError as error:
         raise ImageReadError(f"{path}: refused as a decompression bomb ({error})".splitlines()[0]) from None
     except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for unreadable or truncated data
@@ -81,11 +96,23 @@ def image_size(path: str | Path) -> tuple[int, int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
-                return opened.height, opened.width
+                turned = opened.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn swaps the sides
+                return (opened.width, opened.height) if turned else (opened.height, opened.width)
     except Image.DecompressionBombError as error:
         raise ImageReadError(f"{path}: refused as a decompression bomb ({error})".splitlines()[0]) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(f"{path}: not a readable image ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+
+
+ORIENTATION = 0x0112
+"""The EXIF tag of the orientation a viewer applies (phones store the sensor's pixels and this)."""
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` as a viewer shows it: its EXIF orientation applied (a copy), else itself."""
+    if image.getexif().get(ORIENTATION, 1) in (1, None):
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -111,14 +138,34 @@ def to_tensor(image: ImageInput) -> torch.Tensor:
     if isinstance(image, (str, Path)):
         image = read_rgb(image)
     if isinstance(image, Image.Image):
-        array = np.asarray(to_rgb(image), dtype=np.float32) / 255.0
+        array = np.asarray(to_rgb(upright(image)), dtype=np.float32) / 255.0
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()
     if isinstance(image, torch.Tensor):
         tensor = image[0] if image.ndim == 4 and image.shape[0] == 1 else image
         if tensor.ndim != 3 or tensor.shape[0] != 3:
             raise ValueError(f"an image tensor must be 3×H×W in [0, 1], got shape {tuple(image.shape)}")
-        return tensor.detach().to("cpu", torch.float32)
+        return check_pixels(tensor.detach().to("cpu", torch.float32))
     raise TypeError(f"unsupported image type {type(image).__name__}: use a path, a PIL image or a tensor")
+
+
+def check_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """``pixels`` if every value is finite; warns once per process when values lie far outside
+    [0, 1] (e.g. a 0–255 tensor), which the model would read as a different picture.
+
+    Raises:
+        InvalidInputError: a NaN or infinite value.
+    """
+    global _warned_range
+    from autosel.errors import InvalidInputError
+
+    if not bool(torch.isfinite(pixels).all()):
+        raise InvalidInputError(f"an image tensor of shape {tuple(pixels.shape)} holds NaN or infinite values; pixels must be finite, in [0, 1]")
+    low, high = float(pixels.min()), float(pixels.max())
+    if not _warned_range and (low < -OUT_OF_RANGE or high > 1 + OUT_OF_RANGE):
+        _warned_range = True
+        warnings.warn(f"image tensor values span [{low:g}, {high:g}], far outside [0, 1] (a 0-255 tensor? divide it by 255); "
+                      "they are used as given", UserWarning, stacklevel=3)
+    return pixels
 
 
 def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:

@@ -28,11 +28,25 @@ class _JsonLines(logging.Formatter):
 _json_lines = False
 
 
+QUIET_LIBRARIES = ("diffusers", "transformers")
+"""Libraries whose info logs and warnings (``accelerate`` missing, deprecations) are not for autosel's users."""
+
+
+def quiet_libraries() -> None:
+    """Keep :data:`QUIET_LIBRARIES` to errors, for the CLI and the Python API alike: the
+    environment variables reach them when loaded later (a user's own setting wins), the levels
+    apply to those already loaded."""
+    for name in QUIET_LIBRARIES:
+        os.environ.setdefault(f"{name.upper()}_VERBOSITY", "error")
+        if name in sys.modules and os.environ[f"{name.upper()}_VERBOSITY"] == "error":
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def configure(quiet: bool = False, json_lines: bool = False) -> None:
     """Set up logging and progress for one command (see the module docstring)."""
     global _json_lines
     _json_lines = json_lines
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     handler.setFormatter(_JsonLines() if json_lines else logging.Formatter("%(message)s"))
     logger.handlers[:] = [handler]
     logger.propagate = False
@@ -46,7 +60,24 @@ def configure(quiet: bool = False, json_lines: bool = False) -> None:
         os.environ["PYTHONWARNINGS"] = "ignore"  # worker processes too
 
 
-class _PinnedFormat(logging.StreamHandler):
+class _CurrentStderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record is emitted: a live progress
+    bar (rich) redirects it to print lines above the bar, so stage messages never land on the
+    bar's line (a handler holding the original stream would write over it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201 - logging's attribute
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
+class _PinnedFormat(_CurrentStderr):
     """A stderr handler whose formatter cannot be replaced later (``ray.init`` sets its own
     format on every handler of the ``ray`` logger)."""
 
@@ -60,7 +91,7 @@ def adopt(name: str) -> None:
     ``--log-json``); call it after the library has set up its own handlers."""
     if not logger.handlers:
         return
-    handler = _PinnedFormat(sys.stderr)
+    handler = _PinnedFormat()
     handler.setFormatter(logger.handlers[0].formatter)
     library = logging.getLogger(name)
     library.handlers[:] = [handler]

@@ -46,14 +46,27 @@ def print_records(
         from rich.table import Table
 
         table = Table(title=title, title_justify="left", header_style="bold")
-        for _, header in columns:
-            table.add_column(header, overflow="fold")
+        widths = [_longest_word([header, *(_cell(r.get(key)) for r in records)]) for key, header in columns]
+        for (_, header), width in zip(columns, widths):  # wrap at spaces and commas, never inside an id
+            table.add_column(header, overflow="fold", min_width=width)
         for record in records:
             table.add_row(*(_cell(record.get(key)) for key, _ in columns))
         console = Console()
         if not console.is_terminal:  # piped: keep one record per line instead of folding at 80
             console = Console(width=240)
+        needed = sum(widths) + 3 * len(widths) + 1  # cells, padding and borders
+        if needed > console.width:  # wider than the terminal rather than a cropped column or a split id
+            console = Console(width=needed, force_terminal=console.is_terminal)
         console.print(table)
+
+
+MAX_UNSPLIT = 60
+"""Words (ids) up to this long are never split across lines in a table."""
+
+
+def _longest_word(cells: Sequence[str]) -> int:
+    """The longest space- or comma-free run in ``cells`` (at most :data:`MAX_UNSPLIT`)."""
+    return min(MAX_UNSPLIT, max((len(word) for cell in cells for word in cell.replace(",", " ").split()), default=1))
 
 
 def _cell(value: Any) -> str:

@@ -22,12 +22,14 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from autosel import atomic
 from autosel.cache import default_cache_dir, parse_bytes
 from autosel.catalog import ActivationPoint, list_activations
 from autosel.config import FeatureConfig, mask_password
 from autosel.data.specs import shared_split
 from autosel.denoiser import resolve_dtype
 from autosel.errors import InvalidInputError
+from autosel.limits import check_study_name
 from autosel.log import event
 from autosel.optimise.driver import Driver, DriveStats
 from autosel.optimise.selection import TRIAL_ENCODING, Candidate, Selection
@@ -42,7 +44,7 @@ from autosel.runtime.preflight import preflight
 from autosel.screen import SweepResult, run_sweep, select_candidates, variants
 from autosel.screen.sweep import base_config
 from autosel.space import SearchSpace, canonical_model
-from autosel.store import default_storage, portable_storage
+from autosel.store import default_storage, driver_lock, portable_storage
 from autosel.tasks import get_task
 
 NOT_HELD_OUT = "not held-out (same split as the search)"
@@ -83,7 +85,7 @@ class Search:
     them and stop at :meth:`close` (or the end of a ``with`` block).
 
     Example:
-        >>> with Search(load_space("tiny"), RunConfig(out="results"), Resources(workers=0)) as search:
+        >>> with Search(load_space("tiny"), RunConfig(out="runs"), Resources(workers=0)) as search:
         ...     sweep = search.screen()
         ...     candidates = search.candidates(sweep)
         ...     search.cache(candidates)
@@ -101,6 +103,7 @@ class Search:
         quiet_optuna()
         self.run_config, self.resources = run or RunConfig(), resources or Resources()
         self.cache_dir = Path(self.run_config.cache_dir or default_cache_dir())
+        check_study_name(self.run_config.study)  # a name used in report paths: before any folder is made
         check_confirm_task(space.task, space.search.confirm_task)
         preflight(model=space.model, task=space.task, dataset=space.dataset, device=self.resources.device,
                   out=self.run_config.out, cache_dir=self.cache_dir, strategy=space.search.strategy, both_roles=True,
@@ -161,7 +164,7 @@ class Search:
 
     def screen(self) -> SweepResult:
         """Score every candidate alone at every timestep on the workers (rows the store holds
-        are reused); writes ``sweep.csv`` and ``sweep.png``."""
+        are reused); writes ``sweep-HxW-DTYPE-KEY.csv`` and ``.png``."""
         event("screen: start", model=self.space.model, candidates_timesteps=len(self.space.timesteps))
         pool = self.pool()
 
@@ -262,7 +265,7 @@ class Search:
             study.set_user_attr("sweep_key", sweep.key)
         study.set_user_attr("confirmed", [
             {"name": c.name, "heldout": c.heldout, "search": c.search, "channels": c.channels, "trial": c.trial,
-             "activations": [a.label for a in c.config.activations]}
+             "activations": [a.label for a in c.config.activations], "config": c.config.to_dict()}
             for c in confirmed
         ])
         return write_results(self.folder, self.space, study, confirmed, self.storage_url, self.study_name,
@@ -270,6 +273,10 @@ class Search:
 
     def run(self) -> SearchOutcome:
         """Every stage in order; a study this run created is deleted again if it fails before any trial."""
+        with driver_lock(self.storage_url):  # one driver per SQLite file; refused before anything is touched
+            return self._run()
+
+    def _run(self) -> SearchOutcome:
         existed = self.study_name in {s.study_name for s in optuna.get_all_study_summaries(self.storage, include_best_trial=False)}
         try:
             with self:
@@ -356,8 +363,7 @@ def write_results(folder: Path, space: SearchSpace, study: optuna.Study, confirm
     best = confirmed[0]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pareto").mkdir(exist_ok=True)
-    for old in (folder / "pareto").glob("*.yaml"):
-        old.unlink()
+    stale = set((folder / "pareto").glob("*.yaml"))  # removed once the new files are written
     presets = {c.name.removeprefix("preset "): round(c.heldout, 6) for c in confirmed if c.name.startswith(("preset", "best single"))}
     primary = get_task(space.task).primary_metric
     normalisation, averaging = metric_parts(primary)
@@ -386,14 +392,17 @@ def write_results(folder: Path, space: SearchSpace, study: optuna.Study, confirm
                  "normalisation": normalisation, "averaging": averaging, "protocol": protocol, "value": trial.values[0]}
         config.replace(score=score, provenance={"study": study_name, "storage": recorded_storage, "trial": trial.number}).to_yaml(path)
         files.append(path)
+    for old in stale - set(files):
+        old.unlink(missing_ok=True)
     frame = trials_frame(study)
-    frame.to_csv(folder / "trials.csv", index=False)
+    atomic.write_with(folder / "trials.csv", lambda temporary: frame.to_csv(temporary, index=False))
     files.append(folder / "trials.csv")
-    pd.DataFrame([
+    confirmed_frame = pd.DataFrame([
         {"name": c.name, "heldout": c.heldout, "search": c.search, "channels": c.channels, "trial": c.trial,
          "activations": " + ".join(a.label for a in c.config.activations)}
         for c in confirmed
-    ]).to_csv(folder / "confirmed.csv", index=False)
+    ])
+    atomic.write_with(folder / "confirmed.csv", lambda temporary: confirmed_frame.to_csv(temporary, index=False))
     files.append(folder / "confirmed.csv")
     return files
 

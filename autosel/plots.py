@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from autosel import atomic
+
 
 def sweep_heatmap(table: pd.DataFrame, path: str | Path, title: str, metric_label: str) -> Path:
     """Activations × timesteps heatmap of one metric (``table``: id, stage, level, timestep,
@@ -43,7 +45,7 @@ def sweep_heatmap(table: pd.DataFrame, path: str | Path, title: str, metric_labe
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    atomic.write_with(path, lambda temporary: figure.savefig(temporary, dpi=120))
     plt.close(figure)
     return path
 
@@ -81,7 +83,7 @@ def _save(figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if figure.get_layout_engine() is None:
         figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    atomic.write_with(path, lambda temporary: figure.savefig(temporary, dpi=120))
     _pyplot().close(figure)
     return path
 
@@ -160,5 +162,39 @@ def comparison_plot(rows: list[dict], path: str | Path, title: str, metric: str)
         axes.text(v, y, f" {v:.1f}", va="center", fontsize=8)
     axes.set_xlim(0, 1.12 * max(max(values), 1e-9))  # room for the value written after each bar
     axes.set_xlabel(f"{metric} (%) on the held-out split")
+    figure.suptitle(_wrap(title, figure), fontsize=10)
+    return _save(figure, path)
+
+
+def matches_plot(panels: list[list[dict]], column_titles: list[str], path: str | Path, title: str) -> Path:
+    """Matched keypoints: one row per image pair, one column per config. Each panel shows the
+    source and target images side by side, a line from each visible source keypoint to where
+    the config matched it (green: within the PCK threshold of the truth, red: not).
+
+    Args:
+        panels: rows of panels; a panel holds ``source``/``target`` (H×W×3 uint8), ``points``
+            (K×2 source x, y), ``predicted`` (K×2 target x, y), ``hits`` (K booleans).
+        column_titles: one per column (the config's name and its hits on these pairs).
+    """
+    plt = _pyplot()
+    rows, columns = len(panels), len(column_titles)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.3 * rows + 0.8), squeeze=False)
+    for row, pair_panels in enumerate(panels):
+        for column, panel in enumerate(pair_panels):
+            axis = axes[row][column]
+            source, target = panel["source"], panel["target"]
+            height = max(source.shape[0], target.shape[0])
+            canvas = np.full((height, source.shape[1] + target.shape[1], 3), 255, dtype=np.uint8)
+            canvas[: source.shape[0], : source.shape[1]] = source
+            canvas[: target.shape[0], source.shape[1]:] = target
+            axis.imshow(canvas)
+            for (sx, sy), (tx, ty), hit in zip(panel["points"], panel["predicted"], panel["hits"]):
+                colour = "#2ca02c" if hit else "#d62728"
+                axis.plot([sx, tx + source.shape[1]], [sy, ty], color=colour, linewidth=0.9)
+                axis.scatter([sx, tx + source.shape[1]], [sy, ty], color=colour, s=8)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(column_titles[column], fontsize=9)
     figure.suptitle(_wrap(title, figure), fontsize=10)
     return _save(figure, path)

@@ -20,7 +20,7 @@ def progress_bar(label: str, total: int, enabled: bool = True) -> Iterator[Calla
     if not enabled:
         yield lambda count: None
         return
-    if os.environ.get("AUTOSEL_PROGRESS") == "0":
+    if os.environ.get("AUTOSEL_PROGRESS") == "0" or not _interactive():  # piped or a notebook's log: no bar, no blank lines
         with _progress_messages(label, total) as advance:
             yield advance
         return
@@ -34,6 +34,13 @@ def progress_bar(label: str, total: int, enabled: bool = True) -> Iterator[Calla
     with Progress(label, BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn(), transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda count: bar.advance(task, count)
+
+
+def _interactive() -> bool:
+    """Whether a live bar can be drawn: the console (stdout) is a terminal."""
+    from rich.console import Console
+
+    return Console().is_terminal
 
 
 @contextlib.contextmanager

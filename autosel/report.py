@@ -10,12 +10,15 @@ import base64
 import datetime as dt
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 
+from autosel import atomic
 from autosel.errors import InvalidInputError, did_you_mean
 from autosel.optimise.study import completed, open_storage, pareto_front, quiet_optuna, states, trials_frame
 from autosel.protocols import DEFAULT_PROTOCOL
@@ -67,8 +70,13 @@ def study_summaries(storage: str) -> list[dict[str, Any]]:
     return records
 
 
-def write_report(name: str, storage: str, out: str | Path, html: bool = False) -> Report:
+def write_report(name: str, storage: str, out: str | Path, html: bool = False, matches: bool = True,
+                 device: str | None = None) -> Report:
     """Write ``OUT/report.md`` with its PNGs and ``trials.csv`` (and ``report.html``).
+
+    ``matches`` (correspondence studies) also draws ``matches.png``: best.yaml's and the legacy
+    preset's matched keypoints on a few held-out pairs, which runs the model on ``device``
+    (the only part of a report that needs the weights).
 
     Raises:
         InvalidInputError: unknown study, or a study with no complete trial yet.
@@ -118,9 +126,7 @@ def write_report(name: str, storage: str, out: str | Path, html: bool = False) -
     if importances:
         chart = plots.importance_plot(importances, out / "importance.png", f"{heading} · parameter importances")
         files.append(chart)
-        sections += ["## Parameter importances", "",
-                     "Optuna's default evaluator on the search score (`n`: how many activations; `a`k: which "
-                     "activation in slot k; `t`k: its timestep; `w`k: its weight).", "", f"![importance]({chart.name})", ""]
+        sections += ["## Parameter importances", "", importance_caption(importances), "", f"![importance]({chart.name})", ""]
 
     confirmed = study.user_attrs.get("confirmed") or []
     if confirmed:
@@ -133,17 +139,94 @@ def write_report(name: str, storage: str, out: str | Path, html: bool = False) -
             search = "–" if row["search"] is None else f"{100 * row['search']:.1f}"
             sections.append(f"| {row['name']} | {', '.join(row['activations'])} | {row['channels']} | {search} | {100 * row['heldout']:.1f} |")
         sections.append("")
+        chosen = matched_configs(confirmed) if matches and task == "correspondence" else []
+        if chosen:
+            chart, alpha = matches_picture(chosen, dataset, out / "matches.png", f"{heading} · held-out pairs", device)
+            files.append(chart)
+            sections += ["## Matched keypoints (held-out pairs)", "",
+                         f"Each line joins a source keypoint to where the config matches it in the target: green within "
+                         f"{alpha:g} × the target box's longer side of the truth (PCK), red beyond.", "",
+                         f"![matches]({chart.name})", ""]
 
     table = out / "trials.csv"
-    frame.to_csv(table, index=False)
+    atomic.write_with(table, lambda temporary: frame.to_csv(temporary, index=False))
     files.append(table)
     sections += ["## Trials", "", f"Every trial with its parameters: [{table.name}]({table.name}).", ""]
     markdown = out / "report.md"
-    markdown.write_text("\n".join(sections))
+    atomic.write_text(markdown, "\n".join(sections))
     files.insert(0, markdown)
     if html:
         files.append(_html(markdown, out / "report.html"))
     return Report(markdown, files)
+
+
+MATCH_PAIRS = 3
+"""How many held-out pairs the matched-keypoints picture shows."""
+
+
+def matched_configs(confirmed: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """(column title, config) of best.yaml and the legacy preset (else the first preset) among
+    a study's confirmed configs; empty when the study did not record them (older searches)."""
+    from autosel.config import FeatureConfig
+
+    presets = [c for c in confirmed if c["name"].startswith("preset ")]
+    preset = next((c for c in presets if "legacy" in c["name"]), presets[0] if presets else None)
+    if not confirmed or preset is None or "config" not in confirmed[0] or "config" not in preset:
+        return []
+    return [(f"best.yaml ({confirmed[0]['name']})", FeatureConfig.from_dict(confirmed[0]["config"])),
+            (preset["name"], FeatureConfig.from_dict(preset["config"]))]
+
+
+def matches_picture(configs: list[tuple[str, Any]], dataset: str, path: Path, title: str,
+                    device: str | None = None, pairs: int = MATCH_PAIRS) -> tuple[Path, float]:
+    """Draw each config's matches on the first ``pairs`` held-out pairs of ``dataset``
+    (:func:`autosel.plots.matches_plot`); returns the file and the PCK α used for the colours."""
+    import torch
+
+    from autosel import plots
+    from autosel.data.records import read_image
+    from autosel.evaluation import extract_combined
+    from autosel.extract import FeatureExtractor
+    from autosel.tasks.base import make_task
+
+    size = configs[0][1].extraction.image_size
+    options = {"shapes_size": size if isinstance(size, int) else 64} if dataset == "shapes" else {}
+    task = make_task("correspondence", dataset, "heldout", pairs=pairs, **options)
+    chosen = task.data.pairs[:pairs]
+    alpha = 0.1
+    panels: list[list[dict[str, Any]]] = [[] for _ in chosen]
+    titles = []
+    for name, config in configs:
+        extractor = FeatureExtractor(config, device=device)
+        maps = dict(enumerate(extract_combined(extractor, task.images, progress=False)))
+        predicted = task.predict(chosen, maps)
+        hits_total = points_total = 0
+        for row, (pair, guess) in enumerate(zip(chosen, predicted)):
+            visible = np.asarray(pair.visible, dtype=bool)
+            box = pair.target_bbox
+            threshold = alpha * max(box[2] - box[0], box[3] - box[1])
+            guess = (guess.numpy() if isinstance(guess, torch.Tensor) else np.asarray(guess))[visible]
+            truth = np.asarray(pair.target_points)[visible]
+            hits = np.linalg.norm(guess - truth, axis=1) <= threshold
+            hits_total, points_total = hits_total + int(hits.sum()), points_total + len(hits)
+            panels[row].append({"source": read_image(task.images[pair.source]), "target": read_image(task.images[pair.target]),
+                                "points": np.asarray(pair.source_points)[visible], "predicted": guess, "hits": hits})
+        titles.append(f"{name}: {hits_total}/{points_total} within {alpha:g}")
+        del extractor
+    return plots.matches_plot(panels, titles, path, title), alpha
+
+
+PARAMETER_MEANINGS = {"n": "how many activations", "a": "which activation and timestep (`id@t`) fill slot k",
+                      "w": "the weight of slot k"}
+"""What the study's parameters mean (:func:`autosel.optimise.selection`: ``n``, ``a<k>``, ``w<k>``)."""
+
+
+def importance_caption(importances: Mapping[str, float]) -> str:
+    """The caption of the importance chart, naming only the parameters the study has."""
+    present = {name.rstrip("0123456789") for name in importances}
+    spelled = "; ".join(f"`{kind}`{'' if kind == 'n' else 'k'}: {meaning}" for kind, meaning in PARAMETER_MEANINGS.items()
+                        if kind in present)
+    return f"Optuna's default evaluator on the search score ({spelled})."
 
 
 def _importances(study: optuna.Study) -> dict[str, float]:
@@ -190,7 +273,7 @@ def _html(markdown: Path, path: Path) -> Path:
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}img{max-width:100%;height:auto}"
              ".table{overflow-x:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
              "code{overflow-wrap:anywhere}")
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'>"
+    atomic.write_text(path, f"<!doctype html><html><head><meta charset='utf-8'>"
                     f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{_escape(lines[0].lstrip('# '))}</title>"
                     f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
     return path

@@ -28,7 +28,7 @@ class ConfigError(AutoselError, ValueError):
 class Section(BaseModel):
     """An immutable block of a document; unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # every number finite
 
 
 def check_timestep(timestep: int, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> int:

@@ -1,6 +1,6 @@
 """The SQL store of screening results: one table beside the Optuna study, any SQLAlchemy URL.
 
-``sqlite:///results/autosel.db`` (the embedded default: one writer), ``postgresql://…`` or
+``sqlite:///runs/autosel.db`` (the embedded default: one writer), ``postgresql://…`` or
 ``mysql+pymysql://…`` for several machines. Rows are tidy: one per (sweep, activation,
 timestep, metric). A sweep is identified by a key over everything that changes its scores, so
 a rerun finds and reuses its rows.
@@ -131,6 +131,53 @@ def schema_lock(url: str) -> Iterator[None]:
         finally:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class StoreBusyError(AutoselError):
+    """A second search driver on a SQLite store that one is driving already (SQLite has one writer)."""
+
+
+@contextlib.contextmanager
+def driver_lock(url: str) -> Iterator[None]:
+    """Hold ``<file>.driver.lock`` of a SQLite store for a whole search: one driver per SQLite
+    file, refused at once rather than failing a trial later (SQLite has one writer: two drivers
+    on one file fail each other's trials). Server stores take any number of drivers. The lock
+    is the kernel's (``flock``): a killed driver leaves no stale lock.
+
+    Raises:
+        StoreBusyError: another process holds the lock; naming it and the server-store remedy.
+    """
+    path = sqlite_file(url)
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): not guarded there
+        fcntl = None
+    if path is None or fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".driver.lock")
+    with open(lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise StoreBusyError(
+                f"the SQLite store {path} is in use by another autosel search ({holder}, lock {lock_path}): SQLite takes "
+                "one driver at a time; wait for it to end, or run several drivers on a server store with --storage postgresql://…"
+            ) from None
+        import os
+        import socket
+
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def with_schema(url: str, create: Callable[[], T]) -> T:

@@ -75,7 +75,7 @@ def check_storage_url(url: str) -> None:
     parsed = _parse(url)
     if parsed is None:
         raise InvalidInputError(
-            f"--storage {mask_url(url)} is not a SQLAlchemy URL: use e.g. sqlite:///results/autosel.db "
+            f"--storage {mask_url(url)} is not a SQLAlchemy URL: use e.g. sqlite:///runs/autosel.db "
             "or postgresql://user:password@host:5432/db"
         )
     if parsed.host and "@" in parsed.host:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from autosel import atomic
 from autosel.errors import AutoselError
 from autosel.extract import FeatureExtractor, reduce_pca
 from autosel.images import batches, find_images, to_tensor
@@ -89,9 +89,8 @@ def extract_to_file(
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    save_file(tensors, str(partial), metadata=metadata)
-    os.replace(partial, out)
+    # whole or not at all, with the umask's permissions; a full disk is one line (DiskFullError)
+    atomic.write_with(out, lambda temporary: save_file(tensors, str(temporary), metadata=metadata), option="--out")
     report.tensors = len(tensors)
     return report
 

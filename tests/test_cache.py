@@ -184,5 +184,5 @@ def test_cli_cache_info_lists_and_clear_deletes(run_cli, tmp_path):
     assert info.returncode == 0, info.stderr
     [entry] = json.loads(info.stdout)
     assert entry["activation"] == "mid-vit-out" and entry["shape"] == "2×3×4×4"
-    cleared = run_cli("cache", "clear", "--cache-dir", str(tmp_path))
+    cleared = run_cli("cache", "clear", "--cache-dir", str(tmp_path), "--yes")
     assert "deleted 1 entries" in cleared.stdout and not list(tmp_path.glob("*.npy"))

@@ -81,7 +81,7 @@ def test_bad_image_size_is_a_one_line_error(run_cli):
 
 
 COMMANDS = [["models"], ["catalog"], ["extract"], ["export"], ["import"], ["evaluate"], ["sweep"], ["search"],
-            ["studies"], ["report"], ["dashboard"], ["cache", "info"], ["cache", "clear"]]
+            ["studies"], ["report"], ["dashboard"], ["cache", "info"], ["cache", "clear"], ["presets"], ["env"]]
 
 
 def test_every_command_has_help_with_an_example():

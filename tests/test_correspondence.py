@@ -175,7 +175,9 @@ def test_shapes_keypoints_are_found_exactly_with_keypoint_features():
     maps = []
     for index in range(len(task.images)):
         blobs = [torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 2) for x, y in points[index]]
-        maps.append(torch.stack(blobs + [torch.full_like(xx, 1e-3)]))
+        # the constant channel makes cosines fall off around each peak by more than the tie tolerance
+        # (with 1e-3 they differed by ~1e-7 over several pixels: a tie at float32 precision)
+        maps.append(torch.stack(blobs + [torch.full_like(xx, 0.05)]))
     assert task.evaluate(maps).metrics["pck@0.05/bbox/point"] == 1.0
 
 
@@ -199,4 +201,23 @@ def test_matching_points_agrees_with_the_dense_prepared_maps():
     points = torch.rand(30, 2, generator=torch.Generator().manual_seed(4)) * torch.tensor([36.0, 24.0])
     fast = match_points(source, target, points, (24, 36), (30, 30), working_size=(24, 36))
     dense = match_prepared(prepare_features(source, (24, 36)), prepare_features(target, (24, 36)), points, (24, 36), (30, 30))
-    assert torch.equal(fast, dense)
+    assert torch.equal(fast, dense)  # the two differ by ~1e-6 in each similarity: the tie rule absorbs that
+
+
+def test_a_near_tie_goes_to_the_lowest_cell_whatever_the_rounding():
+    from autosel.tasks.correspondence import TIE_TOLERANCE, best_points
+
+    similarity = torch.zeros(2, 3, 4)
+    similarity[:, 2, 3] = 0.8
+    similarity[0, 1, 1] = 0.8 - TIE_TOLERANCE / 10  # rounding on one machine: the later cell a hair ahead
+    similarity[1, 1, 1] = 0.8 + TIE_TOLERANCE / 10  # and on another: the earlier one
+    predicted = best_points(similarity, torch.tensor([[3, 4], [3, 4]]))
+    assert predicted.tolist() == [[1.0, 1.0], [1.0, 1.0]]  # (x, y) of cell (row 1, col 1) on both
+
+
+def test_a_clearly_better_cell_wins_over_a_lower_index():
+    from autosel.tasks.correspondence import TIE_TOLERANCE, best_points
+
+    similarity = torch.zeros(1, 3, 4)
+    similarity[0, 2, 3], similarity[0, 0, 0] = 0.8, 0.8 - 10 * TIE_TOLERANCE
+    assert best_points(similarity, torch.tensor([[3, 4]])).tolist() == [[3.0, 2.0]]

@@ -86,7 +86,7 @@ def test_a_generic_twin_is_swept_from_the_command_line(tmp_path, run_cli):
         "--out", str(tmp_path), "--no-progress",
     )
     assert outcome.code == 0, outcome.stderr
-    table = (tmp_path / "tiny-chroma-random" / "correspondence" / "sweep.csv").read_text()
+    table = next((tmp_path / "tiny-chroma-random" / "correspondence").glob("sweep-*.csv")).read_text()
     assert "vit-block0-out" in table and "vit-block0-norm-in" in table
 
 

@@ -46,6 +46,15 @@ def test_the_report_has_real_plots_and_links_only_existing_files(storage, tmp_pa
     assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
 
 
+@pytest.mark.slow
+def test_the_report_shows_matched_keypoints_of_best_yaml_and_the_legacy_preset(storage, tmp_path):
+    report = write_report("tiny-correspondence", storage, tmp_path, device="cpu")
+    assert tmp_path / "matches.png" in report.files
+    text = report.markdown.read_text()
+    assert "## Matched keypoints (held-out pairs)" in text and "![matches](matches.png)" in text
+    assert "matches.png" not in {p.name for p in write_report("tiny-correspondence", storage, tmp_path / "no", matches=False).files}
+
+
 def test_an_unknown_study_lists_the_existing_ones(storage, tmp_path):
     with pytest.raises(InvalidInputError, match=r"no study 'tiny-corespondence'.*Did you mean 'tiny-correspondence'.*Studies there: tiny-correspondence"):
         write_report("tiny-corespondence", storage, tmp_path)

@@ -65,7 +65,7 @@ def test_sweep_and_search_on_a_transformer_folder_write_a_best_config(run_cli, f
     out = tmp_path / "results"
     swept = run_cli("sweep", "--model", str(folder), "--space", str(space), "--out", str(out), "--no-progress")
     assert swept.returncode == 0, swept.stderr
-    rows = pd.read_csv(out / folder.name / "correspondence" / "sweep.csv")
+    rows = pd.read_csv(next((out / folder.name / "correspondence").glob("sweep-*.csv")))
     assert {"vit-block0-out", "vit-block0-out:drop-massive"} <= set(rows["id"])
     searched = run_cli("search", "--model", str(folder), "--space", str(space), "--out", str(out), "--workers", "0", "--no-progress")
     assert searched.returncode == 0, searched.stderr

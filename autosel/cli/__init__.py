@@ -4,7 +4,7 @@
 """
 
 # importing a module registers its commands; this order is the order of `autosel --help`
-from autosel.cli import models, features, search, studies, cache, interop  # noqa: F401, I001
+from autosel.cli import models, features, search, studies, cache, interop, about  # noqa: F401, I001
 from autosel.cli.app import app, main
 
 __all__ = ["app", "main"]

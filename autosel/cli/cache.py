@@ -31,6 +31,12 @@ def cache_verify_command(cache_dir: CacheDirOpt = None, output_format: FormatOpt
 
     Example: autosel cache verify --cache-dir /scratch/autosel-cache
     """
+    from autosel.cache import default_cache_dir
+    from autosel.errors import InvalidInputError
+
+    root = cache_dir or default_cache_dir()
+    if not root.is_dir():  # nothing verified is not a pass: a mistyped --cache-dir must not look healthy
+        raise InvalidInputError(f"no cache folder at {root}: nothing to verify (--cache-dir or $AUTOSEL_CACHE_DIR names it)")
     entries = print_cache_entries(cache_dir, output_format, verify=True)
     broken = [e for e in entries if e["state"] in ("corrupt", "incomplete")]
     if broken:
@@ -63,15 +69,29 @@ def cache_clear_command(
     cache_dir: CacheDirOpt = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Only this model's entries.")] = None,
     broken: Annotated[bool, typer.Option("--broken", help="Only corrupt or incomplete entries (checksums are read).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (scripts).")] = False,
 ) -> None:
     """Delete cached entries (all, one model's, or the broken ones) with every file they own,
-    leftovers of interrupted writers included; files the cache did not write stay.
+    leftovers of interrupted writers included; files the cache did not write stay. Asks first
+    unless --yes is given (without a terminal to answer, nothing is deleted).
 
-    Example: autosel cache clear --model tiny ; autosel cache clear --broken
+    Examples:
+
+    * `autosel cache clear --model tiny`
+    * `autosel cache clear --broken --yes`
     """
     from autosel.cache import ActivationCache, default_cache_dir
 
     cache = ActivationCache(cache_dir or default_cache_dir())
+    if not yes and cache.root.is_dir():
+        which = "the corrupt or incomplete entries" if broken else "every entry" if model is None else f"every entry of {model}"
+        try:
+            agreed = typer.confirm(f"delete {which} in {cache.root}?", default=False, err=True)
+        except typer.Abort:  # no terminal to answer (end of input) or Ctrl-C: no
+            agreed = False
+        if not agreed:
+            typer.echo("\nnothing deleted (--yes skips this question)", err=True)
+            raise typer.Exit(1)
     typer.echo(f"deleted {cache.clear(model, broken_only=broken)} entries from {cache.root}")
 
 

@@ -14,7 +14,7 @@ from autosel.output import OutputFormat, print_records
 
 @app.command("extract")
 def extract_command(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Feature config YAML.")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="Feature config YAML, or a shipped preset's name (see `autosel presets`).")],
     images: Annotated[
         list[str], typer.Option("--images", "-i", help="Image file or folder (searched recursively); repeatable.")
     ],
@@ -31,7 +31,7 @@ def extract_command(
     Keys are IMAGE/ID (C×H×W) or, with --aggregate, IMAGE; the config is stored in the
     file's metadata. Unreadable images are listed in a warning and skipped.
 
-    Example: autosel extract --config results/presets/meng-practical-sd15.yaml --images photos/ --out feats.safetensors
+    Example: autosel extract --config meng-practical-sd15 --images photos/ --out feats.safetensors
     """
     from autosel.denoiser import check_device
     from autosel.extract import FeatureExtractor
@@ -50,7 +50,7 @@ def extract_command(
 
 @app.command("evaluate")
 def evaluate_command(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Feature config YAML.")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="Feature config YAML, or a shipped preset's name (see `autosel presets`).")],
     task: Annotated[
         str, typer.Option("--task", "-t", help="Proxy task: correspondence, correspondence-trained (gdf's trained head) or segmentation.")
     ] = "correspondence",
@@ -91,8 +91,10 @@ def evaluate_command(
     on another split's pairs (shapes train, SPair trn) with gdf's loss and defaults, then nearest
     neighbours on its output.
 
-    Examples: autosel evaluate --config results/presets/meng-practical-sd15.yaml --dataset spair:~/SPair-71k:test ;
-    autosel evaluate --config best.yaml --task segmentation --dataset folder:horse21/ --train-images 30
+    Examples:
+
+    * `autosel evaluate --config meng-practical-sd15 --dataset spair:~/SPair-71k:test`
+    * `autosel evaluate --config best.yaml --task segmentation --dataset folder:horse21/ --train-images 30`
     """
     from autosel.api import evaluate
     from autosel.output import print_document

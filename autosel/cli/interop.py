@@ -19,7 +19,7 @@ class ExportTarget(str, Enum):
 
 @app.command("export")
 def export_command(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Feature config YAML.")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="Feature config YAML, or a shipped preset's name (see `autosel presets`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into.")],
     to: Annotated[ExportTarget, typer.Option("--to", help="Target format.")] = ExportTarget.gdf,
 ) -> None:
@@ -27,7 +27,7 @@ def export_command(
 
     What the target cannot express is printed as a warning and listed in the README.
 
-    Example: autosel export --config results/presets/meng-practical-sdxl.yaml --to gdf --out gdf-sdxl/
+    Example: autosel export --config meng-practical-sdxl --to gdf --out gdf-sdxl/
     """
     from autosel.config import FeatureConfig
     from autosel.gdf import export_gdf
@@ -41,12 +41,12 @@ def export_command(
 
 @app.command("import")
 def import_command(
-    layers: Annotated[Path, typer.Option("--from", help='gdf layer JSON ({"<id>": true, ...}).')],
+    layers: Annotated[Path, typer.Option("--from", help='gdf layer JSON ({"ID": true, ...}).')],
     out: Annotated[Path, typer.Option("--out", "-o", help="Feature config YAML to write.")],
     model: Annotated[
         Optional[str], typer.Option("--model", "-m", help="Model; default: from an args.json beside the JSON.")
     ] = None,
-    timestep: Annotated[Optional[int], typer.Option("--t", help="Timestep of every activation (gdf's t); default 50.")] = None,
+    timestep: Annotated[Optional[int], typer.Option("--timestep", help="Timestep of every activation (gdf's t); default 50.")] = None,
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="gdf's img_size; default: native.")] = None,
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="gdf's prompt; default empty.")] = None,
 ) -> None:
@@ -54,7 +54,7 @@ def import_command(
 
     Settings not given come from an args.json beside the layer file (as `autosel export` writes).
 
-    Example: autosel import --from config_xl_practical.json --model sdxl --t 50 --out sdxl.yaml
+    Example: autosel import --from config_xl_practical.json --model sdxl --timestep 50 --out sdxl.yaml
     """
     from autosel.catalog import list_activations
     from autosel.gdf import import_gdf

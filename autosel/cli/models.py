@@ -61,8 +61,10 @@ def catalog_command(
 ) -> None:
     """List every activation point of a model with its shape and depth (no weights needed).
 
-    Examples: autosel catalog --model sdxl --filter 'up-level0-*-out' ;
-    autosel catalog --model sd15 --image-size 768x512 --format json
+    Examples:
+
+    * `autosel catalog --model sdxl --filter 'up-level0-*-out'`
+    * `autosel catalog --model sd15 --image-size 768x512 --format json`
     """
     from autosel.catalog import list_activations, select_activations
 
@@ -90,7 +92,7 @@ def inspect_command(
         Optional[list[str]], typer.Option("--ids", help="Id or glob (repeatable); default every id but attention maps.")
     ] = None,
     factor: Annotated[
-        float, typer.Option("--factor", min=1.0, help="Massive: mean |value| over image tokens > FACTOR × the median channel's.")
+        float, typer.Option("--factor", min=1.0, max=1e6, help="Massive: mean |value| over image tokens > FACTOR × the median channel's.")
     ] = 100.0,
     images: Annotated[int, typer.Option("--images", min=1, help="How many images of the dataset to run.")] = 8,
     image_size: ImageSizeOpt = None,
@@ -105,8 +107,10 @@ def inspect_command(
     FACTOR (default 100) times the median channel's, per id and timestep, with their share of
     the feature's energy and NaN/Inf counts. `post: drop-massive` in a feature config zeroes them.
 
-    Examples: autosel inspect --model flux-dev --timesteps 260 --ids 'vit-block*-norm-in' ;
-    autosel inspect --model tiny-sd3-random --format json
+    Examples:
+
+    * `autosel inspect --model flux-dev --timesteps 260 --ids 'vit-block*-norm-in'`
+    * `autosel inspect --model tiny-sd3-random --format json`
     """
     from autosel.denoiser import resolve_dtype
     from autosel.inspection import inspect_model

@@ -42,7 +42,7 @@ TestImagesOpt = Annotated[Optional[int], typer.Option("--test-images", min=1, he
 
 
 StorageOpt = Annotated[
-    Optional[str], typer.Option("--storage", help="SQLAlchemy URL of the store; default sqlite:///results/autosel.db.")
+    Optional[str], typer.Option("--storage", help="SQLAlchemy URL of the store; default sqlite:///runs/autosel.db.")
 ]
 
 DryRunOpt = Annotated[
@@ -123,6 +123,6 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, c
 SpaceTaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", help="Proxy task; default: the space file's.")]
 SpaceDatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset spec; default: the space file's.")]
 SpaceFileOpt = Annotated[
-    Optional[Path], typer.Option("--space", help="Search space YAML; default ./search_spaces/<model>.yaml, else the shipped one.")
+    Optional[Path], typer.Option("--space", help="Search space YAML; default ./search_spaces/MODEL.yaml, else the shipped one.")
 ]
-OutFolderOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+OutFolderOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (default runs/, which a checkout ignores).")]

@@ -42,7 +42,7 @@ def sweep_command(
     include: Annotated[Optional[list[str]], typer.Option("--include", help="Candidate id glob (repeatable); replaces the space's.")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Id glob to leave out (repeatable); replaces the space's.")] = None,
     space_file: SpaceFileOpt = None,
-    out: OutFolderOpt = Path("results"),
+    out: OutFolderOpt = Path("runs"),
     storage: Annotated[
         Optional[str], typer.Option("--storage", help="SQLAlchemy URL; default sqlite:///OUT/autosel.db (shared with search).")
     ] = None,
@@ -61,12 +61,15 @@ def sweep_command(
     """Score every candidate activation alone at every timestep on the search split (screening).
 
     One denoiser forward per image batch and timestep, whatever the number of candidates.
-    Writes OUT/MODEL/TASK/sweep.csv and sweep.png, stores rows in the SQL store (a rerun
+    Writes OUT/MODEL/TASK/sweep-HxW-DTYPE-KEY.csv and .png (KEY: the
+    dataset and proxy settings), stores rows in the SQL store (a rerun
     reuses them) and prints the best. The plan (forwards, memory, time) is printed first;
     --dry-run prints only the plan and writes nothing.
 
-    Examples: autosel sweep --model tiny --timesteps 10,50,150 --include 'up-*' ;
-    autosel sweep --model ./my-pipeline --image-size 256 --pairs 20 --dtype float16 --dry-run
+    Examples:
+
+    * `autosel sweep --model tiny --timesteps 10,50,150 --include 'up-*'`
+    * `autosel sweep --model ./my-pipeline --image-size 256 --pairs 20 --dtype float16 --dry-run`
     """
     from autosel.screen import run_sweep
     from autosel.screen.sweep import model_run
@@ -116,7 +119,7 @@ def search_command(
     storage: Annotated[Optional[str], typer.Option("--storage", help="SQLAlchemy URL; default sqlite:///OUT/autosel.db.")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Study name; default MODEL-TASK.")] = None,
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Join this Ray cluster instead of starting one.")] = None,
-    out: OutFolderOpt = Path("results"),
+    out: OutFolderOpt = Path("runs"),
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampler seed; default: the space's.")] = None,
     strategy: Annotated[
         Optional[str], typer.Option("--strategy", help="greedy-tpe (greedy forward selection, then TPE), tpe, random, greedy or exhaustive; default: the space's (greedy-tpe).")
@@ -147,7 +150,10 @@ def search_command(
     constraint), confirm the top configs and the presets on the held-out split. Rerunning
     continues the study; several drivers can share one with --storage postgresql://….
 
-    Example: autosel search --model tiny ; autosel search --model sdxl --dataset spair:~/SPair-71k --storage postgresql://host/db
+    Examples:
+
+    * `autosel search --model tiny`
+    * `autosel search --model sdxl --dataset spair:~/SPair-71k --storage postgresql://host/db`
     """
     from autosel.errors import InvalidInputError
     from autosel.optimise.strategies import check_strategy

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from autosel.cli.app import app
 from autosel.cli.options import FormatOpt, StorageOpt
 from autosel.output import OutputFormat, print_records
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 
 @app.command("studies")
@@ -33,8 +36,12 @@ def studies_command(storage: StorageOpt = None, output_format: FormatOpt = Outpu
 def report_command(
     study: Annotated[str, typer.Option("--study", help="Study name (see `autosel studies`).")],
     storage: StorageOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder; default results/reports/STUDY.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder; default runs/reports/STUDY.")] = None,
     html: Annotated[bool, typer.Option("--html", help="Also write one self-contained report.html.")] = False,
+    matches: Annotated[
+        bool, typer.Option("--matches/--no-matches", help="Draw best.yaml's and the legacy preset's matched keypoints on held-out pairs (runs the model).")
+    ] = True,
+    device: Annotated[Optional[str], typer.Option("--device", help="Device for the matches picture: cpu, cuda…; default: CUDA if available.")] = None,
 ) -> None:
     """Write a report of a study: screen heatmap, history, Pareto front, importances, best vs presets.
 
@@ -42,9 +49,13 @@ def report_command(
 
     Example: autosel report --study tiny-correspondence --html
     """
+    from autosel.limits import check_study_name
     from autosel.report import write_report
 
-    report = write_report(study, existing_storage(storage), out or Path("results") / "reports" / study, html=html)
+    if out is None:  # the name becomes a folder: no '/' or '..' may take it outside
+        check_study_name(study)
+    report = write_report(study, existing_storage(storage), out or Path("runs") / "reports" / study, html=html,
+                          matches=matches, device=device)
     for path in report.files:
         typer.echo(f"wrote {path}")
 
@@ -59,10 +70,8 @@ def dashboard_command(
     Works on a SQLite store while a search writes it (WAL mode; readers and the writer wait
     for each other's locks).
 
-    Example: autosel dashboard --storage sqlite:///results/autosel.db --port 8080
+    Example: autosel dashboard --storage sqlite:///runs/autosel.db --port 8080
     """
-    from optuna_dashboard import run_server
-
     from autosel.config import mask_password
     from autosel.optimise.study import open_storage, quiet_optuna
 
@@ -72,9 +81,23 @@ def dashboard_command(
     rdb = open_storage(url)
     typer.echo(f"optuna-dashboard for {mask_password(url)} on http://127.0.0.1:{port}/ (Ctrl-C stops)")
     try:
-        run_server(rdb, host="127.0.0.1", port=port)
+        quiet_dashboard_server(rdb, port).serve_forever()
     except KeyboardInterrupt:
         pass
+
+
+def quiet_dashboard_server(storage: object, port: int) -> WSGIServer:
+    """optuna-dashboard's WSGI app on a wsgiref server on 127.0.0.1 that does not log every HTTP
+    request (``run_server`` does; errors still reach stderr)."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from optuna_dashboard import wsgi
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the standard library's name
+            pass
+
+    return make_server("127.0.0.1", port, wsgi(storage), handler_class=QuietHandler)
 
 
 def check_port_free(port: int) -> None:
@@ -101,7 +124,7 @@ def existing_storage(storage: str | None) -> str:
         if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
             raise InvalidInputError(f"no store at {storage}: run `autosel search` first, or pass --storage")
         return storage
-    path = Path("results") / "autosel.db"
+    path = Path("runs") / "autosel.db"
     if not path.is_file():
         raise InvalidInputError(f"no store at {path}: run `autosel search` first, or pass --storage")
     return f"sqlite:///{path.resolve()}"

@@ -78,7 +78,31 @@ class Driver:
         self.skipped = 0
 
     def run(self, trials: int) -> DriveStats:
-        """Drive until the study holds ``trials`` COMPLETE trials; returns what this driver did."""
+        """Drive until the study holds ``trials`` COMPLETE trials; returns what this driver did.
+        Interrupted (Ctrl-C, SIGTERM), it marks its running trials failed and queues them again."""
+        try:
+            return self._drive(trials)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the running trials are failed and queued again
+            self.fail_in_flight("interrupted")
+            raise
+
+    def fail_in_flight(self, reason: str) -> list[int]:
+        """Mark the trials this driver has running failed (``interrupted`` = ``reason``) and queue
+        each again with its parameters, so a resumed search runs it; returns their numbers."""
+        numbers = []
+        for number, (trial, _) in list(self.in_flight.items()):
+            try:
+                trial.set_user_attr("interrupted", reason)
+                self.study.tell(trial, state=TrialState.FAIL)
+                self.study.enqueue_trial(trial.params, user_attrs={"retry_of": number})
+            except Exception as error:  # noqa: BLE001 - the store is gone too: its heartbeat makes it stale later
+                log.warning("trial %d could not be marked failed (%s); it will be found stale", number, type(error).__name__)
+                continue
+            numbers.append(number)
+        self.in_flight.clear()
+        return numbers
+
+    def _drive(self, trials: int) -> DriveStats:
         study, strategy = self.study, self.strategy
         grace_seconds = 2 * (self.storage.get_heartbeat_interval() or 60) if self.storage.grace_period is None \
             else self.storage.grace_period
@@ -180,7 +204,10 @@ class Driver:
         for number, result, error in self.pool.poll(self.poll_seconds):
             trial, _ = self.in_flight.pop(number)
             if error is not None:
-                log.warning("trial %d failed on its worker (%s); it is queued again", number, type(error).__name__)
+                if getattr(error, "node_lost", False):  # set by the Ray pool
+                    log.warning("node lost; trial %d queued again", number)
+                else:
+                    log.warning("trial %d failed on its worker (%s); it is queued again", number, type(error).__name__)
                 self.study.tell(trial, state=TrialState.FAIL)
                 self.study.enqueue_trial(trial.params, user_attrs={"retry_of": number})
                 self.stats.retried += 1

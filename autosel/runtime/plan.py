@@ -38,6 +38,7 @@ import torch
 
 from autosel.catalog import ActivationPoint, measure_catalogue
 from autosel.denoiser import DTYPES, DenoiserRun, resolve_dtype
+from autosel.limits import check_image_memory
 from autosel.models import resolve_model
 from autosel.models.architecture import Architecture, load_architecture
 from autosel.screen import variants
@@ -152,6 +153,7 @@ def make_plan(
     dtype = resolve_dtype(space.dtype, device)
     target = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size = space.image_size or architecture.native_resolution
+    check_image_memory(size, str(target))  # before the catalogue is measured at that size
     image_size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     catalogue = measure_catalogue(architecture, image_size)
     screened = select_candidates(catalogue, space.candidates.include, space.candidates.exclude, space.model)

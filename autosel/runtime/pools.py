@@ -10,6 +10,8 @@ the caller as the worker's own :class:`~autosel.errors.AutoselError` (see
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +19,8 @@ from typing import Any
 
 from autosel.errors import AutoselError
 from autosel.runtime.workers import Worker, start_ray, start_ray_workers, unwrap_worker_error
+
+log = logging.getLogger("autosel.search")
 
 TrialResult = tuple[int, "dict[str, Any] | None", "Exception | None"]
 
@@ -89,40 +93,89 @@ class LocalPool(WorkerPool):
 
 
 class RayPool(WorkerPool):
-    """Ray actors, each a worker; trials run one per actor at a time."""
+    """Ray actors, each a worker; trials run one per actor at a time.
+
+    An actor that dies (its process, or its node) is set aside while Ray restarts it: the
+    other actors go on with the trials at once, and it takes trials again when it answers. A
+    lost node therefore costs the trial that was running there (queued again) and that
+    replica's share of the work until the actor has been restarted on a node with room; the
+    driver waits only when no actor is left (at most :data:`RESTART_SECONDS`).
+    """
+
+    RESTART_SECONDS = 300.0
+    NODE_DEATH_SECONDS = 30.0
 
     def __init__(self, actors: list[Any]) -> None:
         self.actors, self.busy = list(actors), {}
+        self.recovering: dict[Any, tuple[Any, float]] = {}  # pid() call → (actor, since)
+        self.nodes = self._alive_nodes()
+
+    @staticmethod
+    def _alive_nodes() -> set[str]:
+        import ray
+
+        try:
+            return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
+        except Exception:  # noqa: BLE001 - only used to name a failure
+            return set()
+
+    def _nodes_lost(self) -> bool:
+        """True when a node that was alive when the pool started is gone. On a cluster (more than
+        one node) it waits up to :data:`NODE_DEATH_SECONDS` for the GCS to notice; a single
+        machine's worker crash is never a lost node (the driver would be gone too)."""
+        if len(self.nodes) < 2:
+            return False
+        deadline = time.monotonic() + self.NODE_DEATH_SECONDS
+        while True:
+            if self.nodes - self._alive_nodes():
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
 
     def imap(self, method: str, calls: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
-        import ray
-
-        pending = [getattr(self.actors[n % len(self.actors)], method).remote(*args) for n, args in enumerate(calls)]
-        try:
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
-                yield from ray.get(ready)
-        except ray.exceptions.RayError as error:
-            raise _from_worker(error) from None
+        for _, result in self._completed(method, calls):
+            yield result
 
     def map(self, method: str, calls: Sequence[tuple[Any, ...]], advance: Callable[[int], None] | None = None) -> list[Any]:
+        results: dict[int, Any] = {}
+        for index, result in self._completed(method, calls):
+            results[index] = result
+            if advance is not None:
+                advance(1)
+        return [results[index] for index in range(len(calls))]
+
+    def _completed(self, method: str, calls: Sequence[tuple[Any, ...]]) -> Iterator[tuple[int, Any]]:
+        """(index, result) of each call as it completes, spread over the actors; a call whose
+        actor died (a lost node) is sent again to a live one, and the actor set aside. A
+        worker's own error stops the stage (raised as the worker's one line)."""
         import ray
 
-        refs = [getattr(self.actors[n % len(self.actors)], method).remote(*args) for n, args in enumerate(calls)]
+        self._wait_for_one()
+        pending = {getattr(self.actors[n % len(self.actors)], method).remote(*args): (n, self.actors[n % len(self.actors)])
+                   for n, args in enumerate(calls)}
         try:
-            pending = list(refs)
             while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
-                ray.get(ready)  # raises a worker's error as soon as it happens
-                if advance is not None:
-                    advance(len(ready))
-            return ray.get(refs)
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                index, actor = pending.pop(ready[0])
+                try:
+                    result = ray.get(ready[0])
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError):
+                    if actor in self.actors:
+                        self._recover(actor)
+                    self._wait_for_one()
+                    again = self.actors[index % len(self.actors)]
+                    log.warning("%s call %d lost with its worker; it runs again on another", method, index)
+                    pending[getattr(again, method).remote(*calls[index])] = (index, again)
+                    continue
+                yield index, result
         except ray.exceptions.RayError as error:
             raise _from_worker(error) from None
 
     def on_one(self, method: str, *args: Any) -> Any:
         import ray
 
+        self._wait_for_one()
         try:
             return ray.get(getattr(self.actors[0], method).remote(*args))
         except ray.exceptions.RayError as error:
@@ -131,6 +184,7 @@ class RayPool(WorkerPool):
     def broadcast(self, method: str, *args: Any) -> list[Any]:
         import ray
 
+        self._wait_for_one()
         try:
             return ray.get([getattr(actor, method).remote(*args) for actor in self.actors])
         except ray.exceptions.RayError as error:
@@ -147,6 +201,7 @@ class RayPool(WorkerPool):
     def poll(self, timeout: float) -> Iterator[TrialResult]:
         import ray
 
+        self._check_recovering()
         if not self.busy:
             return
         ready, _ = ray.wait(list(self.busy), num_returns=len(self.busy), timeout=timeout)
@@ -154,33 +209,61 @@ class RayPool(WorkerPool):
             tag, actor = self.busy.pop(ref)
             try:
                 yield tag, ray.get(ref), None
-            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as error:
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError,
+                    ray.exceptions.NodeDiedError) as error:
+                error.node_lost = self._nodes_lost()  # the driver says "node lost" rather than the worker's error
                 self._recover(actor)
                 yield tag, None, error
 
     def close(self) -> None:
         import ray
 
-        for actor in self.actors:
-            ray.kill(actor)
-        self.actors, self.busy = [], {}
+        for actor in [*self.actors, *(actor for actor, _ in self.recovering.values())]:
+            with contextlib.suppress(Exception):  # an actor of a lost node may be gone already
+                ray.kill(actor)
+        self.actors, self.busy, self.recovering = [], {}, {}
 
-    def _recover(self, actor: Any, seconds: float = 300) -> None:
-        """Wait for a dead actor's restart (its replica reloads); drop it if it stays down."""
+    def _recover(self, actor: Any) -> None:
+        """Set a dead actor aside until its restart answers (see :meth:`_check_recovering`)."""
+        if actor in self.actors:
+            self.actors.remove(actor)
+        self.recovering[actor.pid.remote()] = (actor, time.monotonic())
+        self._check_recovering()
+
+    def _check_recovering(self, timeout: float = 0) -> None:
+        """Take back the set-aside actors that answer again; drop those Ray gave up on, or that
+        stayed down :data:`RESTART_SECONDS`.
+
+        Raises:
+            AutoselError: no actor is left, alive or restarting.
+        """
         import ray
 
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                ray.get(actor.pid.remote(), timeout=max(1.0, deadline - time.monotonic()))
-                return
-            except ray.exceptions.ActorUnavailableError:  # restarting: ask again shortly
-                time.sleep(0.5)
-            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
-                break
-        self.actors.remove(actor)
-        if not self.actors:
+        if self.recovering:
+            ready, _ = ray.wait(list(self.recovering), num_returns=len(self.recovering), timeout=timeout)
+            for ref in ready:
+                actor, since = self.recovering.pop(ref)
+                try:
+                    ray.get(ref)
+                    self.actors.append(actor)
+                except ray.exceptions.ActorUnavailableError:  # restarting: ask again
+                    self.recovering[actor.pid.remote()] = (actor, since)
+                except ray.exceptions.RayError:  # out of restarts
+                    continue
+            now = time.monotonic()
+            for ref, (actor, since) in list(self.recovering.items()):
+                if now - since > self.RESTART_SECONDS:
+                    del self.recovering[ref]
+        if not self.actors and not self.recovering:
             raise AutoselError("every search worker died and none could be restarted; see the Ray logs")
+
+    def _wait_for_one(self) -> None:
+        """Return once at least one actor is alive (waiting on restarts when none is)."""
+        deadline = time.monotonic() + self.RESTART_SECONDS
+        while not self.actors:
+            self._check_recovering(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
+            if time.monotonic() > deadline and not self.actors:
+                raise AutoselError("every search worker died and none could be restarted; see the Ray logs")
 
 
 def _from_worker(error: BaseException) -> BaseException:

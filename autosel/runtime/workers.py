@@ -6,9 +6,10 @@ small lists cross Ray: feature maps stay in the actor's memory or in the on-disk
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,27 @@ class WorkerError(AutoselError):
     exit_code = 1
 
 
+RAY_NOTICES = ("Token authentication is enabled for this Ray cluster",)
+"""Ray's start-up notices about its defaults (nothing for a user to do): not printed. Its
+other warnings, the opposite one (token authentication *disabled*) included, still are."""
+
+
+def quiet_ray_notices() -> None:
+    """Drop :data:`RAY_NOTICES` from Ray's log (once per process)."""
+    import logging
+
+    source = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _DropNotices) for f in source.filters):
+        source.addFilter(_DropNotices())
+
+
+class _DropNotices:
+    """A logging filter dropping the records whose message starts with one of :data:`RAY_NOTICES`."""
+
+    def filter(self, record: object) -> bool:
+        return not str(getattr(record, "msg", "")).startswith(RAY_NOTICES)
+
+
 def start_ray(address: str | None, num_cpus: int | None = None) -> Any:
     """Join ``address`` or start a local instance sized to the machine (explicit CPU count,
     bounded object store, no dashboard, logs at warning level)."""
@@ -183,14 +205,37 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> Any:
     level = logging.ERROR if logging.getLogger("autosel").level >= logging.ERROR else logging.WARNING  # --quiet
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    quiet_ray_notices()
+    with keep_sigterm_handler():  # ray.init installs its own (sys.exit): autosel's clean stop must stay
+        _init(ray, address, num_cpus, level)
+    return ray
+
+
+def _init(ray: Any, address: str | None, num_cpus: int | None, level: int) -> None:
     if address:
         ray.init(address=address, logging_level=level, log_to_driver=False)
     else:
-        ray.init(
-            num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=RAY_OBJECT_STORE_BYTES,
+        ray.init(  # "local": always a private instance, never a cluster a stale ray_current_cluster file names
+            address="local", num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=RAY_OBJECT_STORE_BYTES,
             include_dashboard=False, logging_level=level, log_to_driver=False,
         )
-    return ray
+
+
+@contextlib.contextmanager
+def keep_sigterm_handler() -> Iterator[None]:
+    """Put back the SIGTERM handler in place before the block (main thread only)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def start_ray_workers(count: int, **worker_options: Any) -> list[Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from autosel import atomic
 from autosel.cache.activations import images_digest
 from autosel.catalog import ActivationPoint, list_activations
 from autosel.config import ExtractionSection, FeatureConfig
@@ -128,6 +129,13 @@ def sweep_key(space: SearchSpace, task: Task, config: FeatureConfig, image_size:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def sweep_file_stem(space: SearchSpace, image_size: tuple[int, int], key: str) -> str:
+    """``sweep-HxW-DTYPE-KEY``: the name of a sweep's CSV and heatmap, keyed by what changes its
+    scores (size and dtype spelled out; dataset, proxy and the rest in the first 8 characters
+    of the sweep key), so sweeps with other settings are kept side by side."""
+    return f"sweep-{image_size[0]}x{image_size[1]}-{space.dtype}-{key[:8]}"
+
+
 def stored_options(options: dict[str, Any]) -> dict[str, Any]:
     """Task options as sweep keys spell them: ``shapes_size`` keeps its earlier name
     ``image_size`` there, so the screens stores already hold are found again (a screen of a real
@@ -137,7 +145,7 @@ def stored_options(options: dict[str, Any]) -> dict[str, Any]:
 
 def run_sweep(
     space: SearchSpace,
-    out: str | Path = "results",
+    out: str | Path = "runs",
     storage: str | None = None,
     pipeline: Any | None = None,
     device: str | None = None,
@@ -215,12 +223,12 @@ def run_sweep(
     if write_files:
         folder = out / Path(space.model).name / space.task
         folder.mkdir(parents=True, exist_ok=True)
-        result.csv = folder / "sweep.csv"
-        rows.to_csv(result.csv, index=False)
+        result.csv = folder / f"{sweep_file_stem(space, image_size, key)}.csv"
+        atomic.write_with(result.csv, lambda temporary: rows.to_csv(temporary, index=False))
         from autosel.plots import sweep_heatmap
 
         title = f"{space.model} · {space.task} on {space.dataset} (search) · {task.primary_metric}"
-        result.heatmap = sweep_heatmap(result.primary, folder / "sweep.png", title, f"{task.primary_metric} (%)")
+        result.heatmap = sweep_heatmap(result.primary, result.csv.with_suffix(".png"), title, f"{task.primary_metric} (%)")
     return result
 
 

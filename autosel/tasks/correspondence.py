@@ -100,6 +100,24 @@ def match_prepared(
     return best_points(similarity, torch.tensor([target_size] * len(queries)), soft_window, temperature)
 
 
+TIE_TOLERANCE = 1e-5
+"""Cosine similarities within this of a map's maximum count as tied with it (float32 rounding
+differs between CPU kernels and between the batched and dense matchers by ~1e-6)."""
+
+
+def most_similar_cells(similarity: torch.Tensor, tolerance: float = TIE_TOLERANCE) -> torch.Tensor:
+    """K flat indices of the most similar cell of each K×H×W ``similarity`` map: the lowest
+    (row-major) index among the cells within ``tolerance`` of the map's maximum.
+
+    A plain argmax picks whichever of two (near-)equal cells the kernel's rounding favours, so
+    a tie could decide a point differently on another CPU; this rule does not depend on
+    rounding except where a cell lies within rounding error of ``maximum - tolerance``.
+    """
+    flat = similarity.reshape(len(similarity), -1)
+    near_best = flat >= flat.max(dim=1, keepdim=True).values - tolerance
+    return near_best.to(torch.uint8).argmax(dim=1)  # argmax returns the first of equal values
+
+
 def best_points(
     similarity: torch.Tensor, target_sizes: torch.Tensor, soft_window: int = 0, temperature: float = 0.05
 ) -> torch.Tensor:
@@ -107,9 +125,10 @@ def best_points(
     map (``target_sizes``: K×2 (height, width) of each point's target image in pixels).
 
     ``soft_window`` r > 0 refines the argmax by a soft-argmax over the (2r+1)² cells around it.
+    Ties are broken deterministically (:func:`most_similar_cells`).
     """
     work_h, work_w = similarity.shape[-2:]
-    best = similarity.reshape(len(similarity), -1).argmax(dim=1)
+    best = most_similar_cells(similarity)
     rows, cols = (best // work_w).float(), (best % work_w).float()
     if soft_window > 0:
         rows, cols = _soft_argmax(similarity, best, soft_window, temperature)

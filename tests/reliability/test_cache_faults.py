@@ -82,9 +82,9 @@ def test_cache_verify_finds_changed_bytes_and_exits_with_one(cli_main, tmp_path)
 def test_cache_clear_broken_then_clear_leaves_only_foreign_files(cli_main, tmp_path):
     corrupt_cache(tmp_path)
     (tmp_path / "README.txt").write_text("mine")
-    assert "deleted 4 entries" in cli_main("cache", "clear", "--broken", "--cache-dir", tmp_path).stdout
+    assert "deleted 4 entries" in cli_main("cache", "clear", "--broken", "--cache-dir", tmp_path, "--yes").stdout
     assert cli_main("cache", "verify", "--cache-dir", tmp_path).code == 0
-    assert "deleted 1 entries" in cli_main("cache", "clear", "--cache-dir", tmp_path).stdout
+    assert "deleted 1 entries" in cli_main("cache", "clear", "--cache-dir", tmp_path, "--yes").stdout
     assert [path.name for path in tmp_path.iterdir()] == ["README.txt"]
 
 
