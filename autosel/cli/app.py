@@ -9,7 +9,6 @@ set ``AUTOSEL_DEBUG=1`` for the traceback.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shlex
 import signal
@@ -22,6 +21,7 @@ import typer
 from typer.core import TyperGroup, TyperOption
 
 from autosel.errors import AutoselError
+from autosel.log import quiet_libraries
 
 _typed = TyperOption.display_type_rich
 
@@ -128,15 +128,6 @@ def print_version(shown: bool) -> None:
 
         typer.echo(f"autosel {__version__}")
         raise typer.Exit()
-
-
-def quiet_libraries() -> None:
-    """Keep diffusers/transformers to errors; their info logs and warnings are not for users
-    (the variables reach libraries loaded later, the levels those already loaded)."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    for name in ("diffusers", "transformers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main() -> None:
