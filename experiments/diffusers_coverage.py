@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autosel.models.standin import Component, PipelineSpec  # noqa: E402
+from autosel.models.twins import qwen25vl_text  # noqa: E402
 
 TIME_LIMIT_S = 90
 IMAGE_SIZE = 64
@@ -98,17 +99,7 @@ def clip(dim: int = TEXT, projection: bool = True) -> Component:
 
 
 def qwen25vl(dim: int = TEXT) -> Component:
-    return Component("transformers", "Qwen2_5_VLForConditionalGeneration", {
-        "model_type": "qwen2_5_vl",
-        "text_config": {
-            "model_type": "qwen2_5_vl_text", "vocab_size": 512, "hidden_size": dim, "intermediate_size": 64,
-            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}, "max_position_embeddings": 2048,
-        },
-        "vision_config": {"depth": 1, "hidden_size": 16, "out_hidden_size": dim, "num_heads": 2,
-                          "intermediate_size": 32, "fullatt_block_indexes": [0]},
-        "vocab_size": 512, "image_token_id": 300, "video_token_id": 301, "vision_start_token_id": 302,
-    })
+    return qwen25vl_text(dim, max_positions=2048)
 
 
 def qwen3vl(dim: int = TEXT, cls: str = "Qwen3VLForConditionalGeneration", layers: int = 2) -> Component:

@@ -4,6 +4,7 @@ where everything the suite needs is installed (PostgreSQL, Chromium, Playwright)
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
@@ -13,3 +14,10 @@ def required_in_ci(message: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{message}: required in CI")
     pytest.skip(message)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -17,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from needs import required_in_ci
+from needs import free_port, required_in_ci
 
 from autosel.report import write_report
 from autosel.tasks import get_task
@@ -179,9 +178,7 @@ def test_a_missing_file_fails_the_link_check(open_page, html_report, tmp_path):
 @pytest.fixture(scope="module")
 def dashboard(finished_search, autosel_command):
     """``autosel dashboard`` on the finished search, on a free port; stopped afterwards."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([*autosel_command, "dashboard", "--storage", finished_search, "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -14,6 +13,7 @@ import numpy as np
 import optuna
 import pytest
 from fixture_data import small_search_space
+from needs import free_port
 from PIL import Image
 
 from autosel.errors import InvalidInputError
@@ -85,9 +85,7 @@ def test_quiet_prints_nothing_but_errors(storage, run_cli, tmp_path):
 
 @pytest.mark.slow
 def test_the_dashboard_serves_the_study_on_localhost_and_stops_cleanly(storage, autosel_command):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([*autosel_command, "dashboard", "--storage", storage, "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

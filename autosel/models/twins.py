@@ -43,6 +43,22 @@ def _decoder_text(model_type: str, class_name: str, **extra: Any) -> Component:
     return Component("transformers", class_name, config)
 
 
+def qwen25vl_text(width: int = TEXT_DIM, max_positions: int = 1024) -> Component:
+    """A small Qwen2.5-VL (Qwen-Image's text encoder) of hidden size ``width``: its vision tower
+    is built but never run on a text prompt."""
+    return Component("transformers", "Qwen2_5_VLForConditionalGeneration", {
+        "model_type": "qwen2_5_vl",
+        "text_config": {
+            "model_type": "qwen2_5_vl_text", "vocab_size": 512, "hidden_size": width, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}, "max_position_embeddings": max_positions,
+        },
+        "vision_config": {"depth": 1, "hidden_size": 16, "out_hidden_size": width, "num_heads": 2,
+                          "intermediate_size": 32, "fullatt_block_indexes": [0]},
+        "vocab_size": 512, "image_token_id": 300, "video_token_id": 301, "vision_start_token_id": 302,
+    })
+
+
 def _t5_text() -> Component:
     return Component("transformers", "T5EncoderModel", {
         "model_type": "t5", "vocab_size": 512, "d_model": TEXT_DIM, "d_kv": 16, "d_ff": 64, "num_layers": 2,
@@ -75,17 +91,7 @@ TWIN_SPECS: dict[str, PipelineSpec] = {
             "num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": True, "base_shift": 0.5,
             "max_shift": 0.9, "base_image_seq_len": 256, "max_image_seq_len": 8192, "shift_terminal": 0.02,
         }),
-        "text_encoder": Component("transformers", "Qwen2_5_VLForConditionalGeneration", {
-            "model_type": "qwen2_5_vl",
-            "text_config": {
-                "model_type": "qwen2_5_vl_text", "vocab_size": 512, "hidden_size": TEXT_DIM, "intermediate_size": 64,
-                "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-                "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}, "max_position_embeddings": 1024,
-            },
-            "vision_config": {"depth": 1, "hidden_size": 16, "out_hidden_size": TEXT_DIM, "num_heads": 2,
-                              "intermediate_size": 32, "fullatt_block_indexes": [0]},
-            "vocab_size": 512, "image_token_id": 300, "video_token_id": 301, "vision_start_token_id": 302,
-        }),
+        "text_encoder": qwen25vl_text(),
         "tokenizer": _tokenizer(1024),
     }),
     "tiny-z-image-random": PipelineSpec("ZImagePipeline", {
