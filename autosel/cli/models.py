@@ -61,10 +61,14 @@ def catalog_command(
 ) -> None:
     """List every activation point of a model with its shape and depth (no weights needed).
 
+    Any diffusers transformer without an adapter (Qwen-Image, Sana, …, or a folder of one) goes
+    through the generic path: its blocks found structurally, its configs read, never its weights.
+
     Examples:
 
     * `autosel catalog --model sdxl --filter 'up-level0-*-out'`
     * `autosel catalog --model sd15 --image-size 768x512 --format json`
+    * `autosel catalog --model qwen-image --filter 'vit-block*-out'`
     """
     from autosel.catalog import list_activations, select_activations
 
