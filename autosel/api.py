@@ -22,7 +22,7 @@ from autosel.pipeline import Search, SearchOutcome
 from autosel.run_config import Resources, RunConfig
 from autosel.screen import SweepResult
 from autosel.space import SearchSpace
-from autosel.tasks import TaskResult
+from autosel.tasks import TaskResult, get_task
 
 
 def search(space: SearchSpace | str | Path, run: RunConfig | None = None, resources: Resources | None = None) -> SearchOutcome:
@@ -113,7 +113,7 @@ def evaluate(
     check_device(resources.device)
     chosen = get_protocol(protocol)
     options = dict(task_options)
-    if task.startswith("correspondence"):
+    if get_task(task).kind == "correspondence":
         options["query"] = chosen.query
         config = chosen.apply(config)
     elif protocol != "autosel":

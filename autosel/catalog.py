@@ -31,7 +31,8 @@ from torch import nn
 from autosel.capture import ActivationCapture, Tap, TapKind
 from autosel.errors import unknown_activation
 from autosel.limits import check_image_memory
-from autosel.models.families import Architecture, Candidate, ImageSize
+from autosel.models.architecture import load_architecture
+from autosel.models.families import Architecture, DiscoveredPoint, ImageSize
 from autosel.models.families.unet import discover_unet
 from autosel.models.registry import ModelSpec, resolve_model
 
@@ -196,7 +197,7 @@ class _FlopTally:
         inner = inner or hidden.shape[-1]  # fused projections: the width of the tokens
         self.total += 2 * 2 * batch * query_len * key_len * int(inner)  # q·kᵀ and p·v
 
-    def record_when_reached(self, candidates: list[Candidate], reached: dict[str, int]) -> None:
+    def record_when_reached(self, candidates: list[DiscoveredPoint], reached: dict[str, int]) -> None:
         """Store in ``reached[id]`` the FLOPs done when each candidate's value first exists."""
         by_hook: dict[tuple[str, bool], list[str]] = {}
         for candidate in candidates:
@@ -241,8 +242,6 @@ def list_activations(
         >>> len(points), points[0].id, (points[-1].channels, points[-1].height)
         (197, 'unet-in', (4, 64))
     """
-    from autosel.models.architecture import load_architecture
-
     if isinstance(model, str):
         model = resolve_model(model)
     architecture = model if isinstance(model, Architecture) else load_architecture(model)

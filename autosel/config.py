@@ -20,8 +20,12 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from autosel.atomic import write_text
+from autosel.errors import unknown_activation
 from autosel.limits import MAX_TEXT_CHARS
+from autosel.resources import config_path
 from autosel.schema import NUM_TRAIN_TIMESTEPS, ConfigError, Section, check_timestep, read_yaml, validate
+from autosel.urls import mask_url
 
 __all__ = ["NUM_TRAIN_TIMESTEPS", "ConfigError", "FeatureConfig"]
 
@@ -183,8 +187,6 @@ class FeatureConfig(Section):
             data["model"]["name"] = str(folder)
         text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
         if path is not None:
-            from autosel.atomic import write_text
-
             write_text(path, text)  # whole or not at all: a full disk keeps the previous file
         return text
 
@@ -196,8 +198,6 @@ class FeatureConfig(Section):
         Raises:
             ConfigError: missing or unreadable file, invalid YAML, or invalid content.
         """
-        from autosel.resources import config_path
-
         path = config_path(path)  # a shipped preset by its name, too
         data = read_yaml(path, "feature config")
         config = cls.from_dict(data if data is not None else {}, source=str(path))
@@ -224,8 +224,6 @@ class FeatureConfig(Section):
             UnknownActivationError: naming the id, the closest catalogue ids and the command
                 that lists them.
         """
-        from autosel.errors import unknown_activation
-
         known = list(known_ids)
         known_set = set(known)
         for index, activation in enumerate(self.activations):
@@ -235,6 +233,4 @@ class FeatureConfig(Section):
 
 def mask_password(url: str) -> str:
     """``url`` with its password hidden (see :func:`autosel.urls.mask_url`)."""
-    from autosel.urls import mask_url
-
     return mask_url(url)

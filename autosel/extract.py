@@ -22,8 +22,7 @@ from autosel.aggregation import aggregate
 from autosel.config import ConfigError, FeatureConfig
 from autosel.denoiser import DTYPES, Denoiser, DenoiserRun
 from autosel.images import ImageInput
-from autosel.massive import drop_massive
-from autosel.numerics import l2_normalize
+from autosel.postprocess import post_process
 
 __all__ = ["DTYPES", "FeatureExtractor", "combine_features", "reduce_pca"]
 
@@ -102,7 +101,7 @@ class FeatureExtractor(DenoiserRun):
         for captured in self.extract_timesteps(images, by_timestep).values():
             features.update(captured)
         post = {a.id: a.post for a in self.config.activations}
-        return {name: _post_process(features[name], post[name]) for name in self.config.ids}
+        return {name: post_process(features[name], post[name]) for name in self.config.ids}
 
     def combine(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Resize, normalise, weight and combine the activations into one B×C×H×W map (no PCA)."""
@@ -119,14 +118,6 @@ def combine_features(config: FeatureConfig, features: dict[str, torch.Tensor]) -
     """The config's aggregation of ``{id: B×C×H×W}`` (see :func:`autosel.aggregation.aggregate`)."""
     activations = config.activations
     return aggregate([features[a.id] for a in activations], [a.weight for a in activations], config.aggregation)
-
-
-def _post_process(value: torch.Tensor, post: str) -> torch.Tensor:
-    if post == "l2":
-        return l2_normalize(value, dim=1)
-    if post == "drop-massive":
-        return drop_massive(value)
-    return value
 
 
 def reduce_pca(maps: torch.Tensor, dim: int) -> torch.Tensor:

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from autosel.catalog import list_activations
 from autosel.config import FeatureConfig
 from autosel.errors import AutoselError
 
@@ -147,8 +148,6 @@ lines 37–41, passed to gdf's ``FeatureExtractor``)."""
 
 def _channels(config: FeatureConfig, img_size: int) -> dict[str, int]:
     """Channels of each id at ``img_size`` (gdf's ``feature_len`` is their sum), from the offline catalogue."""
-    from autosel.catalog import list_activations
-
     catalogue = {point.id: point.channels for point in list_activations(config.model.name, img_size)}
     return {a.id: catalogue[a.id] for a in config.activations}
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TypeVar, Union
+from typing import Any, TypeVar, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
+
+from autosel.errors import InvalidInputError
 
 ImageInput = Union[str, Path, Image.Image, torch.Tensor]
 
@@ -156,8 +159,6 @@ def check_pixels(pixels: torch.Tensor) -> torch.Tensor:
         InvalidInputError: a NaN or infinite value.
     """
     global _warned_range
-    from autosel.errors import InvalidInputError
-
     if not bool(torch.isfinite(pixels).all()):
         raise InvalidInputError(f"an image tensor of shape {tuple(pixels.shape)} holds NaN or infinite values; pixels must be finite, in [0, 1]")
     low, high = float(pixels.min()), float(pixels.max())
@@ -196,3 +197,11 @@ def _interpolate(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(batch.shape[-2:]) == tuple(size):
         return batch
     return F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
+def images_digest(images: Iterable[Any]) -> str:
+    """A digest of a task's image list (paths by name, arrays by content)."""
+    hasher = hashlib.sha256()
+    for image in images:
+        hasher.update(image.tobytes() if isinstance(image, np.ndarray) else str(image).encode())
+    return hasher.hexdigest()[:24]

@@ -22,6 +22,7 @@ from autosel.evaluation import image_tensor
 from autosel.images import batches
 from autosel.massive import DEFAULT_FACTOR, ChannelReport, ChannelStats
 from autosel.progress import progress_bar
+from autosel.tasks import make_task
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,6 @@ def _chosen_ids(catalogue: list[str], selectors: Sequence[str] | None, model: st
 
 
 def _dataset_images(dataset: str, count: int) -> list[Any]:
-    from autosel.tasks import make_task
-
     kind = DatasetSpec.parse(dataset).kind
     if kind == "folder":
         task = make_task("segmentation", dataset, "search", test_images=count)

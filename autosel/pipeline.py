@@ -24,7 +24,7 @@ import pandas as pd
 
 from autosel import atomic
 from autosel.cache import default_cache_dir, parse_bytes
-from autosel.catalog import ActivationPoint, list_activations
+from autosel.candidates import SpaceCatalogue
 from autosel.config import FeatureConfig, mask_password
 from autosel.data.specs import shared_split
 from autosel.denoiser import resolve_dtype
@@ -41,7 +41,7 @@ from autosel.resources import presets_folder
 from autosel.run_config import Resources, RunConfig
 from autosel.runtime.pools import WorkerPool, start_pool
 from autosel.runtime.preflight import preflight
-from autosel.screen import SweepResult, run_sweep, select_candidates, variants
+from autosel.screen import SweepResult, run_sweep
 from autosel.screen.sweep import base_config
 from autosel.space import SearchSpace, canonical_model
 from autosel.store import default_storage, driver_lock, portable_storage
@@ -133,18 +133,15 @@ class Search:
         return "heldout" if shared_split(self.space.dataset) is None else NOT_HELD_OUT
 
     @functools.cached_property
-    def catalogue(self) -> dict[str, ActivationPoint]:
-        """The model's activation points, with the space's post-processing variants of its candidates."""
-        catalogue = {p.id: p for p in list_activations(self.space.model, self.space.image_size)}
-        screened = select_candidates(list(catalogue.values()), self.space.candidates.include,
-                                     self.space.candidates.exclude, self.space.model)
-        return variants.with_variants(catalogue, [p.id for p in variants.expand(screened, self.space.candidates.post)])
+    def catalogue(self) -> SpaceCatalogue:
+        """The model's activation points and the space's candidates among them."""
+        return SpaceCatalogue.of(self.space)
 
     def pool(self) -> WorkerPool:
         """The workers (started on first use)."""
         if self._pool is None:
             self._pool = start_pool(
-                self.resources.workers, self.resources.ray_address, space=self.space.model_dump(mode="json"),
+                self.resources.workers, self.resources.ray_address, space=self.space,
                 cache_dir=str(self.cache_dir), cache_memory=parse_bytes(self.run_config.cache_memory),
                 device=self.resources.device, batch_size=self.resources.batch_size, quiet=not self.progress,
             )
@@ -170,8 +167,8 @@ class Search:
 
         def compute(todo: dict[int, list[str]]):
             with progress_bar("screening timesteps", len(todo), self.progress) as advance:
-                for rows in pool.imap("screen", [({t: todo[t]},) for t in sorted(todo)]):
-                    yield from rows
+                for rows in pool.screen(todo):  # one timestep's rows at a time
+                    yield rows
                     advance(1)
 
         sweep = run_sweep(self.space, out=self.run_config.out, storage=self.storage_url, progress=self.progress,
@@ -202,9 +199,9 @@ class Search:
             for timestep in timesteps:
                 subset = [pair for pair in cached if pair[1] == timestep]
                 event(f"caching t={timestep}: {len(subset)} (id, t)", timestep=timestep, entries=len(subset))
-                pool.on_one("fill", subset)
+                pool.fill(subset)
                 advance(1)
-        pool.broadcast("prepare", cached)
+        pool.prepare(cached)
         event(f"cache: {len(cached)} (id, t) of the top {len(candidates)} candidates ready", entries=len(cached))
         return cached
 
@@ -219,7 +216,7 @@ class Search:
                                  driver_seed(self.space.seed, self.storage_url),
                                  driver_seed(self.space.seed, self.storage_url, existing))
         study.sampler = strategy.sampler()  # seeded with the trial count: a resumed sampler must not replay
-        driver = Driver(study, self.storage, strategy, self.pool(), candidates, self.catalogue, search.max_activations,
+        driver = Driver(study, self.storage, strategy, self.pool(), candidates, self.catalogue.by_name, search.max_activations,
                         search.channel_budget, self.progress)
         stats = driver.run(search.trials)
         event(f"search: {stats.evaluated} trials evaluated, {stats.duplicates} duplicates copied, {stats.retried} retried",
@@ -230,7 +227,6 @@ class Search:
         """Score the ``confirm_top`` best distinct trials, the best single activation and the
         model's presets on the held-out split through the real extractor at full channels."""
         space = self.space
-        base = base_config(space, "unet-in", space.timesteps[0])
         entries: list[tuple[str, FeatureConfig, float | None, int | None]] = []
         seen = set()
         ranked = sorted((t for t in completed(study) if t.user_attrs.get("feasible", True)), key=lambda t: -t.values[0])
@@ -239,19 +235,18 @@ class Search:
             if key in seen:
                 continue
             seen.add(key)
-            entries.append((f"trial {trial.number}", selection_of(trial).to_config(base), trial.values[0], trial.number))
+            entries.append((f"trial {trial.number}", selection_of(trial).to_config(space), trial.values[0], trial.number))
             if len(entries) == space.search.confirm_top:
                 break
         single = sweep.top(1).iloc[0]
         entries.append((f"best single: {single['id']} @ t={int(single['timestep'])}",
                         base_config(space, single["id"], int(single["timestep"])), float(single["value"]), None))
         for path, preset in presets_items(space.model):
-            entries.append((f"preset {path.stem}", preset.replace(extraction=base.extraction), None, None))
+            entries.append((f"preset {path.stem}", preset.replace(extraction=space.extraction_section()), None, None))
         with progress_bar("confirming", len(entries), self.progress) as advance:
-            results = self.pool().map("confirm", [(config.to_dict(),) for _, config, _, _ in entries], advance)
-        catalogue = self.catalogue
+            results = self.pool().confirm([config.to_dict() for _, config, _, _ in entries], advance)
         confirmed = [
-            Confirmed(name, config, result["value"], search, sum(catalogue[i].channels for i in config.ids), trial, result["metrics"])
+            Confirmed(name, config, result["value"], search, self.catalogue.channels(config.ids), trial, result["metrics"])
             for (name, config, search, trial), result in zip(entries, results)
         ]
         event(f"confirm: best held-out {100 * confirmed[0].heldout:.1f}", heldout=confirmed[0].heldout,
@@ -314,9 +309,9 @@ def check_confirm_task(task: str, confirm_task: str | None) -> None:
     """The confirmation task must score the same kind of data as the search's."""
     if confirm_task is None:
         return
-    get_task(confirm_task)
-    if confirm_task.split("-")[0] != task.split("-")[0]:
-        raise InvalidInputError(f"--confirm-task {confirm_task} cannot confirm a {task} search: use a {task.split('-')[0]} task")
+    kind = get_task(task).kind
+    if get_task(confirm_task).kind != kind:
+        raise InvalidInputError(f"--confirm-task {confirm_task} cannot confirm a {task} search: use a {kind} task")
 
 
 def driver_seed(seed: int, storage_url: str, existing_trials: int = 0) -> int:
@@ -367,7 +362,7 @@ def write_results(folder: Path, space: SearchSpace, study: optuna.Study, confirm
     presets = {c.name.removeprefix("preset "): round(c.heldout, 6) for c in confirmed if c.name.startswith(("preset", "best single"))}
     primary = get_task(space.task).primary_metric
     normalisation, averaging = metric_parts(primary)
-    protocol = DEFAULT_PROTOCOL if space.task.startswith("correspondence") else None
+    protocol = DEFAULT_PROTOCOL if get_task(space.task).kind == "correspondence" else None
     versions = {name: package_version(name) for name in ("autosel", "torch", "diffusers", "optuna", "ray")}
     recorded_storage = mask_password(portable_storage(storage_url))
     files = []
@@ -384,10 +379,9 @@ def write_results(folder: Path, space: SearchSpace, study: optuna.Study, confirm
     best_path = folder / "best.yaml"
     finished(best.config, best.heldout, best.search, best.trial).to_yaml(best_path)
     files.append(best_path)
-    base = base_config(space, "unet-in", space.timesteps[0])
     for trial in pareto_front(completed(study)):
         path = folder / "pareto" / f"trial-{trial.number:04d}.yaml"
-        config = selection_of(trial).to_config(base)
+        config = selection_of(trial).to_config(space)
         score = {"task": space.task, "dataset": space.dataset, "split": "search", "metric": primary,
                  "normalisation": normalisation, "averaging": averaging, "protocol": protocol, "value": trial.values[0]}
         config.replace(score=score, provenance={"study": study_name, "storage": recorded_storage, "trial": trial.number}).to_yaml(path)

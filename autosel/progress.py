@@ -7,6 +7,8 @@ import os
 import time
 from collections.abc import Callable, Iterator
 
+from autosel.log import event
+
 MESSAGE_EVERY_SECONDS = 5.0
 """Without a bar, progress is reported at most this often (and when the work is done)."""
 
@@ -45,8 +47,6 @@ def _interactive() -> bool:
 
 @contextlib.contextmanager
 def _progress_messages(label: str, total: int) -> Iterator[Callable[[int], None]]:
-    from autosel.log import event
-
     started = last = time.monotonic()
     done = 0
 

@@ -18,12 +18,17 @@ from typing import Any
 import numpy as np
 import optuna
 
-from autosel import atomic
+from autosel import atomic, plots
+from autosel.config import FeatureConfig
+from autosel.data.records import read_image
 from autosel.errors import InvalidInputError, did_you_mean
+from autosel.evaluation import extract_combined
+from autosel.extract import FeatureExtractor
 from autosel.optimise.study import completed, open_storage, pareto_front, quiet_optuna, states, trials_frame
 from autosel.protocols import DEFAULT_PROTOCOL
 from autosel.store import SweepStore
 from autosel.tasks import TASKS, get_task
+from autosel.tasks.base import make_task
 
 
 @dataclass
@@ -91,8 +96,6 @@ def write_report(name: str, storage: str, out: str | Path, html: bool = False, m
     model, task, dataset = identity.get("model", "?"), identity.get("task", "?"), identity.get("dataset", "?")
     metric = get_task(task).primary_metric if task in TASKS else "score"
     heading = f"{model} · {task} · {metric}" + (f" · protocol {DEFAULT_PROTOCOL}" if task == "correspondence" else "")
-    from autosel import plots
-
     files: list[Path] = []
     sections: list[str] = [f"# Search report: {name}", "",
                            f"Model `{model}`, task `{task}`, dataset `{dataset}`; generated "
@@ -167,8 +170,6 @@ MATCH_PAIRS = 3
 def matched_configs(confirmed: list[dict[str, Any]]) -> list[tuple[str, Any]]:
     """(column title, config) of best.yaml and the legacy preset (else the first preset) among
     a study's confirmed configs; empty when the study did not record them (older searches)."""
-    from autosel.config import FeatureConfig
-
     presets = [c for c in confirmed if c["name"].startswith("preset ")]
     preset = next((c for c in presets if "legacy" in c["name"]), presets[0] if presets else None)
     if not confirmed or preset is None or "config" not in confirmed[0] or "config" not in preset:
@@ -182,12 +183,6 @@ def matches_picture(configs: list[tuple[str, Any]], dataset: str, path: Path, ti
     """Draw each config's matches on the first ``pairs`` held-out pairs of ``dataset``
     (:func:`autosel.plots.matches_plot`); returns the file and the PCK α used for the colours."""
     import torch
-
-    from autosel import plots
-    from autosel.data.records import read_image
-    from autosel.evaluation import extract_combined
-    from autosel.extract import FeatureExtractor
-    from autosel.tasks.base import make_task
 
     size = configs[0][1].extraction.image_size
     options = {"shapes_size": size if isinstance(size, int) else 64} if dataset == "shapes" else {}

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from autosel.errors import did_you_mean
+from autosel.schema import ConfigError
+
 SHIPPED = Path(__file__).resolve().parent / "shipped"
 
 
@@ -40,9 +43,6 @@ def config_path(reference: str | Path) -> Path:
         if shipped.is_file():
             return shipped
         if path.suffix == "" and not path.exists():  # a name that is neither a file nor a preset
-            from autosel.errors import did_you_mean
-            from autosel.schema import ConfigError
-
             raise ConfigError(f"{reference}: no such feature config file, nor a shipped preset of that name."
                               f"{did_you_mean(name, preset_names())} Presets: {', '.join(preset_names())} (`autosel presets`)")
     return path

@@ -6,13 +6,20 @@ takes any other. Unknown keys are errors (a typo must not silently fall back to 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from autosel.config import ExtractionSection, FeatureConfig, ModelSection
+from autosel.errors import AutoselError
+from autosel.models import resolve_model
+from autosel.models.architecture import load_architecture
+from autosel.models.families import registered_families
 from autosel.resources import spaces_folder
 from autosel.schema import Section, check_timestep, read_yaml, validate
+from autosel.tasks import get_task
 
 SPACES_FOLDER = "search_spaces"
 DEFAULT_TIMESTEPS = (10, 50, 150, 300, 500)
@@ -114,14 +121,25 @@ class SearchSpace(Section):
         data.update({k: v for k, v in changes.items() if v is not None})
         return SearchSpace.from_dict(data)
 
+    def model_section(self) -> ModelSection:
+        """The model section of every feature config this space's search writes."""
+        return ModelSection(name=self.model, dtype=self.dtype or "float32")
+
+    def extraction_section(self) -> ExtractionSection:
+        """The extraction section of every feature config this space's search writes (its image
+        size; the other settings at their defaults)."""
+        return ExtractionSection(image_size=self.image_size)
+
+    def feature_config(self, activations: Sequence[Mapping[str, Any]]) -> FeatureConfig:
+        """A feature config of ``activations`` (``{"id", "timestep", …}`` each) with this space's
+        model and extraction sections."""
+        return FeatureConfig(model=self.model_section(), extraction=self.extraction_section(),
+                             activations=[dict(activation) for activation in activations])
+
     def task_options(self, task: str | None = None) -> dict[str, Any]:
         """Keyword options for :func:`autosel.tasks.make_task` from the proxy section (for the
         space's task, or ``task``: e.g. the confirmation's)."""
-        proxy, task = self.proxy, task or self.task
-        if task == "segmentation":
-            return {"train_images": proxy.train_images, "test_images": proxy.test_images, "shapes_size": proxy.shapes_size}
-        options = {"pairs": proxy.pairs, "pairs_per_category": proxy.pairs_per_category, "shapes_size": proxy.shapes_size}
-        return {**options, "train_pairs": proxy.train_pairs} if task == "correspondence-trained" else options
+        return {name: getattr(self.proxy, name) for name in get_task(task or self.task).proxy_options}
 
 
 def space_file(model: str) -> Path | None:
@@ -168,11 +186,6 @@ def default_candidates(model: str) -> CandidateSection:
     seed codebase found best), every transformer block of diffusion transformers (less what
     their family leaves out by default: PixArt's attention maps), each also with ``post:
     drop-massive`` (massive activations; DiTF)."""
-    from autosel.errors import AutoselError
-    from autosel.models import resolve_model
-    from autosel.models.architecture import load_architecture
-    from autosel.models.families import registered_families
-
     try:
         spec = resolve_model(model)
         family = registered_families().get(spec.family or "") or type(load_architecture(spec))

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
+from autosel.candidates import select_candidates
 from autosel.capture import ActivationCapture
 from autosel.catalog import forward_flops, measure_catalogue
 from autosel.models import load_architecture, resolve_model
-from autosel.screen.sweep import select_candidates
 from autosel.space import load_space
 
 DENSE_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "RTX 4090": 165.0}

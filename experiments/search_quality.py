@@ -43,14 +43,14 @@ def main() -> None:
     search = Search(space, run, Resources(workers=0))
     candidates = search.candidates(search.screen())
     cached = search.cache(candidates)
-    worker = search.pool()
+    worker = search.pool().worker  # workers=0: the one worker, in this process
     catalogue = {p.id: p for p in list_activations("tiny", 64)}
     memo = Path(".cache/search_quality_scores.json")
     scores: dict[str, float] = json.loads(memo.read_text()) if memo.is_file() else {}
 
     def score(selection: Selection) -> float:
         if selection.key not in scores:
-            scores[selection.key] = worker.on_one("evaluate", selection.items, cached)["score"]
+            scores[selection.key] = worker.evaluate(selection.items, cached)["score"]
         return scores[selection.key]
 
     started = time.perf_counter()

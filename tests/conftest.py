@@ -48,9 +48,9 @@ def tiny_xl_folder(tmp_path_factory) -> Path:
 def finished_search(tmp_path_factory) -> str:
     """A store holding study 'tiny-correspondence' from a real (small, in-process) search of
     10 trials, with its screen, its confirmed configs and the tiny model's presets (about a minute)."""
-    import autosel
     from fixture_data import small_search_space
 
+    import autosel
     from autosel.space import SearchSpace
 
     folder = tmp_path_factory.mktemp("study")

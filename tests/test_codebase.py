@@ -110,3 +110,95 @@ def test_the_family_rule_sees_a_branch_on_a_family_name(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text('if arch.family == "pixart":\n    pass\nKNOWN = {"sd3", "flux"}\nNAMES = {"if-i-l": "if"}\n')
     assert family_branches(probe, {"pixart", "sd3", "flux", "if"}) == ["probe.py:1 'pixart'", "probe.py:3 'sd3'", "probe.py:3 'flux'"]
+
+
+LOCAL_IMPORT_EXEMPT = ("cli/", "api.py", "__init__.py", "runtime/workers.py")
+"""Where function-local imports are the design: the CLI and the API import on first use (each
+command pays only for what it runs), and the Ray worker module imports inside the actor."""
+
+
+def local_first_party_imports(package: Path) -> list[tuple[str, int, bool]]:
+    """(file, line, has a reason) of every function-local ``autosel`` import in the library code of
+    ``package``; the reason is a comment on the line above."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package).as_posix()
+        if relative.startswith(LOCAL_IMPORT_EXEMPT) or relative.endswith(LOCAL_IMPORT_EXEMPT):
+            continue
+        lines = path.read_text().splitlines()
+        for function in ast.walk(ast.parse("\n".join(lines), filename=str(path))):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                module = node.module if isinstance(node, ast.ImportFrom) else (node.names[0].name if isinstance(node, ast.Import) else None)
+                if module and module.startswith(package.name):
+                    found.append((relative, node.lineno, lines[node.lineno - 2].strip().startswith("#")))
+    return found
+
+
+def test_library_code_has_at_most_five_function_local_imports_each_with_a_reason():
+    found = local_first_party_imports(ROOT / "autosel")
+    assert len(found) <= 5, found
+    assert [place for place in found if not place[2]] == []
+
+
+def test_the_local_import_rule_sees_an_import_inside_a_function(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "a.py").write_text("def f():\n    # lazy: heavy\n    from pkg.b import x\n\n\ndef g():\n    import pkg.c\n")
+    assert local_first_party_imports(package) == [("a.py", 3, True), ("a.py", 7, False)]
+
+
+STAGES = ("screen", "cache", "optimise", "runtime")
+
+
+def package_imports(package: Path, first: str, second: str) -> bool:
+    """True when a module of subpackage ``first`` imports one of ``second`` (any import)."""
+    for path in (package / first).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if any(name == f"{package.name}.{second}" or name.startswith(f"{package.name}.{second}.") for name in names):
+                return True
+    return False
+
+
+def test_no_two_stage_packages_import_each_other():
+    package = ROOT / "autosel"
+    both_ways = [(a, b) for n, a in enumerate(STAGES) for b in STAGES[n + 1:]
+                 if package_imports(package, a, b) and package_imports(package, b, a)]
+    assert both_ways == []
+
+
+def class_names(package: Path) -> dict[str, list[str]]:
+    """Class name → the modules of ``package`` defining a class of that name."""
+    names: dict[str, list[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ClassDef):
+                names.setdefault(node.name, []).append(path.relative_to(package).as_posix())
+    return names
+
+
+def test_no_two_classes_in_the_package_share_a_name():
+    assert {name: where for name, where in class_names(ROOT / "autosel").items() if len(where) > 1} == {}
+
+
+def test_no_worker_pool_call_names_its_method_as_a_string():
+    calls = []
+    for path in sorted((ROOT / "autosel").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args \
+                    and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str) \
+                    and node.func.attr in {"imap", "map", "on_one", "broadcast", "_imap", "_map", "_on_one", "_broadcast"}:
+                calls.append(f"{path.name}:{node.lineno}")
+    assert calls == []
+
+
+def test_every_post_a_feature_config_accepts_is_a_registered_post_processor():
+    import typing
+
+    from autosel.config import Activation
+    from autosel.postprocess import POST_PROCESSORS
+
+    assert set(typing.get_args(Activation.model_fields["post"].annotation)) == set(POST_PROCESSORS)

@@ -14,6 +14,7 @@ from autosel.inspection import inspect_model
 from autosel.massive import drop_massive, inspect_channels, massive_channels
 from autosel.models import load_pipeline
 from autosel.optimise.selection import Selection
+from autosel.space import SearchSpace
 
 PLANTED = 5
 
@@ -79,8 +80,8 @@ def test_extraction_with_drop_massive_returns_the_planted_channel_as_zeros(plant
 
 
 def test_a_searched_variant_becomes_a_drop_massive_activation():
-    base = FeatureConfig.from_dict({"model": {"name": "tiny-sd3-random"}, "activations": [{"id": "x", "timestep": 1}]})
-    config = Selection((("vit-block1-out:drop-massive", 260, 1.0), ("vit-block2-out", 50, 1.0))).to_config(base)
+    space = SearchSpace(model="tiny-sd3-random")
+    config = Selection((("vit-block1-out:drop-massive", 260, 1.0), ("vit-block2-out", 50, 1.0))).to_config(space)
     assert [(a.id, a.post) for a in config.activations] == [("vit-block1-out", "drop-massive"), ("vit-block2-out", "none")]
 
 

@@ -9,10 +9,11 @@ import pytest
 import yaml
 
 from autosel.denoiser import resolve_dtype
+from autosel.encoding import model_run
 from autosel.errors import InvalidInputError
 from autosel.runtime.plan import make_plan
 from autosel.screen import run_sweep
-from autosel.screen.sweep import base_config, model_run, sweep_key
+from autosel.screen.sweep import sweep_key
 from autosel.space import SearchSpace, canonical_model, same_model
 from autosel.tasks import make_task
 
@@ -77,9 +78,9 @@ def test_the_space_dtype_reaches_the_denoiser_and_the_sweep_key():
     run = model_run(space, device="cpu", batch_size=2)
     assert str(run.denoiser.dtype) == "torch.bfloat16" and run.denoiser.vae.dtype.is_floating_point
     task = make_task("correspondence", "shapes", "search", pairs=8)
-    half = sweep_key(space, task, base_config(space, "unet-in", 50), (64, 64))
+    half = sweep_key(space, task, (64, 64))
     full_space = space.replace(dtype="float32")
-    assert half != sweep_key(full_space, task, base_config(full_space, "unet-in", 50), (64, 64))
+    assert half != sweep_key(full_space, task, (64, 64))
 
 
 def test_folder_spellings_name_one_model(tmp_path, monkeypatch):
@@ -92,13 +93,12 @@ def test_folder_spellings_name_one_model(tmp_path, monkeypatch):
 
 
 def test_without_a_bar_progress_goes_out_as_messages(monkeypatch):
-    import autosel.log
     import autosel.progress
     from autosel.progress import progress_bar
 
     said = []
     monkeypatch.setenv("AUTOSEL_PROGRESS", "0")
-    monkeypatch.setattr(autosel.log, "event", lambda message, **fields: said.append((message, fields)))
+    monkeypatch.setattr(autosel.progress, "event", lambda message, **fields: said.append((message, fields)))
     monkeypatch.setattr(autosel.progress, "MESSAGE_EVERY_SECONDS", 0.0)
     with progress_bar("screening", 3) as advance:
         for _ in range(3):

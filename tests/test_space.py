@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from autosel.candidates import SpaceCatalogue, select_candidates
 from autosel.catalog import list_activations
 from autosel.config import ConfigError
-from autosel.screen import select_candidates
 from autosel.space import SearchSpace, load_space, space_file
 
 SHIPPED = ("tiny", "sd15", "sd21", "sdxl", "sdxl-turbo")
@@ -46,3 +46,24 @@ def test_models_without_a_file_get_the_generic_space():
 def test_a_transformer_without_a_file_screens_every_block_also_without_massive_channels():
     space = load_space("tiny-sd3-random")
     assert space.candidates.include == ["vit-block*"] and space.candidates.post == ["none", "drop-massive"]
+
+
+def test_a_space_catalogue_holds_each_screened_point_once_per_post_variant():
+    space = SearchSpace(model="tiny", image_size=64, candidates={"include": ["mid-*"], "exclude": ["*-map"],
+                                                                  "post": ["none", "drop-massive"]})
+    catalogue = SpaceCatalogue.of(space)
+    screened = [point.id for point in catalogue.screened]
+    assert screened and catalogue.ids == [name for point in screened for name in (point, f"{point}:drop-massive")]
+
+
+def test_a_variant_name_has_its_points_channels():
+    space = SearchSpace(model="tiny", image_size=64, candidates={"include": ["mid-*"], "post": ["none", "drop-massive"]})
+    catalogue = SpaceCatalogue.of(space)
+    point = catalogue.screened[0]
+    assert catalogue.channels([point.id, f"{point.id}:drop-massive"]) == 2 * point.channels
+
+
+def test_a_loaded_models_points_give_the_same_candidates_as_the_config():
+    space = SearchSpace(model="tiny", image_size=64)
+    measured = SpaceCatalogue.of(space)
+    assert SpaceCatalogue.of(space, measured.points.values()).ids == measured.ids

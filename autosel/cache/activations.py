@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -320,11 +319,3 @@ def project(value: torch.Tensor, dim: int | None, seed: int, activation: str) ->
         return value
     matrix = projection_matrix(value.shape[1], dim, seed, activation).to(value.device)
     return torch.einsum("bchw,cd->bdhw", value.float(), matrix)
-
-
-def images_digest(images: Iterable[Any]) -> str:
-    """A digest of a task's image list (paths by name, arrays by content)."""
-    hasher = hashlib.sha256()
-    for image in images:
-        hasher.update(image.tobytes() if isinstance(image, np.ndarray) else str(image).encode())
-    return hasher.hexdigest()[:24]

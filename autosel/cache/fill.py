@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from autosel.cache.activations import ActivationCache, CacheKey, images_digest, project, proxy_map
+from autosel import variants
+from autosel.cache.activations import ActivationCache, CacheKey, project, proxy_map
 from autosel.denoiser import DTYPES, DenoiserRun
+from autosel.encoding import Encoded, encode_images
+from autosel.images import images_digest
 from autosel.progress import progress_bar
-from autosel.screen import variants
-from autosel.screen.sweep import Encoded, encode_images
 from autosel.space import canonical_model
 from autosel.tasks import Task
 
@@ -53,7 +54,7 @@ def fill_cache(
     encoded: Encoded | None = None,
 ) -> tuple[dict[tuple[str, int], np.ndarray], int]:
     """Every key's N×C×H×W float16 array (N = ``len(task.images)``), computing the missing ones
-    (from ``encoded`` latents when given, see :func:`autosel.screen.sweep.encode_images`).
+    (from ``encoded`` latents when given, see :func:`autosel.encoding.encode_images`).
 
     Returns:
         The arrays by (id, timestep), and the number of denoiser forwards run.

@@ -100,6 +100,7 @@ def evaluate_command(
     from autosel.output import print_document
     from autosel.protocols import get_protocol
     from autosel.run_config import Resources
+    from autosel.tasks import get_task
 
     feature_config = load_feature_config(config)
     size = feature_config.extraction.image_size
@@ -112,14 +113,14 @@ def evaluate_command(
     )
     if output_format is not OutputFormat.table:
         print_document({**result.to_dict(), **({"protocol": protocol, "protocol_description": chosen.description}
-                                               if task.startswith("correspondence") else {})}, output_format)
+                                               if get_task(task).kind == "correspondence" else {})}, output_format)
         return
     records = [
         {"metric": name, "value": f"{100 * value:.1f}", "meaning": result.descriptions.get(name, "")}
         for name, value in result.metrics.items()
     ]
     title = f"{task} on {dataset} ({role}): {result.n_items} {result.unit}; primary {result.primary} = {100 * result.value:.1f}"
-    if task.startswith("correspondence"):
+    if get_task(task).kind == "correspondence":
         title += f"; protocol {protocol}"
     print_records(records, output_format, [("metric", "metric"), ("value", "%"), ("meaning", "meaning")], title=title)
 

@@ -71,8 +71,8 @@ def sweep_command(
     * `autosel sweep --model tiny --timesteps 10,50,150 --include 'up-*'`
     * `autosel sweep --model ./my-pipeline --image-size 256 --pairs 20 --dtype float16 --dry-run`
     """
+    from autosel.encoding import model_run
     from autosel.screen import run_sweep
-    from autosel.screen.sweep import model_run
 
     space = space_for(model, space_file)
     candidates = None
@@ -172,7 +172,7 @@ def search_command(
                     progress=not no_progress)
     resources = Resources(workers=workers, device=device, batch_size=batch_size, ray_address=ray_address)
     if dry_run:
-        from autosel.screen.sweep import model_run
+        from autosel.encoding import model_run
 
         plan = show_plan(space, space_file, model, "search", device, batch_size, workers, dry_run)
         time_plan(plan, model_run(space, device=device, batch_size=batch_size), space, dry_run)
@@ -233,12 +233,11 @@ def show_plan(space, space_file, model, stage, device, batch_size, workers, dry_
 
 def time_plan(plan, run, space, dry_run) -> None:
     """Measure one forward of the loaded model and say how long the planned forwards take."""
+    from autosel.candidates import SpaceCatalogue
     from autosel.log import event
     from autosel.runtime.plan import measure_forward
-    from autosel.screen.sweep import select_candidates
 
-    ids = [p.id for p in select_candidates(list(run.catalogue.values()), space.candidates.include,
-                                           space.candidates.exclude, space.model)]
+    ids = [p.id for p in SpaceCatalogue.of(space, run.catalogue.values()).screened]
     plan.seconds_per_image_forward = measure_forward(run, ids, space.timesteps[0])
     if dry_run:
         typer.echo("  " + plan.time_text())

@@ -27,6 +27,7 @@ from autosel.models.standin import (
     spec_from_files,
     standin_pipeline,
 )
+from autosel.models.tiny import tiny_architecture
 
 __all__ = ["Architecture", "ImageSize", "generic_architecture", "load_architecture", "shipped_architecture"]
 
@@ -64,8 +65,6 @@ def load_architecture(spec: ModelSpec) -> Architecture:
         UnsupportedModelError: the denoiser is of a family autosel does not support.
     """
     if spec.source == "builtin":
-        from autosel.models.tiny import tiny_architecture
-
         return tiny_architecture(spec.name)
     if spec.source == "folder":
         folder = Path(spec.path or spec.name)

@@ -15,6 +15,7 @@ import torch
 from autosel.errors import NotAPipelineError
 from autosel.models.architecture import weights_unavailable
 from autosel.models.registry import ModelSpec, resolve_model
+from autosel.models.tiny import build_tiny_pipeline
 
 
 def load_pipeline(
@@ -38,8 +39,6 @@ def load_pipeline(
     """
     spec = resolve_model(model) if isinstance(model, str) else model
     if spec.source == "builtin":
-        from autosel.models.tiny import build_tiny_pipeline
-
         pipeline = build_tiny_pipeline(spec.name)
         if dtype != torch.float32:
             for component in pipeline.components.values():

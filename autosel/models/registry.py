@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from autosel.errors import NotAPipelineError, UnknownModelError, did_you_mean
+from autosel.models.families import family_of_config
 from autosel.models.standin import denoiser_component
 from autosel.models.twins import TWIN_DESCRIPTIONS
 
@@ -165,8 +166,6 @@ def resolve_model(reference: str) -> ModelSpec:
 
 
 def _folder_spec(reference: str, path: Path) -> ModelSpec:
-    from autosel.models.families import family_of_config
-
     index_file = path / "model_index.json"
     if not index_file.is_file():
         raise NotAPipelineError(

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from autosel.errors import NotAPipelineError
+
 TOKENIZER_SPECIALS = ("<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "[gMASK]", "<sop>")
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -269,8 +271,6 @@ def spec_from_files(locate: Callable[[str], str | os.PathLike | None], source: s
     Raises:
         NotAPipelineError: no ``model_index.json``, or a component without its config file.
     """
-    from autosel.errors import NotAPipelineError
-
     index = _json_at(locate, "model_index.json", source)
     components: dict[str, Component] = {}
     for name, entry in index.items():
@@ -302,8 +302,6 @@ def spec_from_files(locate: Callable[[str], str | os.PathLike | None], source: s
 
 
 def _json_at(locate: Callable[[str], str | os.PathLike | None], name: str, source: str) -> dict[str, Any]:
-    from autosel.errors import NotAPipelineError
-
     found = locate(name)
     if found is None:
         raise NotAPipelineError(f"model '{source}' has no {name}")

@@ -19,6 +19,9 @@ from typing import Any
 import torch
 
 from autosel.models.families import Architecture
+from autosel.models.registry import TINY_FOLDER
+from autosel.models.standin import build_pipeline
+from autosel.models.twins import TWIN_SPECS
 
 TEXT_LEN = 16
 TEXT_DIM = 32
@@ -204,8 +207,6 @@ def tiny_architecture(name: str) -> Architecture:
     ``tiny-random`` is the architecture of the trained ``tiny`` model, with seeded random weights.
     Generic-path twins (:data:`autosel.models.twins.TWIN_SPECS`) record their calls from the twin.
     """
-    from autosel.models.twins import TWIN_SPECS
-
     if name in TWIN_SPECS:
         _, denoiser = TWIN_SPECS[name].denoiser
         config = {**denoiser.config, "_class_name": denoiser.class_name}
@@ -227,11 +228,7 @@ def build_tiny_pipeline(name: str, seed: int = 0):
     The same ``name`` and ``seed`` always give bitwise identical weights; the global torch
     random state is left untouched.
     """
-    from autosel.models.twins import TWIN_SPECS
-
     if name in TWIN_SPECS:
-        from autosel.models.standin import build_pipeline
-
         return build_pipeline(TWIN_SPECS[name], seed=seed)
     architecture = tiny_architecture(name)
     with torch.random.fork_rng(devices=[]):
@@ -239,8 +236,6 @@ def build_tiny_pipeline(name: str, seed: int = 0):
         pipeline = _BUILDERS[architecture.family](architecture)
     if name == "tiny-dit-random":  # the trained tiny VAE: the twin differs from tiny-dit in its transformer only
         from diffusers import AutoencoderKL
-
-        from autosel.models.registry import TINY_FOLDER
 
         pipeline.vae = AutoencoderKL.from_pretrained(TINY_FOLDER / "vae")
         pipeline.vae.register_to_config(shift_factor=0.0)  # SD3's pipeline decodes with it; 0 = as tiny encodes

@@ -15,9 +15,10 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import Any, Protocol
 
 import optuna
 from optuna.trial import TrialState
@@ -28,6 +29,34 @@ from autosel.optimise.strategies import Strategy
 from autosel.progress import progress_bar
 
 log = logging.getLogger("autosel.search")
+
+MAX_SKIPS_IN_A_ROW = 20
+"""Proposals skipped in a row (being evaluated elsewhere right now) before a duplicate is copied instead."""
+
+TrialResult = tuple[int, "dict[str, Any] | None", "Exception | None"]
+"""(trial number, the worker's result with its ``score``, or the error that stopped it)."""
+
+
+class TrialRunner(Protocol):
+    """What the driver needs of the workers (:class:`autosel.runtime.pools.WorkerPool` is one)."""
+
+    def idle(self) -> int:
+        """Workers free to take a trial."""
+
+    def submit(self, tag: int, items: Sequence[Any], entries: Sequence[tuple[str, int]]) -> None:
+        """Start scoring a selection on an idle worker; its result comes back from :meth:`poll` under ``tag``."""
+
+    def poll(self, timeout: float) -> Iterator[TrialResult]:
+        """The trials finished within ``timeout`` seconds."""
+
+
+class Start(Enum):
+    """What became of one proposal (:meth:`Driver._start_one`)."""
+
+    SUBMITTED = "submitted"  # sent to a worker
+    COPIED = "copied"  # a selection the study already scored: its value copied
+    SKIPPED = "skipped"  # being evaluated elsewhere right now: failed, to be proposed again
+    STOP = "stop"  # nothing to start now
 
 
 @dataclass
@@ -58,7 +87,7 @@ class Driver:
         study: optuna.Study,
         storage: optuna.storages.RDBStorage,
         strategy: Strategy,
-        pool: Any,
+        pool: TrialRunner,
         candidates: Sequence[Candidate],
         catalogue: Mapping[str, ActivationPoint],
         max_activations: int,
@@ -120,11 +149,11 @@ class Driver:
                     break
                 while self.pool.idle() > 0 and complete + running < trials and not strategy.exhausted(study):
                     outcome = self._start_one(trials)
-                    if outcome == "stop":
+                    if outcome is Start.STOP:
                         break
-                    if outcome == "copied":
+                    if outcome is Start.COPIED:
                         complete += 1
-                    elif outcome == "submitted":
+                    elif outcome is Start.SUBMITTED:
                         running += 1
                 if not self.in_flight:  # waiting on other drivers' trials: do not hammer the store
                     time.sleep(self.poll_seconds)
@@ -138,23 +167,23 @@ class Driver:
         """True when the trial's parameters were queued (a fixed plan's proposal or a retry)."""
         return "fixed_params" in self.storage.get_trial(trial_id).system_attrs
 
-    def _start_one(self, trials: int) -> str:
-        """Ask one trial and submit, copy or skip it: ``submitted``, ``copied``, ``skipped`` or ``stop``."""
+    def _start_one(self, trials: int) -> Start:
+        """Ask one trial and submit, copy or skip it."""
         study, strategy = self.study, self.strategy
         params = strategy.next_params(study)
         if params is not None:
             study.enqueue_trial(params)
         elif strategy.exhausted(study):
-            return "stop"
+            return Start.STOP
         elif not strategy.sampling(study) and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            return "stop"  # the plan needs running trials' results first, and nothing is queued (retries)
+            return Start.STOP  # the plan needs running trials' results first, and nothing is queued (retries)
         trial = study.ask()
         trial_id = self._trial_id(trial)
         if not strategy.sampling(study) and not self._planned(trial_id):
             # another driver asked the trial this one queued: the sampler filled in, but the plan decides
             trial.set_user_attr("skipped", "sampled while a fixed plan is in progress")
             study.tell(trial, state=TrialState.FAIL)
-            return "stop"
+            return Start.STOP
         self.storage.record_heartbeat(trial_id)
         trial.set_user_attr("heartbeat_of", trial.number)  # see fail_orphaned_trials
         trial.set_user_attr("driver", self.name)
@@ -164,7 +193,7 @@ class Driver:
         if done_now + ahead >= trials:  # another driver took the last slots
             trial.set_user_attr("surplus", True)
             study.tell(trial, state=TrialState.FAIL)
-            return "stop"
+            return Start.STOP
         selection = suggest(trial, self.candidates, self.max_activations)
         channels, cost = selection.channels(self.catalogue), selection.cost(self.catalogue)
         budget = self.channel_budget
@@ -184,20 +213,20 @@ class Driver:
         # a fixed plan's proposal (greedy, exhaustive) that another driver ran meanwhile is a
         # stale view, not a choice: skip it and ask the plan again instead of copying the score
         planned = self._planned(trial_id) and "retry_of" not in trial.user_attrs
-        if previous is not None and (not planned or self.skipped >= 20):
+        if previous is not None and (not planned or self.skipped >= MAX_SKIPS_IN_A_ROW):
             trial.set_user_attr("duplicate_of", previous.number)
             study.tell(trial, previous.values[0])
             self.stats.duplicates += 1
-            return "copied"
-        if same and self.skipped < 20:  # being evaluated right now, or just now (another worker or driver)
+            return Start.COPIED
+        if same and self.skipped < MAX_SKIPS_IN_A_ROW:  # being evaluated right now, or just now (another worker or driver)
             trial.set_user_attr("skipped", f"{'run' if previous else 'running'} as trial {same[0].number}")
             study.tell(trial, state=TrialState.FAIL)
             self.skipped += 1
-            return "skipped"
+            return Start.SKIPPED
         self.skipped = 0
         self.pool.submit(trial.number, selection.items, self.entries)
         self.in_flight[trial.number] = (trial, trial_id)
-        return "submitted"
+        return Start.SUBMITTED
 
     def _collect(self) -> None:
         """Record the trials the workers finished; re-queue those whose worker failed."""

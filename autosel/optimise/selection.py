@@ -13,7 +13,9 @@ import torch
 from autosel.aggregation import aggregate
 from autosel.catalog import ActivationPoint
 from autosel.config import FeatureConfig
+from autosel.space import SearchSpace
 from autosel.tasks import Task, TaskResult
+from autosel.variants import split_variant
 
 WEIGHTS = (0.5, 1.0, 2.0)
 TRIAL_ENCODING = "id@t"
@@ -54,15 +56,17 @@ class Selection:
             deepest[t] = max(deepest.get(t, 0.0), catalogue[name].depth)
         return float(sum(deepest.values()))
 
-    def to_config(self, base: FeatureConfig, **sections: Any) -> FeatureConfig:
-        """``base`` with this selection's activations (other sections replaced as given)."""
-        from autosel.screen.variants import split_variant
-
+    def activations(self) -> list[dict[str, Any]]:
+        """The feature config's activation entries (``id``, ``timestep``, ``weight``, ``post``)."""
         activations = []
         for name, t, w in self.items:
             base_id, post = split_variant(name)
             activations.append({"id": base_id, "timestep": t, "weight": w, "post": post})
-        return base.replace(activations=activations, **sections)
+        return activations
+
+    def to_config(self, space: SearchSpace) -> FeatureConfig:
+        """This selection as a feature config with ``space``'s model and extraction sections."""
+        return space.feature_config(self.activations())
 
 
 def slot_choice(name: str, timestep: int) -> str:

@@ -36,14 +36,15 @@ from typing import Any
 
 import torch
 
+from autosel import variants
+from autosel.candidates import SpaceCatalogue
 from autosel.catalog import ActivationPoint, measure_catalogue
 from autosel.denoiser import DTYPES, DenoiserRun, resolve_dtype
 from autosel.limits import check_image_memory
 from autosel.models import resolve_model
 from autosel.models.architecture import Architecture, load_architecture
-from autosel.screen import variants
-from autosel.screen.sweep import select_candidates
-from autosel.space import SearchSpace
+from autosel.models.tiny import build_tiny_pipeline
+from autosel.space import SPACES_FOLDER, SearchSpace, space_file
 from autosel.tasks import make_task
 
 SCORER_HELD_BYTES = 16 * 2**20
@@ -123,8 +124,6 @@ class Plan:
 
 def space_source(model: str, path: str | Path | None, space: SearchSpace) -> str:
     """Where a space came from, or which defaults were chosen (and where no file was found)."""
-    from autosel.space import SPACES_FOLDER, space_file
-
     if path is not None:
         return str(path)
     found = space_file(model)
@@ -156,8 +155,8 @@ def make_plan(
     check_image_memory(size, str(target))  # before the catalogue is measured at that size
     image_size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     catalogue = measure_catalogue(architecture, image_size)
-    screened = select_candidates(catalogue, space.candidates.include, space.candidates.exclude, space.model)
-    candidates = variants.expand(screened, space.candidates.post)
+    chosen = SpaceCatalogue.of(space, catalogue)
+    screened, candidates = chosen.screened, chosen.candidates
     search_images = len(make_task(space.task, space.dataset, "search", **space.task_options()).images)
     heldout_images = len(make_task(space.task, space.dataset, "heldout", **space.task_options()).images) if stage == "search" else 0
     steps = len(space.timesteps)
@@ -244,8 +243,6 @@ def _weight_bytes(spec: Any, architecture: Architecture, bytes_per: int, notes: 
     total = _parameters(architecture.build_denoiser("meta")) * bytes_per
     folder = Path(spec.path) if spec.source == "folder" and spec.path else None
     if spec.source == "builtin":
-        from autosel.models.tiny import build_tiny_pipeline
-
         pipeline = build_tiny_pipeline(spec.name)
         for name, component in pipeline.components.items():
             if isinstance(component, torch.nn.Module) and name != architecture.component:

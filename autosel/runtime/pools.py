@@ -1,10 +1,12 @@
 """Worker pools: the one way the driver calls model replicas, in this process or on Ray actors.
 
-A pool runs a :class:`~autosel.runtime.workers.Worker` method on its workers: ``imap`` spreads
-calls round-robin and yields results as they finish, ``map`` returns them in call order,
-``on_one`` runs on the first worker, ``broadcast`` on every worker; ``submit``/``poll``/``idle``
-serve the trial driver (one trial per worker at a time). An error a Ray worker raised reaches
-the caller as the worker's own :class:`~autosel.errors.AutoselError` (see
+A pool's stage calls are typed methods — :meth:`WorkerPool.screen` (spread round-robin,
+results as they finish), :meth:`~WorkerPool.fill` (on the first worker),
+:meth:`~WorkerPool.prepare` (on every worker), :meth:`~WorkerPool.confirm` (results in call
+order) — and ``submit``/``poll``/``idle`` serve the trial driver (one trial per worker at a
+time; :class:`~autosel.optimise.driver.TrialRunner`). Below them each pool runs a
+:class:`~autosel.runtime.workers.Worker` method given as the function itself. An error a Ray
+worker raised reaches the caller as the worker's own :class:`~autosel.errors.AutoselError` (see
 :func:`~autosel.runtime.workers.unwrap_worker_error`).
 """
 
@@ -18,40 +20,66 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from autosel.errors import AutoselError
+from autosel.optimise.driver import TrialResult
 from autosel.runtime.workers import Worker, start_ray, start_ray_workers, unwrap_worker_error
 
 log = logging.getLogger("autosel.search")
 
-TrialResult = tuple[int, "dict[str, Any] | None", "Exception | None"]
+WorkerMethod = Callable[..., Any]
+"""A :class:`~autosel.runtime.workers.Worker` method, unbound (``Worker.screen``)."""
+
+SweepRows = tuple[list[dict[str, Any]], int]
+"""One timestep's sweep rows and the forwards run for them."""
 
 
 class WorkerPool:
     """The interface both pools share (see the module docstring)."""
 
-    def imap(self, method: str, calls: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
-        raise NotImplementedError
+    def screen(self, todo: dict[int, list[str]]) -> Iterator[SweepRows]:
+        """Sweep rows of ``{timestep: [ids]}``, one timestep per call spread over the workers, as they finish."""
+        for rows in self._imap(Worker.screen, [({t: todo[t]},) for t in sorted(todo)]):
+            yield from rows
 
-    def map(self, method: str, calls: Sequence[tuple[Any, ...]], advance: Callable[[int], None] | None = None) -> list[Any]:
-        """Results in call order; ``advance(1)`` is called as each call finishes (a progress bar)."""
-        raise NotImplementedError
+    def fill(self, entries: Sequence[tuple[str, int]]) -> int:
+        """Compute the missing cache entries ``entries`` on the first worker; forwards run."""
+        return self._on_one(Worker.fill, entries)
 
-    def on_one(self, method: str, *args: Any) -> Any:
-        raise NotImplementedError
+    def prepare(self, entries: Sequence[tuple[str, int]]) -> list[int]:
+        """Load the cached features of ``entries`` on every worker; forwards each ran."""
+        return self._broadcast(Worker.prepare, entries)
 
-    def broadcast(self, method: str, *args: Any) -> list[Any]:
-        raise NotImplementedError
+    def confirm(self, configs: Sequence[dict[str, Any]], advance: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+        """Held-out results of feature configs (as dicts), in their order; ``advance(1)`` per one finished."""
+        return self._map(Worker.confirm, [(config,) for config in configs], advance)
 
     def idle(self) -> int:
+        """Workers free to take a trial."""
         raise NotImplementedError
 
     def submit(self, tag: int, items: Sequence[Any], entries: Sequence[tuple[str, int]]) -> None:
+        """Start scoring a selection (``items``) on the cached ``entries`` on an idle worker."""
         raise NotImplementedError
 
     def poll(self, timeout: float) -> Iterator[TrialResult]:
+        """(tag, result, error) of the trials finished within ``timeout`` seconds."""
         raise NotImplementedError
 
     def close(self) -> None:
         """Release the workers (a no-op in this process)."""
+
+    def _imap(self, method: WorkerMethod, calls: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
+        """``method(*args)`` per call, spread over the workers, results as they finish."""
+        raise NotImplementedError
+
+    def _map(self, method: WorkerMethod, calls: Sequence[tuple[Any, ...]], advance: Callable[[int], None] | None = None) -> list[Any]:
+        """Results in call order; ``advance(1)`` is called as each call finishes (a progress bar)."""
+        raise NotImplementedError
+
+    def _on_one(self, method: WorkerMethod, *args: Any) -> Any:
+        raise NotImplementedError
+
+    def _broadcast(self, method: WorkerMethod, *args: Any) -> list[Any]:
+        raise NotImplementedError
 
 
 class LocalPool(WorkerPool):
@@ -60,23 +88,23 @@ class LocalPool(WorkerPool):
     def __init__(self, worker: Worker) -> None:
         self.worker, self._ready = worker, []
 
-    def imap(self, method: str, calls: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
+    def _imap(self, method: WorkerMethod, calls: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
         for args in calls:
-            yield getattr(self.worker, method)(*args)
+            yield method(self.worker, *args)
 
-    def map(self, method: str, calls: Sequence[tuple[Any, ...]], advance: Callable[[int], None] | None = None) -> list[Any]:
+    def _map(self, method: WorkerMethod, calls: Sequence[tuple[Any, ...]], advance: Callable[[int], None] | None = None) -> list[Any]:
         results = []
-        for result in self.imap(method, calls):
+        for result in self._imap(method, calls):
             results.append(result)
             if advance is not None:
                 advance(1)
         return results
 
-    def on_one(self, method: str, *args: Any) -> Any:
-        return getattr(self.worker, method)(*args)
+    def _on_one(self, method: WorkerMethod, *args: Any) -> Any:
+        return method(self.worker, *args)
 
-    def broadcast(self, method: str, *args: Any) -> list[Any]:
-        return [self.on_one(method, *args)]
+    def _broadcast(self, method: WorkerMethod, *args: Any) -> list[Any]:
+        return [self._on_one(method, *args)]
 
     def idle(self) -> int:
         return 0 if self._ready else 1
@@ -133,11 +161,11 @@ class RayPool(WorkerPool):
                 return False
             time.sleep(0.5)
 
-    def imap(self, method: str, calls: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
+    def _imap(self, method: WorkerMethod, calls: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
         for _, result in self._completed(method, calls):
             yield result
 
-    def map(self, method: str, calls: Sequence[tuple[Any, ...]], advance: Callable[[int], None] | None = None) -> list[Any]:
+    def _map(self, method: WorkerMethod, calls: Sequence[tuple[Any, ...]], advance: Callable[[int], None] | None = None) -> list[Any]:
         results: dict[int, Any] = {}
         for index, result in self._completed(method, calls):
             results[index] = result
@@ -145,14 +173,14 @@ class RayPool(WorkerPool):
                 advance(1)
         return [results[index] for index in range(len(calls))]
 
-    def _completed(self, method: str, calls: Sequence[tuple[Any, ...]]) -> Iterator[tuple[int, Any]]:
+    def _completed(self, method: WorkerMethod, calls: Sequence[tuple[Any, ...]]) -> Iterator[tuple[int, Any]]:
         """(index, result) of each call as it completes, spread over the actors; a call whose
         actor died (a lost node) is sent again to a live one, and the actor set aside. A
         worker's own error stops the stage (raised as the worker's one line)."""
         import ray
 
         self._wait_for_one()
-        pending = {getattr(self.actors[n % len(self.actors)], method).remote(*args): (n, self.actors[n % len(self.actors)])
+        pending = {_remote(self.actors[n % len(self.actors)], method).remote(*args): (n, self.actors[n % len(self.actors)])
                    for n, args in enumerate(calls)}
         try:
             while pending:
@@ -165,28 +193,28 @@ class RayPool(WorkerPool):
                         self._recover(actor)
                     self._wait_for_one()
                     again = self.actors[index % len(self.actors)]
-                    log.warning("%s call %d lost with its worker; it runs again on another", method, index)
-                    pending[getattr(again, method).remote(*calls[index])] = (index, again)
+                    log.warning("%s call %d lost with its worker; it runs again on another", method.__name__, index)
+                    pending[_remote(again, method).remote(*calls[index])] = (index, again)
                     continue
                 yield index, result
         except ray.exceptions.RayError as error:
             raise _from_worker(error) from None
 
-    def on_one(self, method: str, *args: Any) -> Any:
+    def _on_one(self, method: WorkerMethod, *args: Any) -> Any:
         import ray
 
         self._wait_for_one()
         try:
-            return ray.get(getattr(self.actors[0], method).remote(*args))
+            return ray.get(_remote(self.actors[0], method).remote(*args))
         except ray.exceptions.RayError as error:
             raise _from_worker(error) from None
 
-    def broadcast(self, method: str, *args: Any) -> list[Any]:
+    def _broadcast(self, method: WorkerMethod, *args: Any) -> list[Any]:
         import ray
 
         self._wait_for_one()
         try:
-            return ray.get([getattr(actor, method).remote(*args) for actor in self.actors])
+            return ray.get([_remote(actor, method).remote(*args) for actor in self.actors])
         except ray.exceptions.RayError as error:
             raise _from_worker(error) from None
 
@@ -264,6 +292,11 @@ class RayPool(WorkerPool):
             self._check_recovering(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
             if time.monotonic() > deadline and not self.actors:
                 raise AutoselError("every search worker died and none could be restarted; see the Ray logs")
+
+
+def _remote(actor: Any, method: WorkerMethod) -> Any:
+    """The actor's handle of ``method`` (a :class:`Worker` method): Ray exposes an actor's methods by name."""
+    return getattr(actor, method.__name__)
 
 
 def _from_worker(error: BaseException) -> BaseException:

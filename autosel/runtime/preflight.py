@@ -11,12 +11,13 @@ import errno
 import os
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from autosel.errors import DatasetError, InvalidInputError
-
-if TYPE_CHECKING:
-    from autosel.models import ModelSpec
+from autosel.data.specs import _SPAIR_ROLE_SPLIT, DatasetSpec, shared_split
+from autosel.denoiser import check_device
+from autosel.errors import DatasetError, InvalidInputError, WeightsUnavailableError
+from autosel.models import ModelSpec, load_architecture
+from autosel.models.loading import check_model_files
+from autosel.tasks import get_task
 
 
 class FolderNotWritableError(InvalidInputError):
@@ -64,9 +65,6 @@ def check_dataset_names(task: str, dataset: str) -> None:
     Raises:
         InvalidInputError: an unknown task (with the close match); DatasetError: a bad dataset spec.
     """
-    from autosel.data.specs import DatasetSpec
-    from autosel.tasks import get_task
-
     get_task(task)
     spec = DatasetSpec.parse(dataset)
     if spec.path is not None and not spec.path.exists():
@@ -79,8 +77,6 @@ def check_distinct_roles(dataset: str) -> None:
     Raises:
         DatasetError: naming the split, the default splits and ``--allow-same-split``.
     """
-    from autosel.data.specs import _SPAIR_ROLE_SPLIT, shared_split
-
     split = shared_split(dataset)
     if split is not None:
         raise DatasetError(
@@ -109,10 +105,8 @@ def preflight(
     Raises:
         AutoselError: the first problem found, as one line.
     """
-    from autosel.denoiser import check_device
-    from autosel.models.loading import check_model_files
-
     if strategy is not None:
+        # lazy: only searches name a strategy, and the strategies module loads Optuna (extract does not)
         from autosel.optimise.strategies import check_strategy
 
         check_strategy(strategy)
@@ -135,9 +129,6 @@ def check_onboardable(spec: ModelSpec) -> None:
     Raises:
         UnsupportedModelError: one line naming what failed (e.g. no repeated transformer blocks).
     """
-    from autosel.errors import WeightsUnavailableError
-    from autosel.models import load_architecture
-
     try:
         architecture = load_architecture(spec)
     except WeightsUnavailableError:

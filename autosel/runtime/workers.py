@@ -26,18 +26,18 @@ class Worker:
 
     def __init__(
         self,
-        space: dict[str, Any],
+        space: SearchSpace,
         cache_dir: str,
         cache_memory: int,
         device: str | None = None,
         batch_size: int = 16,
         quiet: bool = True,
     ) -> None:
-        from autosel.screen.sweep import model_run
+        from autosel.encoding import model_run
 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-        self.space = SearchSpace.from_dict(space)
+        self.space = space
         self.progress = not quiet
         self.extractor = model_run(self.space, device=device, batch_size=batch_size)
         self.cache = ActivationCache(Path(cache_dir), memory_budget=cache_memory)
@@ -61,7 +61,7 @@ class Worker:
 
     def encoded(self) -> Any:
         """The search split's latents and noise, encoded once per worker."""
-        from autosel.screen.sweep import encode_images
+        from autosel.encoding import encode_images
 
         if self._encoded is None:
             self._encoded = encode_images(self.task("search"), self.extractor, self.progress)

@@ -1,5 +1,5 @@
 """Screening: every candidate activation alone at every timestep, scored on the search split."""
 
-from autosel.screen.sweep import SweepResult, run_sweep, select_candidates
+from autosel.screen.sweep import SweepResult, run_sweep
 
-__all__ = ["SweepResult", "run_sweep", "select_candidates"]
+__all__ = ["SweepResult", "run_sweep"]

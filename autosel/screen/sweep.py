@@ -8,11 +8,10 @@ interrupted sweep keeps what it finished) and a rerun scores only what is missin
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,18 +19,19 @@ from typing import Any
 import pandas as pd
 import torch
 
-from autosel import atomic
-from autosel.cache.activations import images_digest
-from autosel.catalog import ActivationPoint, list_activations
-from autosel.config import ExtractionSection, FeatureConfig
-from autosel.denoiser import DTYPES, Denoiser, DenoiserRun, resolve_dtype
-from autosel.errors import UnknownActivationError, close_matches
-from autosel.evaluation import image_tensor
+from autosel import atomic, variants
+from autosel.candidates import SpaceCatalogue
+from autosel.catalog import ActivationPoint
+from autosel.config import FeatureConfig
+from autosel.denoiser import DenoiserRun, resolve_dtype
+from autosel.encoding import Encoded, encode_images, model_run
 from autosel.extract import combine_features
-from autosel.images import batches
+from autosel.images import images_digest
 from autosel.log import event
+from autosel.models import resolve_model
+from autosel.models.architecture import load_architecture
+from autosel.plots import sweep_heatmap
 from autosel.progress import progress_bar
-from autosel.screen import variants
 from autosel.space import SearchSpace, canonical_model
 from autosel.store import SweepStore, default_storage
 from autosel.tasks import Task, make_task
@@ -70,60 +70,20 @@ class SweepResult:
         return self.primary.sort_values("value", ascending=False, kind="stable").head(count).reset_index(drop=True)
 
 
-def select_candidates(
-    catalogue: Sequence[ActivationPoint], include: Sequence[str], exclude: Sequence[str], model: str
-) -> list[ActivationPoint]:
-    """Points matching an ``include`` glob and no ``exclude`` glob, in forward order.
-
-    Raises:
-        UnknownActivationError: a glob matches no id (lists a few valid ids), or nothing is left.
-    """
-    ids = [point.id for point in catalogue]
-    for kind, globs in (("include", include), ("exclude", exclude)):
-        for glob in globs:
-            if not fnmatch.filter(ids, glob):
-                examples = close_matches(glob.replace("*", ""), ids) or ids[:2] + ids[len(ids) // 2 : len(ids) // 2 + 2]
-                raise UnknownActivationError(
-                    f"{kind} glob '{glob}' matches no activation of {model}; valid ids are like "
-                    f"{', '.join(examples)} (see `autosel catalog --model {model}`)"
-                )
-    chosen = [p for p in catalogue if any(fnmatch.fnmatch(p.id, g) for g in include) and not any(fnmatch.fnmatch(p.id, g) for g in exclude)]
-    if not chosen:
-        raise UnknownActivationError(f"the include/exclude globs leave no candidate activation of {model}")
-    return chosen
-
-
-def model_run(
-    space: SearchSpace, pipeline: Any | None = None, device: str | None = None, batch_size: int = 16
-) -> DenoiserRun:
-    """The space's model as a :class:`DenoiserRun` at the space's image size and dtype (default
-    extraction settings: empty prompt, seed 0, one noise draw), loaded unless ``pipeline`` is given."""
-    dtype = DTYPES[resolve_dtype(space.dtype, device)]
-    if pipeline is None:
-        denoiser = Denoiser.load(space.model, dtype=dtype, device=device)
-    else:
-        denoiser = Denoiser(pipeline, device=device, dtype=dtype, name=space.model)
-    return DenoiserRun(denoiser, ExtractionSection(image_size=space.image_size), batch_size=batch_size)
-
-
 def base_config(space: SearchSpace, activation: str, timestep: int) -> FeatureConfig:
     """The single-activation feature config a sweep scores for one candidate (a catalogue id or
-    a variant such as ``ID:drop-massive``; also the base whose model and extraction sections
-    search results copy, its activation then replaced)."""
+    a variant such as ``ID:drop-massive``)."""
     name, post = variants.split_variant(activation)
-    return FeatureConfig.from_dict({
-        "model": {"name": space.model, "dtype": space.dtype or "float32"},
-        "extraction": {"image_size": space.image_size},
-        "activations": [{"id": name, "timestep": timestep, "post": post}],
-    })
+    return space.feature_config([{"id": name, "timestep": timestep, "post": post}])
 
 
-def sweep_key(space: SearchSpace, task: Task, config: FeatureConfig, image_size: tuple[int, int], role: str = "search") -> str:
+def sweep_key(space: SearchSpace, task: Task, image_size: tuple[int, int], role: str = "search") -> str:
     """A digest of everything that changes sweep scores (not the candidate list or timesteps)."""
+    model = space.model_section()
     parts: dict[str, Any] = {
-        "model": canonical_model(config.model.name), "revision": config.model.revision, "dtype": config.model.dtype,
+        "model": canonical_model(model.name), "revision": model.revision, "dtype": model.dtype,
         "task": space.task, "dataset": space.dataset, "role": role, "options": stored_options(space.task_options()),
-        "image_size": list(image_size), "extraction": config.extraction.model_dump(mode="json"),
+        "image_size": list(image_size), "extraction": space.extraction_section().model_dump(mode="json"),
         "images": images_digest(task.images), "seed": space.seed,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
@@ -179,24 +139,20 @@ def run_sweep(
     out = Path(out)
     space = space.replace(dtype=resolve_dtype(space.dtype, device))
     store = SweepStore(storage or default_storage(out))
-    first = base_config(space, "unet-in", space.timesteps[0])  # only its model and extraction matter here
     extractor = None
     if compute is None:
         if run is None:
             event(f"loading {space.model} ({space.dtype})", model=space.model, dtype=space.dtype)
         extractor = run or model_run(space, pipeline, device, batch_size)
-        catalogue, image_size = list(extractor.catalogue.values()), tuple(extractor.image_size)
+        catalogue, image_size = SpaceCatalogue.of(space, extractor.catalogue.values()), tuple(extractor.image_size)
         for timestep in space.timesteps:
             extractor.check_request(timestep, [])
     else:
-        catalogue = list_activations(space.model, space.image_size)  # timesteps: checked by the space
+        catalogue = SpaceCatalogue.of(space)  # timesteps: checked by the space
         image_size = _image_size(space)
-    candidates = variants.expand(
-        select_candidates(catalogue, space.candidates.include, space.candidates.exclude, space.model),
-        space.candidates.post,
-    )
+    candidates = catalogue.candidates
     task = make_task(space.task, space.dataset, "search", **space.task_options())
-    key = sweep_key(space, task, first, image_size)
+    key = sweep_key(space, task, image_size)
     done = store.done(key)
     todo = {t: [p.id for p in candidates if (p.id, t) not in done] for t in space.timesteps}
     todo = {t: names for t, names in todo.items() if names}
@@ -225,38 +181,17 @@ def run_sweep(
         folder.mkdir(parents=True, exist_ok=True)
         result.csv = folder / f"{sweep_file_stem(space, image_size, key)}.csv"
         atomic.write_with(result.csv, lambda temporary: rows.to_csv(temporary, index=False))
-        from autosel.plots import sweep_heatmap
-
         title = f"{space.model} · {space.task} on {space.dataset} (search) · {task.primary_metric}"
         result.heatmap = sweep_heatmap(result.primary, result.csv.with_suffix(".png"), title, f"{task.primary_metric} (%)")
     return result
 
 
 def _image_size(space: SearchSpace) -> tuple[int, int]:
-    from autosel.models import resolve_model
-    from autosel.models.architecture import load_architecture
-
     if space.image_size is not None:
         size = space.image_size
         return (size, size) if isinstance(size, int) else tuple(size)
     native = load_architecture(resolve_model(space.model)).native_resolution
     return (native, native) if isinstance(native, int) else tuple(native)
-
-
-Encoded = list[tuple[list[int], torch.Tensor, torch.Tensor]]
-"""A task's images in its order, batched: (image indices, clean latents, seeded noise) per batch."""
-
-
-def encode_images(task: Task, extractor: DenoiserRun, progress: bool = True) -> Encoded:
-    """Encode and noise every image the task needs once, batch by batch (kept for all timesteps)."""
-    order = task.image_order()
-    event(f"encoding {len(order)} images", images=len(order))
-    encoded = []
-    with progress_bar("encoding", len(order), progress) as advance:
-        for batch in batches(order, extractor.batch_size):
-            encoded.append((batch, *extractor.latents_and_noise([image_tensor(task.images[i]) for i in batch])))
-            advance(len(batch))
-    return encoded
 
 
 def screen_rows(

@@ -4,7 +4,17 @@
 add a task with :func:`register_task`.
 """
 
-from autosel.tasks.base import TASKS, FeatureMaps, Scorer, Task, TaskResult, feature_map, get_task, make_task, register_task
+from autosel.tasks.base import (
+    TASKS,
+    FeatureMaps,
+    Scorer,
+    Task,
+    TaskResult,
+    feature_map,
+    get_task,
+    make_task,
+    register_task,
+)
 from autosel.tasks.correspondence import (
     CorrespondenceTask,
     best_points,

@@ -86,12 +86,18 @@ class Scorer(ABC):
 class Task(ABC):
     """A proxy task: scores feature maps of its images.
 
-    Subclasses set ``primary_metric`` and implement :meth:`scorer` and :meth:`from_spec`
-    (see :mod:`autosel.data.specs` for dataset specs); ``name`` is set by :func:`register_task`.
+    Subclasses set ``kind``, ``primary_metric`` and ``proxy_options`` and implement :meth:`scorer`
+    and :meth:`from_spec` (see :mod:`autosel.data.specs` for dataset specs); ``name`` is set by
+    :func:`register_task`. Adding a task touches only this package.
     """
 
     name: ClassVar[str]
+    kind: ClassVar[str]
+    """What the task scores: ``correspondence`` (keypoint pairs; evaluation protocols apply) or
+    ``segmentation``. A search is confirmed only by a task of its own kind."""
     primary_metric: ClassVar[str]
+    proxy_options: ClassVar[tuple[str, ...]] = ()
+    """The search space's proxy settings (fields of :class:`autosel.space.ProxySection`) the task takes."""
 
     images: list[ImageSource]
 

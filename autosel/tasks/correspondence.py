@@ -189,7 +189,9 @@ class CorrespondenceTask(Task):
         >>> result.metrics["pck@0.1/bbox/point"]
     """
 
+    kind = "correspondence"
     primary_metric = metric_name(0.1, "bbox", "point")
+    proxy_options = ("pairs", "pairs_per_category", "shapes_size")
 
     def __init__(
         self,

@@ -43,7 +43,9 @@ class SegmentationTask(Task):
         >>> task.evaluate(features).metrics["miou"]
     """
 
+    kind = "segmentation"
     primary_metric = "miou"
+    proxy_options = ("train_images", "test_images", "shapes_size")
 
     def __init__(
         self,

@@ -42,6 +42,8 @@ class TrainedCorrespondenceTask(CorrespondenceTask):
         Other arguments as :class:`CorrespondenceTask`.
     """
 
+    proxy_options = (*CorrespondenceTask.proxy_options, "train_pairs")
+
     def __init__(
         self,
         data: CorrespondenceData,

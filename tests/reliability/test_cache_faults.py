@@ -17,7 +17,7 @@ from autosel.cache import ActivationCache
 
 @pytest.fixture(scope="module")
 def tiny_run():
-    from autosel.screen.sweep import model_run
+    from autosel.encoding import model_run
     from autosel.space import SearchSpace
 
     return model_run(SearchSpace(model="tiny", image_size=64), batch_size=8)

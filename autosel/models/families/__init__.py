@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from autosel.models.families.base import (
     Architecture,
-    Candidate,
+    DiscoveredPoint,
     ImageSize,
     expand_rows,
     family_of_config,
@@ -26,7 +26,7 @@ from autosel.models.families.unet import DeepFloydIF, StableDiffusion, StableDif
 
 __all__ = [
     "Architecture",
-    "Candidate",
+    "DiscoveredPoint",
     "DeepFloydIF",
     "Flux",
     "Generic",

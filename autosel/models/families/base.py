@@ -3,7 +3,7 @@
 An :class:`Architecture` describes one model's denoiser once: its config, text length, VAE
 scale and latent channels, native size, and (for the generic path) the pipeline its calls are
 recorded from. Each family is a subclass that knows one kind of denoiser: how to build it from
-config (the offline catalogue), where its activation points are (:class:`Candidate` taps
+config (the offline catalogue), where its activation points are (:class:`DiscoveredPoint` taps
 found by module type), how a prompt becomes its conditioning, how a noisy latent and a
 timestep become the arguments of one forward, and which noise process it was trained with.
 Families register themselves with what they match (:meth:`Architecture.matches`);
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -24,15 +24,13 @@ from torch import nn
 from autosel.capture import Tap, TapKind
 from autosel.errors import InvalidInputError, UnsupportedModelError
 from autosel.models.standin import denoiser_component
-
-if TYPE_CHECKING:
-    from autosel.noise import NoiseProcess
+from autosel.noise import NoiseProcess, noise_process
 
 ImageSize = int | tuple[int, int]
 
 
 @dataclass(frozen=True)
-class Candidate:
+class DiscoveredPoint:
     """An activation point found in a denoiser, before its shape and depth are measured."""
 
     id: str
@@ -224,7 +222,7 @@ class Architecture:
             module = getattr(diffusers, self.denoiser_class).from_config(config)
         return module.eval()
 
-    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module) -> list[DiscoveredPoint]:
         """Every activation point of ``denoiser`` (any order; the catalogue sorts by depth)."""
         raise NotImplementedError
 
@@ -280,8 +278,6 @@ class Architecture:
 
     def make_noise(self, pipeline: Any) -> NoiseProcess:
         """The forward noise process of ``pipeline`` (its training betas, or rectified flow)."""
-        from autosel.noise import noise_process
-
         return noise_process(self, pipeline.scheduler.config)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from autosel.capture import Tap, TapKind
-from autosel.models.families.base import Architecture, Candidate
+from autosel.models.families.base import Architecture, DiscoveredPoint
 
 DIT_KINDS = ("norm-in", "self-q", "self-k", "self-v", "self-map", "cross-q", "cross-map", "norm-out", "ffn-inner", "out")
 """The per-block kinds of diffusion transformers, in forward order."""
@@ -32,7 +32,7 @@ Parts = Mapping[str, tuple[str, TapKind, int]]
 """``{kind: (submodule path inside the block, how to read it, tuple index)}``; ``""`` = the block."""
 
 
-def block_candidates(index: int, path: str, parts: Parts, extra: frozenset[str] = EXTRA_KINDS) -> list[Candidate]:
+def block_candidates(index: int, path: str, parts: Parts, extra: frozenset[str] = EXTRA_KINDS) -> list[DiscoveredPoint]:
     """The candidates of transformer block number ``index`` living at module ``path``; kinds in
     ``extra`` are marked as beyond the seed codebase's set."""
     taps = {
@@ -40,7 +40,7 @@ def block_candidates(index: int, path: str, parts: Parts, extra: frozenset[str] 
         for kind, (sub, how, element) in parts.items()
     }
     return [
-        Candidate(
+        DiscoveredPoint(
             f"vit-block{index}-{kind}", "vit-block-out" if kind == "out" else kind, "vit", None, None, index,
             taps[kind], extra=kind in extra,
         )

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from autosel.capture import TapKind
-from autosel.models.families.base import Candidate
+from autosel.models.families.base import DiscoveredPoint
 from autosel.models.families.dit import DiT, block_candidates
 from autosel.models.families.sd3 import JOINT_EXTRA, JOINT_PARTS
 
@@ -36,7 +36,7 @@ class Flux(DiT):
     default_sample_size = 128  # FluxPipeline's: 1024 px
     description = "MMDiT, double + single-stream blocks, rectified flow (FLUX.1)"
 
-    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module) -> list[DiscoveredPoint]:
         doubles = len(denoiser.transformer_blocks)
         candidates = []
         for index in range(doubles):

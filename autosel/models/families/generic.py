@@ -33,9 +33,9 @@ from torch.utils._pytree import tree_leaves, tree_map
 from autosel.capture import Tap, TapKind
 from autosel.errors import InvalidInputError, UnsupportedModelError
 from autosel.models.calls import CallRecorder, RecordedCall
-from autosel.models.families.base import Architecture, Candidate
+from autosel.models.families.base import Architecture, DiscoveredPoint
 from autosel.models.families.dit import DIT_KINDS
-from autosel.noise import NoiseProcess
+from autosel.noise import DDPMNoise, NoiseProcess
 
 FEED_FORWARD_NAMES = ("ff", "mlp", "feed_forward", "img_mlp", "ffn", "mlp_img")
 """Child names of a block's feed-forward, most common first; classes named like one count too."""
@@ -61,7 +61,7 @@ def recorder_for(pipeline: Any, component: str = "transformer") -> CallRecorder:
 class GenericLayout:
     """What discovery measured of one denoiser: its points, patch and image-token position."""
 
-    candidates: tuple[Candidate, ...]
+    candidates: tuple[DiscoveredPoint, ...]
     patch: int
     image_first: bool
     square_only: bool = False
@@ -121,7 +121,7 @@ class Generic(Architecture):
             RealOnMeta.attach(module)
         return module.eval()
 
-    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module) -> list[DiscoveredPoint]:
         return list(layout_of(self).candidates)
 
     def token_grid(self, latent_hw):
@@ -158,8 +158,6 @@ class Generic(Architecture):
         recorder = recorder_for(pipeline)
         if recorder.flow:
             return RecordedFlowNoise(recorder)
-        from autosel.noise import DDPMNoise
-
         return DDPMNoise(pipeline.scheduler.config)
 
 
@@ -514,13 +512,13 @@ def _measure_layout(architecture: Architecture, denoiser: nn.Module, lists, size
     image_first = _image_first(cats, image_tokens)
     image_blocks.sort(key=lambda block: seen_a[block].order)
     modules = dict(denoiser.named_modules())
-    candidates: list[Candidate] = []
+    candidates: list[DiscoveredPoint] = []
     for number, block in enumerate(image_blocks):
         parts = _block_parts(block, modules, seen_a, token_growth, map_growth, image_tokens)
         for kind in DIT_KINDS:
             if kind in parts:
                 tap = parts[kind]
-                candidates.append(Candidate(
+                candidates.append(DiscoveredPoint(
                     f"vit-block{number}-{kind}", "vit-block-out" if kind == "out" else kind, "vit", None, None, number,
                     Tap(tap.module, tap.kind, index=tap.index, image_first=image_first), extra=kind == "norm-in",
                 ))

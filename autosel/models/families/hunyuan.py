@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from autosel.capture import TapKind
-from autosel.models.families.base import Candidate
+from autosel.models.families.base import DiscoveredPoint
 from autosel.models.families.dit import DiT, block_candidates, patch_grid
 
 _PARTS = {
@@ -30,7 +30,7 @@ class HunyuanDiT(DiT):
     default_text_len = 77
     description = "DiT with long skips, cross-attention to CLIP + T5 (Hunyuan-DiT)"
 
-    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module) -> list[DiscoveredPoint]:
         return [
             candidate
             for index in range(len(denoiser.blocks))

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from autosel.capture import TapKind
-from autosel.models.families.base import Candidate
+from autosel.models.families.base import DiscoveredPoint
 from autosel.models.families.dit import DiT, block_candidates
 
 _PARTS = {
@@ -57,7 +57,7 @@ class PixArt(DiT):
             module = PixArtTransformer2DModel.from_config({k: v for k, v in config.items() if k in allowed})
         return module.eval()
 
-    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module) -> list[DiscoveredPoint]:
         candidates = []
         for index, block in enumerate(denoiser.transformer_blocks):
             parts = dict(_PARTS)

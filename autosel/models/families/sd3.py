@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from autosel.capture import TapKind
-from autosel.models.families.base import Candidate
+from autosel.models.families.base import DiscoveredPoint
 from autosel.models.families.dit import EXTRA_KINDS, DiT, block_candidates
 
 JOINT_PARTS = {
@@ -41,7 +41,7 @@ class StableDiffusion3(DiT):
     default_text_len = 333  # 77 CLIP tokens + 256 T5 tokens, as the pipeline concatenates them
     description = "MMDiT, joint attention, rectified flow (SD3, SD3.5)"
 
-    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module) -> list[DiscoveredPoint]:
         return [
             candidate
             for index in range(len(denoiser.transformer_blocks))

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from autosel.capture import Tap, TapKind
-from autosel.models.families.base import Architecture, Candidate
+from autosel.models.families.base import Architecture, DiscoveredPoint
 
 BLOCK_KINDS = ("self-q", "self-k", "self-v", "self-map", "cross-q", "cross-map", "ffn-inner", "out")
 """The per-transformer-block kinds, in the seed codebase's order."""
@@ -20,18 +20,18 @@ BLOCK_KINDS = ("self-q", "self-k", "self-v", "self-map", "cross-q", "cross-map",
 _BLOCK_PATH = re.compile(r"^(?:(down|up)_blocks\.(\d+)|(mid)_block)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)$")
 
 
-def discover_unet(denoiser: nn.Module) -> list[Candidate]:
+def discover_unet(denoiser: nn.Module) -> list[DiscoveredPoint]:
     """Every activation point of a diffusers UNet, found by module type (unordered by depth)."""
     from diffusers.models.attention import BasicTransformerBlock
     from diffusers.models.attention_processor import Attention
     from diffusers.models.resnet import ResnetBlock2D
     from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
-    candidates: list[Candidate] = []
+    candidates: list[DiscoveredPoint] = []
     if hasattr(denoiser, "conv_in"):
-        candidates.append(Candidate("unet-in", "unet-in", "unet", None, None, None, Tap("conv_in", TapKind.INPUT)))
+        candidates.append(DiscoveredPoint("unet-in", "unet-in", "unet", None, None, None, Tap("conv_in", TapKind.INPUT)))
         candidates.append(
-            Candidate("unet-after-conv-in", "unet-after-conv-in", "unet", None, None, None, Tap("conv_in", TapKind.OUTPUT))
+            DiscoveredPoint("unet-after-conv-in", "unet-after-conv-in", "unet", None, None, None, Tap("conv_in", TapKind.OUTPUT))
         )
     for path, module in denoiser.named_modules():
         match = _BLOCK_PATH.match(path)
@@ -44,34 +44,34 @@ def discover_unet(denoiser: nn.Module) -> list[Candidate]:
         prefix = f"{stage}-level{level}" if stage != "mid" else "mid"
         if group in ("downsamplers", "upsamplers"):  # Downsample2D, or a ResnetBlock2D with down/up=True (IF)
             kind = "downsampler-out" if group == "downsamplers" else "upsampler-out"
-            candidates.append(Candidate(f"{prefix}-{kind}", kind, stage, level, None, None, Tap(path, TapKind.OUTPUT)))
+            candidates.append(DiscoveredPoint(f"{prefix}-{kind}", kind, stage, level, None, None, Tap(path, TapKind.OUTPUT)))
         elif isinstance(module, ResnetBlock2D):
             base = f"{prefix}-repeat{index}-res"
             scale = 1.0 / float(getattr(module, "output_scale_factor", 1.0))
-            candidates.append(Candidate(f"{base}-out", "res-out", stage, level, index, None, Tap(path, TapKind.OUTPUT)))
+            candidates.append(DiscoveredPoint(f"{base}-out", "res-out", stage, level, index, None, Tap(path, TapKind.OUTPUT)))
             candidates.append(
-                Candidate(
+                DiscoveredPoint(
                     f"{base}-increment", "res-increment", stage, level, index, None,
                     Tap(f"{path}.conv2", TapKind.OUTPUT, scale=scale),
                 )
             )
         elif isinstance(module, Transformer2DModel):
             vit = f"{prefix}-repeat{index}-vit" if stage != "mid" or index > 0 else "mid-vit"
-            candidates.append(Candidate(f"{vit}-out", "vit-out", stage, level, index, None, Tap(path, TapKind.OUTPUT)))
+            candidates.append(DiscoveredPoint(f"{vit}-out", "vit-out", stage, level, index, None, Tap(path, TapKind.OUTPUT)))
             for block_index, block in enumerate(getattr(module, "transformer_blocks", [])):
                 if isinstance(block, BasicTransformerBlock):
                     candidates.extend(_block_candidates(vit, stage, level, index, block_index, block, path))
         elif isinstance(module, Attention):  # a bare attention on the 2-D map (UNet2DModel, IF)
             vit = f"{prefix}-repeat{index}-vit" if stage != "mid" or index > 0 else "mid-vit"
-            candidates.append(Candidate(f"{vit}-out", "vit-out", stage, level, index, None, Tap(path, TapKind.OUTPUT)))
+            candidates.append(DiscoveredPoint(f"{vit}-out", "vit-out", stage, level, index, None, Tap(path, TapKind.OUTPUT)))
     if hasattr(denoiser, "conv_out"):
-        candidates.append(Candidate("unet-out", "unet-out", "unet", None, None, None, Tap("conv_out", TapKind.OUTPUT)))
+        candidates.append(DiscoveredPoint("unet-out", "unet-out", "unet", None, None, None, Tap("conv_out", TapKind.OUTPUT)))
     return candidates
 
 
 def _block_candidates(
     vit: str, stage: str, level: int | None, repeat: int, index: int, block: nn.Module, grid: str
-) -> list[Candidate]:
+) -> list[DiscoveredPoint]:
     path = f"{grid}.transformer_blocks.{index}"
     name = f"{vit}-block{index}"
     taps: dict[str, Tap] = {}
@@ -86,7 +86,7 @@ def _block_candidates(
         taps["ffn-inner"] = Tap(f"{path}.ff.net.0", TapKind.TOKENS, grid_from=grid)
     taps["out"] = Tap(path, TapKind.TOKENS, grid_from=grid)
     return [
-        Candidate(f"{name}-{kind}", "vit-block-out" if kind == "out" else kind, stage, level, repeat, index, taps[kind])
+        DiscoveredPoint(f"{name}-{kind}", "vit-block-out" if kind == "out" else kind, stage, level, repeat, index, taps[kind])
         for kind in BLOCK_KINDS
         if kind in taps
     ]
@@ -111,7 +111,7 @@ class _LatentUNet(Architecture):
         length = (text_encoder_config or {}).get("max_position_embeddings")
         return int(length) if length else None
 
-    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module) -> list[DiscoveredPoint]:
         return discover_unet(denoiser)
 
     def dummy_conditioning(self, batch, device="meta", dtype=torch.float32, image_hw=None):
@@ -203,7 +203,7 @@ class UnconditionalUNet(Architecture):
     default_text_len = 0
     description = "pixel-space UNet2DModel, unconditional (DDPM)"
 
-    def discover(self, denoiser: nn.Module) -> list[Candidate]:
+    def discover(self, denoiser: nn.Module) -> list[DiscoveredPoint]:
         return discover_unet(denoiser)
 
     def inputs(

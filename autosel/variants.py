@@ -14,7 +14,7 @@ from dataclasses import replace
 import torch
 
 from autosel.catalog import ActivationPoint
-from autosel.massive import drop_massive
+from autosel.postprocess import post_process
 
 SEPARATOR = ":"
 
@@ -53,5 +53,4 @@ def base_ids(names: Iterable[str]) -> list[str]:
 
 def apply(value: torch.Tensor, name: str) -> torch.Tensor:
     """A captured B×C×H×W map of the base id, post-processed as candidate ``name`` says."""
-    _, post = split_variant(name)
-    return drop_massive(value) if post == "drop-massive" else value
+    return post_process(value, split_variant(name)[1])
