@@ -341,6 +341,32 @@ def test_sd3_denoiser_call_equals_the_stable_diffusion_3_pipeline():
     assert_same_output(our_output, their_output)
 
 
+def with_t5_tokenizer(pipeline: Any) -> Any:
+    """The SD3 twin with a T5 tokenizer (on the twin's vocabulary) whose ``model_max_length`` is
+    77, as a real checkpoint's may be: the pipeline pads the T5 prompt to its 256 regardless."""
+    from transformers import T5Tokenizer
+
+    clip = pipeline.tokenizer_3
+    t5 = T5Tokenizer(tokenizer_object=clip.backend_tokenizer, model_max_length=77, pad_token=clip.pad_token,
+                     eos_token=clip.eos_token, unk_token=clip.unk_token, extra_ids=0)
+    return type(pipeline)(**{**pipeline.components, "tokenizer_3": t5})
+
+
+def test_sd3_t5_prompt_has_the_pipelines_default_length_not_the_tokenizers_maximum():
+    pipeline, denoiser, latents, noise = prepared("tiny-sd3-random", with_t5_tokenizer)
+    timestep = 260
+    ours, our_output = autosel_call(denoiser, latents, noise, timestep)
+    theirs, their_output = pipeline_call(  # max_sequence_length left at the pipeline's default
+        pipeline, "transformer", prompt=PROMPT, height=SIZE, width=SIZE, num_inference_steps=1,
+        sigmas=[timestep / 1000], latents=noisy_flow(denoiser, latents, noise, timestep), guidance_scale=1.0,
+        output_type="latent",
+    )
+    clip_tokens = pipeline.tokenizer.model_max_length
+    assert theirs["encoder_hidden_states"].shape[1] == clip_tokens + 256
+    assert_same_output(our_output, their_output)  # SD3 attends to every T5 token, padding included
+    assert_same_call(ours, theirs)
+
+
 def test_flux_denoiser_call_equals_the_flux_pipeline():
     pipeline, denoiser, latents, noise = prepared("tiny-flux-random")
     timestep = 260

@@ -4,6 +4,8 @@ The denoiser's timestep input is σ·1000 (as the pipeline passes it)."""
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -26,11 +28,24 @@ JOINT_EXTRA = EXTRA_KINDS | {"self-q", "self-k", "self-v"}
 """Beyond the seed's set in joint-attention blocks: the image tokens' projections too."""
 
 
+PIPELINE_T5_LEN = 256
+"""``StableDiffusion3Pipeline``'s default ``max_sequence_length`` (where its signature does not say)."""
+
+
 def t5_length(pipeline) -> int:
-    """T5 tokens per prompt: the pipeline's default 256, or fewer when the T5 tokenizer holds
-    fewer (the tiny models': 16); padding beyond it only adds masked-out work."""
+    """T5 tokens per prompt: the pipeline's default ``max_sequence_length`` (256), which it pads
+    the T5 prompt to whatever its T5 tokenizer's ``model_max_length`` says (a real checkpoint's
+    may say 77 or 512: SD3 pads with unmasked tokens, so the length changes every feature).
+
+    A CLIP tokenizer in the T5's place (autosel's tiny SD3 models share one 16-token CLIP
+    tokenizer for all three encoders, and ``tiny-dit`` was trained at that length) keeps its
+    own context: there, ``model_max_length`` is a real limit."""
+    parameter = inspect.signature(type(pipeline).__call__).parameters.get("max_sequence_length")
+    length = int(parameter.default) if parameter is not None and isinstance(parameter.default, int) else PIPELINE_T5_LEN
     tokenizer = getattr(pipeline, "tokenizer_3", None)
-    return min(256, int(getattr(tokenizer, "model_max_length", 256) or 256))
+    if tokenizer is not None and type(tokenizer).__name__.startswith("CLIPTokenizer"):
+        return min(length, int(tokenizer.model_max_length))
+    return length
 
 
 class StableDiffusion3(DiT):
