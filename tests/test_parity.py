@@ -211,6 +211,48 @@ def test_sdxl_denoiser_call_equals_the_stable_diffusion_xl_pipeline():
     assert_same_output(our_output, their_output)
 
 
+PLAYGROUND_V25_LATENTS = {  # Playground v2.5's VAE config (playgroundai/playground-v2.5-1024px-aesthetic)
+    "latents_mean": [-1.6574, 1.886, -1.383, 2.5155], "latents_std": [8.4927, 5.9022, 6.5498, 5.2299],
+    "scaling_factor": 0.5,
+}
+
+
+def with_latent_statistics(pipeline: Any) -> Any:
+    """The SDXL twin's VAE with Playground v2.5's per-channel ``latents_mean``/``latents_std``, made
+    deterministic (posterior log-variance −30): the img2img pipeline samples the posterior where
+    autosel takes its mean on purpose, and with σ ≈ 3e-7 the two agree."""
+    from diffusers import AutoencoderKL
+
+    config = {key: value for key, value in pipeline.vae.config.items() if not key.startswith("_")}
+    vae = AutoencoderKL.from_config({**config, **PLAYGROUND_V25_LATENTS})
+    vae.load_state_dict(pipeline.vae.state_dict())
+    channels = vae.config.latent_channels
+    with torch.no_grad():
+        vae.quant_conv.weight[channels:] = 0
+        vae.quant_conv.bias[channels:] = -30
+    return type(pipeline)(**{**pipeline.components, "vae": vae.eval()})
+
+
+def test_sdxl_vae_latents_mean_and_std_normalise_the_latent_as_the_img2img_pipeline_does():
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    pipeline, denoiser, latents, _ = prepared("tiny-xl-random", with_latent_statistics)
+    assert pipeline.vae.config.latents_mean == PLAYGROUND_V25_LATENTS["latents_mean"]
+    img2img = StableDiffusionXLImg2ImgPipeline(**pipeline.components)
+    # the pipeline draws the posterior sample first, then the noise, from one generator
+    generator = torch.Generator().manual_seed(SEED)
+    torch.randn(latents.shape, generator=generator)
+    noise = torch.randn(latents.shape, generator=generator)
+    timestep = ddpm_first_timestep(pipeline, 2)
+    ours, our_output = autosel_call(denoiser, latents, noise, timestep)
+    theirs, their_output = pipeline_call(
+        img2img, "unet", prompt=PROMPT, image=image(), strength=1.0, num_inference_steps=2, guidance_scale=1.0,
+        generator=torch.Generator().manual_seed(SEED), output_type="latent",
+    )
+    assert_same_output(our_output, their_output, atol=1e-4)  # (z − mean)·scaling_factor/std changes the input
+    assert_same_call(ours, theirs, atol=1e-4)
+
+
 def test_deepfloyd_if_denoiser_call_equals_the_if_pipeline():
     # IFPipeline takes no latents: it starts from its own draw x_T. A mid-grey image (x_0 = 0 in
     # pixel space) noised with that draw over √(1 − ᾱ_t) gives autosel the same x_t.
@@ -292,7 +334,8 @@ def with_style_and_size_conditioning(pipeline: Any) -> Any:
     """Hunyuan-DiT v1.0/1.1's layout: the denoiser also takes a style and the image sizes."""
     pipeline = with_f8_vae(pipeline)
     torch.manual_seed(SEED)
-    config = {**pipeline.transformer.config, "use_style_cond_and_image_meta_size": True}
+    config = {key: value for key, value in pipeline.transformer.config.items() if not key.startswith("_")}
+    config["use_style_cond_and_image_meta_size"] = True
     return type(pipeline)(**{**pipeline.components, "transformer": type(pipeline.transformer).from_config(config).eval()})
 
 
