@@ -441,3 +441,30 @@ def test_generic_path_denoiser_call_equals_the_qwen_image_pipeline():
     )
     assert_same_call(ours, theirs)
     assert_same_output(our_output, their_output)
+
+
+# -- dit-in: what the denoiser was given ------------------------------------------------------
+
+TRANSFORMERS = ["tiny-pixart-random", "tiny-hunyuan-random", "tiny-sd3-random", "tiny-flux-random",
+                "tiny-qwen-image-random", "tiny-z-image-random", "tiny-sana-random"]
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_dit_in_is_the_first_point_of_every_transformer_catalogue_on_the_latent_grid(name):
+    from autosel.catalog import list_activations
+    from autosel.models import Architecture
+
+    architecture = Architecture.from_pipeline(load_pipeline(name))
+    first = list_activations(name, SIZE)[0]
+    assert (first.id, first.depth) == ("dit-in", 0.0)
+    assert (first.channels, first.height, first.width) == (architecture.latent_channels, *architecture.latent_size(SIZE))
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_dit_in_equals_the_noisy_latent_autosel_feeds_the_denoiser(name):
+    pipeline, denoiser, latents, noise = prepared(name)
+    point = {point.id: point for point in denoiser.catalogue(SIZE)}["dit-in"]
+    captured = denoiser.capture(latents, noise.unsqueeze(1), 260, {"dit-in": point}, prompt=PROMPT, image_hw=(SIZE, SIZE))
+    noisy, _ = denoiser.noised(latents, noise, 260, (SIZE, SIZE), PROMPT)
+    assert captured["dit-in"].shape == latents.shape
+    assert torch.equal(captured["dit-in"], noisy)

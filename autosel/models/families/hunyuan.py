@@ -13,7 +13,7 @@ from torch import nn
 
 from autosel.capture import TapKind
 from autosel.models.families.base import Candidate
-from autosel.models.families.dit import DiT, block_candidates, patch_grid
+from autosel.models.families.dit import DiT, block_candidates, denoiser_input, patch_grid
 
 _PARTS = {
     "norm-in": ("norm1", TapKind.TOKENS, 0),
@@ -45,7 +45,7 @@ class HunyuanDiT(DiT):
     description = "DiT with long skips, cross-attention to CLIP + T5 (Hunyuan-DiT)"
 
     def discover(self, denoiser: nn.Module) -> list[Candidate]:
-        return [
+        return [denoiser_input()] + [
             candidate
             for index in range(len(denoiser.blocks))
             for candidate in block_candidates(index, f"blocks.{index}", _PARTS)

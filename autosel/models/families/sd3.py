@@ -11,7 +11,7 @@ from torch import nn
 
 from autosel.capture import TapKind
 from autosel.models.families.base import Candidate
-from autosel.models.families.dit import EXTRA_KINDS, DiT, block_candidates
+from autosel.models.families.dit import EXTRA_KINDS, DiT, block_candidates, denoiser_input
 
 JOINT_PARTS = {
     "norm-in": ("norm1", TapKind.TOKENS, 0),
@@ -57,7 +57,7 @@ class StableDiffusion3(DiT):
     description = "MMDiT, joint attention, rectified flow (SD3, SD3.5)"
 
     def discover(self, denoiser: nn.Module) -> list[Candidate]:
-        return [
+        return [denoiser_input()] + [
             candidate
             for index in range(len(denoiser.transformer_blocks))
             for candidate in block_candidates(index, f"transformer_blocks.{index}", JOINT_PARTS, JOINT_EXTRA)
