@@ -19,14 +19,13 @@ twins at 64 px.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 import torch
 
-from autosel.denoiser import Denoiser, vae_latents
+from autosel.denoiser import Denoiser
 from autosel.models import load_pipeline
 
 SIZE = 64
