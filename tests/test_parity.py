@@ -252,6 +252,37 @@ def test_sdxl_vae_latents_mean_and_std_normalise_the_latent_as_the_img2img_pipel
     assert_same_call(ours, theirs, atol=1e-4)
 
 
+PLAYGROUND_V25_SCHEDULER = {  # its scheduler/scheduler_config.json: EDM, σ from 80 down to 0.002
+    "sigma_min": 0.002, "sigma_max": 80.0, "sigma_data": 0.5, "sigma_schedule": "karras", "rho": 7.0,
+    "num_train_timesteps": 1000, "prediction_type": "epsilon", "solver_order": 2, "final_sigmas_type": "zero",
+}
+
+
+def with_edm_scheduler(pipeline: Any) -> Any:
+    """The SDXL twin with Playground v2.5's EDM scheduler and VAE statistics."""
+    from diffusers import EDMDPMSolverMultistepScheduler
+
+    pipeline = with_latent_statistics(pipeline)
+    return type(pipeline)(**{**pipeline.components, "scheduler": EDMDPMSolverMultistepScheduler(**PLAYGROUND_V25_SCHEDULER)})
+
+
+def test_edm_model_gets_the_img2img_pipelines_sigma_preconditioning_and_timestep():
+    # t is where the img2img pipeline of 1000 steps starts at strength (t + 1)/1000; given the clean
+    # latent (4 channels) it noises it as x_0 + σ·ε and preconditions it, c_in·x_t at c_noise = ¼·ln σ
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    pipeline, denoiser, latents, noise = prepared("tiny-xl-random", with_edm_scheduler)
+    timestep = 499
+    ours, our_output = autosel_call(denoiser, latents, noise, timestep)
+    theirs, their_output = pipeline_call(
+        StableDiffusionXLImg2ImgPipeline(**pipeline.components), "unet", prompt=PROMPT, image=latents,
+        strength=(timestep + 1) / 1000, num_inference_steps=1000, guidance_scale=1.0,
+        generator=torch.Generator().manual_seed(SEED), output_type="latent",
+    )
+    assert_same_output(our_output, their_output)
+    assert_same_call(ours, theirs)
+
+
 def test_deepfloyd_if_denoiser_call_equals_the_if_pipeline():
     # IFPipeline takes no latents: it starts from its own draw x_T. A mid-grey image (x_0 = 0 in
     # pixel space) noised with that draw over √(1 − ᾱ_t) gives autosel the same x_t.

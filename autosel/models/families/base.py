@@ -279,9 +279,12 @@ class Architecture:
         puts its text encoders on the denoiser's device (for families that run the pipeline)."""
 
     def make_noise(self, pipeline: Any) -> NoiseProcess:
-        """The forward noise process of ``pipeline`` (its training betas, or rectified flow)."""
-        from autosel.noise import noise_process
+        """The forward noise process of ``pipeline`` (its training betas, an EDM scheduler's σ
+        ramp, or rectified flow)."""
+        from autosel.noise import EDMNoise, noise_process
 
+        if type(pipeline.scheduler).__name__.startswith("EDM"):  # Playground v2.5
+            return EDMNoise(pipeline.scheduler)
         return noise_process(self, pipeline.scheduler.config)
 
 
