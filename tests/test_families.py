@@ -20,7 +20,7 @@ from autosel.models.tiny import TWINS
 TRANSFORMER_TWINS = ["tiny-pixart-random", "tiny-sd3-random", "tiny-flux-random", "tiny-hunyuan-random"]
 DIT_ID = re.compile(r"^(dit-in|vit-block(\d+)-(norm-in|self-q|self-k|self-v|self-map|cross-q|cross-map|norm-out|ffn-inner|out))$")
 NEW_NAMES = {
-    "sd14": "sd", "sd20": "sd", "pgv2": "sdxl", "if-i-l": "if", "pixart-alpha": "pixart", "pixart-sigma": "pixart",
+    "sd14": "sd", "sd20": "sd", "pgv2": "sdxl", "pgv25": "sdxl", "if-i-l": "if", "pixart-alpha": "pixart", "pixart-sigma": "pixart",
     "hunyuan-dit": "hunyuan", "sd3-medium": "sd3", "sd35-medium": "sd3", "sd35-large": "sd3", "flux-dev": "flux",
     "flux-schnell": "flux", "tiny-pixart-random": "pixart", "tiny-sd3-random": "sd3", "tiny-flux-random": "flux",
     "tiny-if-random": "if", "tiny-ddpm-random": "ddpm", "tiny-hunyuan-random": "hunyuan",

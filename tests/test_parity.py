@@ -258,6 +258,16 @@ PLAYGROUND_V25_SCHEDULER = {  # its scheduler/scheduler_config.json: EDM, σ fro
 }
 
 
+def test_pgv25_ships_the_vae_statistics_and_edm_scheduler_these_tests_use():
+    import json
+    from importlib import resources
+
+    shipped = json.loads(resources.files("autosel.models").joinpath("configs", "pgv25.json").read_text())
+    assert {key: shipped["vae"][key] for key in PLAYGROUND_V25_LATENTS} == PLAYGROUND_V25_LATENTS
+    assert shipped["scheduler"]["_class_name"] == "EDMDPMSolverMultistepScheduler"
+    assert {key: shipped["scheduler"][key] for key in PLAYGROUND_V25_SCHEDULER} == PLAYGROUND_V25_SCHEDULER
+
+
 def with_edm_scheduler(pipeline: Any) -> Any:
     """The SDXL twin with Playground v2.5's EDM scheduler and VAE statistics."""
     from diffusers import EDMDPMSolverMultistepScheduler
