@@ -48,7 +48,8 @@ class ActivationPoint:
             ``self-k``, ``self-v``, ``self-map``, ``cross-q``, ``cross-map``, ``ffn-inner``,
             ``downsampler-out``, ``upsampler-out``, ``unet-in``, ``unet-after-conv-in``,
             ``unet-out``, or ``dit-in`` (a transformer's input on the latent grid).
-        stage: ``down``, ``mid``, ``up``, or ``unet`` for the model's input and output.
+        stage: ``down``, ``mid``, ``up``, ``unet`` for a UNet's input and output, ``vit`` for
+            transformer blocks, ``dit`` for a transformer's input.
         level: the down/up block index (``None`` for mid and unet points).
         repeat: the resnet/attention pair index inside the block, when there is one.
         block: the transformer block index inside an attention, when there is one.
