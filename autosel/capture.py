@@ -27,7 +27,8 @@ class TapKind(str, Enum):
     OUTPUT = "output"
     """The module's output, already B×C×H×W (first element of a tuple output)."""
     INPUT = "input"
-    """The module's first positional input (or its ``hidden_states`` keyword)."""
+    """The module's first positional input (or its ``hidden_states`` keyword); a denoiser's
+    latent argument is brought back onto the latent grid, B×C×H×W (see :attr:`Tap.patch`)."""
     TOKENS = "tokens"
     """The module's B×N×C token output, folded to B×C×H×W on the token grid."""
     INPUT_TOKENS = "input-tokens"
@@ -51,6 +52,10 @@ class Tap:
         scale: a factor applied to the value (``1/output_scale_factor`` for resnet increments).
         index: which element of a tuple output holds the value (joint-attention blocks return
             ``(text, image)``).
+        patch: for an ``INPUT`` holding a packed latent (a denoiser's own input), the side p of
+            the latent patches it packs: B×N×(C·p²) tokens on the token grid, or B×(C·p²)×h/p×w/p
+            channels, unpacked to B×C×h×w; a singleton frame axis and a per-image list are
+            undone at any p.
 
     Token sequences longer than the grid hold text tokens too (FLUX's single-stream blocks
     run on ``[text, image]``): only the H·W image tokens are kept, the last ones, or the first
@@ -63,6 +68,7 @@ class Tap:
     scale: float = 1.0
     index: int = 0
     image_first: bool = False
+    patch: int = 1
 
 
 class StopForward(Exception):
@@ -181,6 +187,8 @@ class ActivationCapture:
     def _input_hook(self, named_taps: list[tuple[str, Tap]]):
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             value = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample", kwargs.get("x")))
+            if isinstance(value, (list, tuple)):  # one latent per image (Z-Image's denoiser)
+                value = torch.stack(list(value))
             for name, tap in named_taps:
                 self._store(name, tap, value)
 
@@ -215,6 +223,8 @@ class ActivationCapture:
                 # the image call never comes
                 return
             value = _fold_tokens(value, grid, tap.image_first)
+        elif tap.kind is TapKind.INPUT and (value.ndim != 4 or tap.patch > 1):
+            value = _onto_latent_grid(value, tap, self._grid(tap) if value.ndim == 3 else None)
         if tap.scale != 1.0:
             value = value * tap.scale
         self.features[name] = value
@@ -266,6 +276,26 @@ def _tensor_at(output: Any, index: int) -> torch.Tensor:
     if isinstance(sample, torch.Tensor):
         return sample
     raise TypeError(f"cannot read a tensor from a module output of type {type(output).__name__}")
+
+
+def _onto_latent_grid(value: torch.Tensor, tap: Tap, grid: tuple[int, int] | None) -> torch.Tensor:
+    """A denoiser's latent argument as the B×C×h×w latent it packs (the inverse of the packings
+    of :class:`autosel.models.calls.LatentLayout`)."""
+    if value.ndim == 5:  # a singleton frame axis (video-style latents)
+        axis = next((axis for axis in (2, 1, 3) if value.shape[axis] == 1), None)
+        if axis is None:
+            raise RuntimeError(f"{tuple(value.shape)} input of {tap.module or 'the denoiser'} has no single frame")
+        value = value.squeeze(axis)
+    patch = tap.patch
+    if value.ndim == 3 and grid is not None:  # p×p patch tokens (FLUX's 2×2 packing)
+        height, width = grid
+        tokens = _fold_tokens(value, grid, tap.image_first).flatten(2).transpose(1, 2)
+        batch, _, depth = tokens.shape
+        return (tokens.reshape(batch, height, width, depth // (patch * patch), patch, patch)
+                .permute(0, 3, 1, 4, 2, 5).reshape(batch, depth // (patch * patch), height * patch, width * patch))
+    if value.ndim == 4 and patch > 1:  # p×p patches in channels
+        return torch.nn.functional.pixel_shuffle(value, patch)
+    return value
 
 
 def _fold_tokens(tokens: torch.Tensor, grid: tuple[int, int], image_first: bool = False) -> torch.Tensor:

@@ -10,7 +10,7 @@ with the seed codebase's ids (generic-diffusion-feature)::
     {down,up}-level{L}-{downsampler,upsampler}-out
     mid-repeat{R}-{res-out,res-increment}, mid-vit-out, mid-vit-block{i}-…
     unet-in, unet-after-conv-in, unet-out
-    vit-block{i}-{norm-in,self-q,self-k,self-v,cross-q,norm-out,ffn-inner,out}   (diffusion transformers)
+    dit-in, vit-block{i}-{norm-in,self-q,self-k,self-v,cross-q,norm-out,ffn-inner,out}   (diffusion transformers)
 
 Shapes and depths are measured, not computed by hand: the denoiser is built on the meta device
 and run once through the same hooks that extraction uses (``autosel.capture``), so what the
@@ -47,9 +47,10 @@ class ActivationPoint:
         id: the stable activation id (the contract between search, YAML and extractor).
         kind: ``res-out``, ``res-increment``, ``vit-out``, ``vit-block-out``, ``self-q``,
             ``self-k``, ``self-v``, ``self-map``, ``cross-q``, ``cross-map``, ``ffn-inner``,
-            ``downsampler-out``, ``upsampler-out``, ``unet-in``, ``unet-after-conv-in`` or
-            ``unet-out``.
-        stage: ``down``, ``mid``, ``up``, or ``unet`` for the model's input and output.
+            ``downsampler-out``, ``upsampler-out``, ``unet-in``, ``unet-after-conv-in``,
+            ``unet-out``, or ``dit-in`` (a transformer's input on the latent grid).
+        stage: ``down``, ``mid``, ``up``, ``unet`` for a UNet's input and output, ``vit`` for
+            transformer blocks, ``dit`` for a transformer's input.
         level: the down/up block index (``None`` for mid and unet points).
         repeat: the resnet/attention pair index inside the block, when there is one.
         block: the transformer block index inside an attention, when there is one.

@@ -241,8 +241,7 @@ class Denoiser:
         conditioning = self.condition(prompt, image_hw)
         taps = {name: point.tap for name, point in points.items()}
         chunks: dict[str, list[torch.Tensor]] = {name: [] for name in points}
-        with torch.no_grad(), self._eval_mode(), ActivationCapture(self.module, taps, stop_early=stop_early) as capture:
-            capture.token_grid = self.family.token_grid(latent_hw)
+        with torch.no_grad(), self._eval_mode():
             for start in range(0, len(rows), batch_size):
                 stop = min(start + batch_size, len(rows))
                 noisy, model_timestep = self.noised(
@@ -252,7 +251,11 @@ class Denoiser:
                 args, kwargs = inputs or self.family.inputs(
                     noisy.to(self.dtype), model_timestep, expand_rows(conditioning, stop - start)
                 )
-                captured = capture.run(*args, **kwargs)
+                # hooked after the inputs are made: the generic path makes them by calling the
+                # pipeline, whose denoiser call must not reach the hooks (dit-in's is on the root)
+                with ActivationCapture(self.module, taps, stop_early=stop_early) as capture:
+                    capture.token_grid = self.family.token_grid(latent_hw)
+                    captured = capture.run(*args, **kwargs)
                 self.forward_count += 1
                 for name in points:
                     chunks[name].append(captured[name].float())

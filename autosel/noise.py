@@ -1,7 +1,8 @@
 """Forward noise processes: how a clean latent becomes the denoiser's input at timestep t.
 
 Timesteps are always on the 0–999 training scale of a feature config. DDPM families (the
-UNets, PixArt, Hunyuan-DiT) add noise with their training betas; rectified-flow families (SD3,
+UNets, PixArt, Hunyuan-DiT) add noise with their training betas; EDM-trained models
+(Playground v2.5) with their scheduler's σ ramp (:class:`EDMNoise`); rectified-flow families (SD3,
 FLUX) mix x_t = (1 − σ)·x_0 + σ·ε with σ = shift(t / 1000) as their scheduler maps it: a fixed
 shift (SD3: 3.0), or FLUX's resolution-dependent one (μ from the image's token count). So a
 config's t = 260 means what DiTF's t = 260 means.
@@ -84,6 +85,36 @@ class FlowNoise(NoiseProcess):
         noisy = (1.0 - sigma) * latents + sigma * noise
         model_timestep = torch.full((len(latents),), sigma * self.timestep_scale, device=latents.device)
         return noisy, model_timestep
+
+
+class EDMNoise(NoiseProcess):
+    """EDM (Karras et al. 2022), as Playground v2.5 is trained: x_t = x_0 + σ·ε, given to the
+    denoiser preconditioned as the EDM schedulers do, c_in·x_t with c_in = 1/√(σ² + σ_data²),
+    with the timestep input c_noise = ¼·ln σ.
+
+    t counts the scheduler's own training schedule (its N = 1000-step ramp from σ_max down to
+    σ_min) from the clean end: σ(t) = sigmas[N − 1 − t], so t = 999 is σ_max, and t is where
+    an img2img pipeline of N steps at strength (t + 1)/N starts.
+
+    Args:
+        scheduler: the pipeline's EDM scheduler (``EDMDPMSolverMultistepScheduler``,
+            ``EDMEulerScheduler``); a fresh one of its config gives the training schedule.
+    """
+
+    def __init__(self, scheduler: Any) -> None:
+        fresh = type(scheduler).from_config(scheduler.config)
+        self.sigmas = fresh.sigmas[:-1]  # the last is the appended final 0
+        self.sigma_data = float(fresh.config.sigma_data)
+
+    def sigma(self, timestep: int) -> float:
+        """σ at ``timestep``."""
+        return float(self.sigmas[len(self.sigmas) - 1 - timestep])
+
+    def __call__(self, latents, noise, timestep, tokens, image_hw=None, prompt=""):
+        sigma = self.sigmas[len(self.sigmas) - 1 - timestep].to(latents.device)
+        noisy = latents + noise * sigma
+        c_in = 1 / (sigma**2 + self.sigma_data**2) ** 0.5
+        return noisy * c_in, (0.25 * torch.log(sigma)).expand(len(latents))
 
 
 def noise_process(family: Any, scheduler_config: Any) -> NoiseProcess:

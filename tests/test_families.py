@@ -18,9 +18,9 @@ from autosel.models import REGISTRY, load_pipeline, resolve_model
 from autosel.models.tiny import TWINS
 
 TRANSFORMER_TWINS = ["tiny-pixart-random", "tiny-sd3-random", "tiny-flux-random", "tiny-hunyuan-random"]
-DIT_ID = re.compile(r"^vit-block(\d+)-(norm-in|self-q|self-k|self-v|self-map|cross-q|cross-map|norm-out|ffn-inner|out)$")
+DIT_ID = re.compile(r"^(dit-in|vit-block(\d+)-(norm-in|self-q|self-k|self-v|self-map|cross-q|cross-map|norm-out|ffn-inner|out))$")
 NEW_NAMES = {
-    "sd14": "sd", "sd20": "sd", "pgv2": "sdxl", "if-i-l": "if", "pixart-alpha": "pixart", "pixart-sigma": "pixart",
+    "sd14": "sd", "sd20": "sd", "pgv2": "sdxl", "pgv25": "sdxl", "if-i-l": "if", "pixart-alpha": "pixart", "pixart-sigma": "pixart",
     "hunyuan-dit": "hunyuan", "sd3-medium": "sd3", "sd35-medium": "sd3", "sd35-large": "sd3", "flux-dev": "flux",
     "flux-schnell": "flux", "tiny-pixart-random": "pixart", "tiny-sd3-random": "sd3", "tiny-flux-random": "flux",
     "tiny-if-random": "if", "tiny-ddpm-random": "ddpm", "tiny-hunyuan-random": "hunyuan",
@@ -54,8 +54,8 @@ def test_if_without_its_cached_files_says_how_to_get_them():
 
 
 def test_pixart_sigma_has_28_blocks_and_flux_57_numbered_on():
-    pixart = {p.block for p in list_activations("pixart-sigma")}
-    flux = list_activations("flux-dev")
+    pixart = {p.block for p in list_activations("pixart-sigma") if p.id != "dit-in"}
+    flux = [p for p in list_activations("flux-dev") if p.id != "dit-in"]
     assert pixart == set(range(28))
     assert {p.block for p in flux} == set(range(57))
     single_stream = [p for p in flux if p.block == 19]
@@ -70,7 +70,7 @@ def test_flux_native_grid_is_the_latent_halved():
 def test_transformer_points_are_in_forward_order_with_growing_depth():
     points = list_activations("sd3-medium")
     assert [p.depth for p in points] == sorted(p.depth for p in points)
-    assert points[0].id == "vit-block0-norm-in" and points[-1].id == "vit-block23-out"
+    assert [p.id for p in points[:2]] == ["dit-in", "vit-block0-norm-in"] and points[-1].id == "vit-block23-out"
 
 
 def test_norm_in_is_marked_beyond_the_seed_set():

@@ -17,7 +17,7 @@ from safetensors import safe_open
 from autosel.models.tiny import build_tiny_pipeline
 from autosel.models.twins import TWIN_SPECS
 
-DIT_ID = re.compile(r"^vit-block\d+-[a-z-]+$")
+DIT_ID = re.compile(r"^(dit-in|vit-block\d+-[a-z-]+)$")
 
 
 @pytest.fixture(scope="module", params=sorted(TWIN_SPECS))

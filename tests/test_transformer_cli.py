@@ -16,7 +16,7 @@ from safetensors import safe_open
 from autosel.models import load_pipeline
 
 FAMILIES = {"pixart": "tiny-pixart-random", "sd3": "tiny-sd3-random", "flux": "tiny-flux-random"}
-DIT_ID = re.compile(r"^vit-block\d+-[a-z-]+$")
+DIT_ID = re.compile(r"^(dit-in|vit-block\d+-[a-z-]+)$")
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))

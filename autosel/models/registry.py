@@ -103,6 +103,10 @@ REGISTRY: dict[str, ModelSpec] = {
         _registered("sdxl-turbo", "stabilityai/sdxl-turbo", "sdxl", 512, "SDXL-Turbo (adversarially distilled SDXL, 512 px)"),
         _registered("pgv2", "playgroundai/playground-v2-1024px-aesthetic", "sdxl", 1024, "Playground v2 (SDXL layout, 1024 px)"),
         _registered(
+            "pgv25", "playgroundai/playground-v2.5-1024px-aesthetic", "sdxl", 1024,
+            "Playground v2.5 (SDXL layout, EDM noise, VAE latents mean/std; 1024 px)",
+        ),
+        _registered(
             "if-i-l", "DeepFloyd/IF-I-L-v1.0", "if", 64,
             "DeepFloyd IF stage I, L (pixel space, 64 px, T5-XXL); no offline config: needs its cached files",
             architecture=None,

@@ -24,7 +24,7 @@ from torch import nn
 from autosel.capture import Tap, TapKind
 from autosel.errors import InvalidInputError, UnsupportedModelError
 from autosel.models.standin import denoiser_component
-from autosel.noise import NoiseProcess, noise_process
+from autosel.noise import EDMNoise, NoiseProcess, noise_process
 
 ImageSize = int | tuple[int, int]
 
@@ -277,7 +277,10 @@ class Architecture:
         puts its text encoders on the denoiser's device (for families that run the pipeline)."""
 
     def make_noise(self, pipeline: Any) -> NoiseProcess:
-        """The forward noise process of ``pipeline`` (its training betas, or rectified flow)."""
+        """The forward noise process of ``pipeline`` (its training betas, an EDM scheduler's σ
+        ramp, or rectified flow)."""
+        if type(pipeline.scheduler).__name__.startswith("EDM"):  # Playground v2.5
+            return EDMNoise(pipeline.scheduler)
         return noise_process(self, pipeline.scheduler.config)
 
 

@@ -2,7 +2,10 @@
 
 Ids follow the seed codebase: ``vit-block{i}-{kind}`` with blocks numbered in forward order
 (FLUX continues from its double-stream blocks into its single-stream ones); image tokens
-only, folded onto the patch grid (latent H/patch × W/patch). Kinds, in forward order:
+only, folded onto the patch grid (latent H/patch × W/patch). Before them, ``dit-in``: the
+denoiser's own input, the noisy latent before patch embedding or packing, on the latent grid
+(B×C×h×w, as ``unet-in`` for UNets), so that what the denoiser was given can be checked.
+Kinds, in forward order:
 
 ``norm-in``   the AdaLN-modulated normalised input of the attention, (1+scale)·LN(x)+shift
               (DiTF's feature); Hunyuan-DiT's shift-only norm
@@ -47,6 +50,13 @@ def block_candidates(index: int, path: str, parts: Parts, extra: frozenset[str] 
         for kind in DIT_KINDS
         if kind in taps
     ]
+
+
+def denoiser_input(patch: int = 1, image_first: bool = False) -> DiscoveredPoint:
+    """``dit-in``: the denoiser's latent argument, unpacked onto the latent grid (``patch``: the
+    side of the latent patches its packing puts in one token or one channel group)."""
+    tap = Tap("", TapKind.INPUT, patch=patch, image_first=image_first)
+    return DiscoveredPoint("dit-in", "dit-in", "dit", None, None, None, tap, extra=True)
 
 
 def patch_grid(latent_hw: tuple[int, int], patch: int) -> tuple[int, int]:

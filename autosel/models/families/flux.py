@@ -11,7 +11,7 @@ from torch import nn
 
 from autosel.capture import TapKind
 from autosel.models.families.base import DiscoveredPoint
-from autosel.models.families.dit import DiT, block_candidates
+from autosel.models.families.dit import DiT, block_candidates, denoiser_input
 from autosel.models.families.sd3 import JOINT_EXTRA, JOINT_PARTS
 
 _SINGLE_PARTS = {
@@ -38,7 +38,7 @@ class Flux(DiT):
 
     def discover(self, denoiser: nn.Module) -> list[DiscoveredPoint]:
         doubles = len(denoiser.transformer_blocks)
-        candidates = []
+        candidates = [denoiser_input(patch=2)]  # its latents come packed 2×2 into tokens
         for index in range(doubles):
             candidates.extend(block_candidates(index, f"transformer_blocks.{index}", JOINT_PARTS, JOINT_EXTRA))
         for index in range(len(denoiser.single_transformer_blocks)):

@@ -34,7 +34,7 @@ from autosel.capture import Tap, TapKind
 from autosel.errors import InvalidInputError, UnsupportedModelError
 from autosel.models.calls import CallRecorder, RecordedCall
 from autosel.models.families.base import Architecture, DiscoveredPoint
-from autosel.models.families.dit import DIT_KINDS
+from autosel.models.families.dit import DIT_KINDS, denoiser_input
 from autosel.noise import DDPMNoise, NoiseProcess
 
 FEED_FORWARD_NAMES = ("ff", "mlp", "feed_forward", "img_mlp", "ffn", "mlp_img")
@@ -122,7 +122,14 @@ class Generic(Architecture):
         return module.eval()
 
     def discover(self, denoiser: nn.Module) -> list[DiscoveredPoint]:
-        return list(layout_of(self).candidates)
+        return [self._denoiser_input(), *layout_of(self).candidates]
+
+    def _denoiser_input(self) -> DiscoveredPoint:
+        """``dit-in``, unpacked as the recorded call packs the latent (p×p tokens or channels)."""
+        size = self.native_resolution
+        layout = architecture_recorder(self).call("", (size, size), PROBE_TIMESTEP).layout
+        patch = layout.patch if layout.kind in ("tokens", "unshuffle") else 1
+        return denoiser_input(patch=patch, image_first=layout.fixed is not None and not layout.fixed_first)
 
     def token_grid(self, latent_hw):
         patch = self.patch_size

@@ -12,7 +12,7 @@ from torch import nn
 
 from autosel.capture import TapKind
 from autosel.models.families.base import DiscoveredPoint
-from autosel.models.families.dit import DiT, block_candidates
+from autosel.models.families.dit import DiT, block_candidates, denoiser_input
 
 _PARTS = {
     "norm-in": ("attn1", TapKind.INPUT_TOKENS, 0),
@@ -58,7 +58,7 @@ class PixArt(DiT):
         return module.eval()
 
     def discover(self, denoiser: nn.Module) -> list[DiscoveredPoint]:
-        candidates = []
+        candidates = [denoiser_input()]
         for index, block in enumerate(denoiser.transformer_blocks):
             parts = dict(_PARTS)
             if getattr(block, "attn2", None) is None:

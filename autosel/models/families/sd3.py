@@ -4,12 +4,14 @@ The denoiser's timestep input is σ·1000 (as the pipeline passes it)."""
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
 from autosel.capture import TapKind
 from autosel.models.families.base import DiscoveredPoint
-from autosel.models.families.dit import EXTRA_KINDS, DiT, block_candidates
+from autosel.models.families.dit import EXTRA_KINDS, DiT, block_candidates, denoiser_input
 
 JOINT_PARTS = {
     "norm-in": ("norm1", TapKind.TOKENS, 0),
@@ -26,11 +28,24 @@ JOINT_EXTRA = EXTRA_KINDS | {"self-q", "self-k", "self-v"}
 """Beyond the seed's set in joint-attention blocks: the image tokens' projections too."""
 
 
+PIPELINE_T5_LEN = 256
+"""``StableDiffusion3Pipeline``'s default ``max_sequence_length`` (where its signature does not say)."""
+
+
 def t5_length(pipeline) -> int:
-    """T5 tokens per prompt: the pipeline's default 256, or fewer when the T5 tokenizer holds
-    fewer (the tiny models': 16); padding beyond it only adds masked-out work."""
+    """T5 tokens per prompt: the pipeline's default ``max_sequence_length`` (256), which it pads
+    the T5 prompt to whatever its T5 tokenizer's ``model_max_length`` says (a real checkpoint's
+    may say 77 or 512: SD3 pads with unmasked tokens, so the length changes every feature).
+
+    A CLIP tokenizer in the T5's place (autosel's tiny SD3 models share one 16-token CLIP
+    tokenizer for all three encoders, and ``tiny-dit`` was trained at that length) keeps its
+    own context: there, ``model_max_length`` is a real limit."""
+    parameter = inspect.signature(type(pipeline).__call__).parameters.get("max_sequence_length")
+    length = int(parameter.default) if parameter is not None and isinstance(parameter.default, int) else PIPELINE_T5_LEN
     tokenizer = getattr(pipeline, "tokenizer_3", None)
-    return min(256, int(getattr(tokenizer, "model_max_length", 256) or 256))
+    if tokenizer is not None and type(tokenizer).__name__.startswith("CLIPTokenizer"):
+        return min(length, int(tokenizer.model_max_length))
+    return length
 
 
 class StableDiffusion3(DiT):
@@ -42,7 +57,7 @@ class StableDiffusion3(DiT):
     description = "MMDiT, joint attention, rectified flow (SD3, SD3.5)"
 
     def discover(self, denoiser: nn.Module) -> list[DiscoveredPoint]:
-        return [
+        return [denoiser_input()] + [
             candidate
             for index in range(len(denoiser.transformer_blocks))
             for candidate in block_candidates(index, f"transformer_blocks.{index}", JOINT_PARTS, JOINT_EXTRA)
