@@ -25,14 +25,20 @@ def image_tensor(source: ImageSource) -> torch.Tensor:
 
 
 def extract_combined(
-    extractor: FeatureExtractor, images: Sequence[ImageSource], progress: bool = True
+    extractor: FeatureExtractor,
+    images: Sequence[ImageSource],
+    progress: bool = True,
+    categories: Sequence[str | None] | None = None,
 ) -> list[torch.Tensor]:
-    """The config's combined (and, if configured, PCA-reduced) C×H×W map of every image."""
+    """The config's combined (and, if configured, PCA-reduced) C×H×W map of every image;
+    ``categories`` (one per image) fill a ``{category}`` prompt."""
     maps: list[torch.Tensor] = []
+    order = list(range(len(images)))
     with progress_bar("extracting", len(images), progress) as advance:
-        for batch in batches(images, extractor.batch_size):
-            chunk = [image_tensor(source) for source in batch]
-            combined = extractor.combine(extractor(chunk)).cpu()
+        for batch in batches(order, extractor.batch_size):
+            chunk = [image_tensor(images[i]) for i in batch]
+            named = None if categories is None else [categories[i] for i in batch]
+            combined = extractor.combine(extractor(chunk, named)).cpu()
             maps.extend(value.to(torch.float16) for value in combined)
             advance(len(chunk))
     pca_dim = extractor.config.aggregation.pca_dim
@@ -44,4 +50,4 @@ def extract_combined(
 
 def evaluate_config(extractor: FeatureExtractor, task: Task, progress: bool = True) -> TaskResult:
     """Extract ``task.images`` with ``extractor`` and score them with ``task``."""
-    return task.evaluate(extract_combined(extractor, task.images, progress))
+    return task.evaluate(extract_combined(extractor, task.images, progress, task.image_categories()))

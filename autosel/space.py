@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from autosel.limits import MAX_TEXT_CHARS
 from autosel.resources import spaces_folder
 from autosel.schema import Section, check_timestep, read_yaml, validate
 
@@ -70,6 +71,10 @@ class SearchSpace(Section):
     )
     dtype: Literal["float32", "float16", "bfloat16"] | None = Field(
         default=None, description="denoiser dtype; default float32 on a CPU, bfloat16 (else float16) on CUDA"
+    )
+    prompt: str = Field(
+        default="", max_length=MAX_TEXT_CHARS,
+        description="the extraction prompt of every candidate; '{category}' is filled with each image's category",
     )
     timesteps: list[int] = Field(default_factory=lambda: list(DEFAULT_TIMESTEPS), min_length=1)
     candidates: CandidateSection = Field(default_factory=CandidateSection)

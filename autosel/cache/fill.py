@@ -92,7 +92,9 @@ def _compute(
         with progress_bar("caching", len(encoded) * len(missing), progress) as advance:
             for batch, latents, noise in encoded:
                 for timestep, names in missing.items():
-                    captured = extractor.capture_at(latents, noise, timestep, variants.base_ids(names))
+                    captured = extractor.capture_at(
+                        latents, noise, timestep, variants.base_ids(names), task.categories_of(batch)
+                    )
                     for name in names:
                         key = keys[(name, timestep)]
                         value = variants.apply(captured[variants.split_variant(name)[0]], name)

@@ -97,13 +97,13 @@ def model_run(
     space: SearchSpace, pipeline: Any | None = None, device: str | None = None, batch_size: int = 16
 ) -> DenoiserRun:
     """The space's model as a :class:`DenoiserRun` at the space's image size and dtype (default
-    extraction settings: empty prompt, seed 0, one noise draw), loaded unless ``pipeline`` is given."""
+    extraction settings but the space's prompt: seed 0, one noise draw), loaded unless ``pipeline`` is given."""
     dtype = DTYPES[resolve_dtype(space.dtype, device)]
     if pipeline is None:
         denoiser = Denoiser.load(space.model, dtype=dtype, device=device)
     else:
         denoiser = Denoiser(pipeline, device=device, dtype=dtype, name=space.model)
-    return DenoiserRun(denoiser, ExtractionSection(image_size=space.image_size), batch_size=batch_size)
+    return DenoiserRun(denoiser, ExtractionSection(image_size=space.image_size, prompt=space.prompt), batch_size=batch_size)
 
 
 def base_config(space: SearchSpace, activation: str, timestep: int) -> FeatureConfig:
@@ -113,7 +113,7 @@ def base_config(space: SearchSpace, activation: str, timestep: int) -> FeatureCo
     name, post = variants.split_variant(activation)
     return FeatureConfig.from_dict({
         "model": {"name": space.model, "dtype": space.dtype or "float32"},
-        "extraction": {"image_size": space.image_size},
+        "extraction": {"image_size": space.image_size, "prompt": space.prompt},
         "activations": [{"id": name, "timestep": timestep, "post": post}],
     })
 
@@ -286,7 +286,7 @@ def screen_rows(
             seconds = dict.fromkeys(names, 0.0)
             for batch, (latents, noise) in zip(image_batches, prepared):
                 started = time.perf_counter()
-                captured = extractor.capture_at(latents, noise, timestep, variants.base_ids(names))
+                captured = extractor.capture_at(latents, noise, timestep, variants.base_ids(names), task.categories_of(batch))
                 shared = (time.perf_counter() - started) / len(names)
                 for name in names:
                     started = time.perf_counter()
