@@ -66,6 +66,15 @@ class ExtractionSection(Section):
         "(rounded to 8 bit, as DIFT and gdf resize)",
     )
 
+    def identity(self) -> dict[str, Any]:
+        """The settings as plain data for cache and sweep keys, leaving out ``vae_posterior`` and
+        ``resize_filter`` at their defaults: keys made before those settings existed still match."""
+        data = self.model_dump(mode="json")
+        for name in ("vae_posterior", "resize_filter"):
+            if data[name] == type(self).model_fields[name].default:
+                del data[name]
+        return data
+
 
 class Activation(Section):
     """One activation at one timestep."""

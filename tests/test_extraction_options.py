@@ -89,3 +89,9 @@ def test_bicubic_changes_the_features_deterministically(tiny_pipeline):
 def test_bicubic_center_crop_keeps_the_requested_size():
     pixels = torch.rand(3, 50, 70, generator=torch.Generator().manual_seed(2))
     assert resize(pixels, (32, 32), "center-crop", "bicubic").shape == (3, 32, 32)
+
+
+def test_default_settings_keep_the_cache_and_sweep_keys_made_before_they_existed():
+    extraction = FeatureConfig.from_dict({"model": {"name": "tiny"}, "activations": [{"id": UP, "timestep": 1}]}).extraction
+    assert set(extraction.identity()) == {"image_size", "resize", "prompt", "noise_seed", "ensemble"}
+    assert extraction.model_copy(update={"vae_posterior": "sample"}).identity()["vae_posterior"] == "sample"

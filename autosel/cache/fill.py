@@ -31,7 +31,7 @@ def cache_keys(
     """The cache key of each (id, timestep) for this model, task images and proxy settings."""
     denoiser = extractor.denoiser
     images = images_digest(task.images)
-    extraction = json.dumps(extractor.extraction.model_dump(mode="json"), sort_keys=True)
+    extraction = json.dumps(extractor.extraction.identity(), sort_keys=True)
     dtype = next(name for name, value in DTYPES.items() if value == denoiser.dtype)
     size = tuple(extractor.image_size)
     return {

@@ -123,7 +123,7 @@ def sweep_key(space: SearchSpace, task: Task, config: FeatureConfig, image_size:
     parts: dict[str, Any] = {
         "model": canonical_model(config.model.name), "revision": config.model.revision, "dtype": config.model.dtype,
         "task": space.task, "dataset": space.dataset, "role": role, "options": stored_options(space.task_options()),
-        "image_size": list(image_size), "extraction": config.extraction.model_dump(mode="json"),
+        "image_size": list(image_size), "extraction": config.extraction.identity(),
         "images": images_digest(task.images), "seed": space.seed,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
