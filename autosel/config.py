@@ -52,9 +52,32 @@ class ExtractionSection(Section):
     resize: Literal["stretch", "center-crop"] = Field(
         default="stretch", description="stretch to image_size, or resize the short side and crop the centre"
     )
-    prompt: str = Field(default="", max_length=MAX_TEXT_CHARS, description="text prompt, encoded once")
+    prompt: str = Field(
+        default="", max_length=MAX_TEXT_CHARS,
+        description="text prompt, encoded once per distinct prompt; '{category}' is filled with each image's category "
+        "(the dataset's, the image's folder name, or --category), as DIFT's 'a photo of a {category}'",
+    )
     noise_seed: int = Field(default=0, ge=0, description="seed of the noise added to the latents")
     ensemble: int = Field(default=1, ge=1, le=64, description="noise draws averaged per image")
+    vae_posterior: Literal["mean", "sample"] = Field(
+        default="mean",
+        description="VAE latent: the posterior mean, or a sample drawn per ensemble member, seeded from noise_seed "
+        "(as DIFT and gdf do)",
+    )
+    resize_filter: Literal["bilinear", "bicubic"] = Field(
+        default="bilinear",
+        description="resize filter: bilinear with antialias on float pixels, or PIL's bicubic on 8-bit pixels "
+        "(rounded to 8 bit, as DIFT and gdf resize)",
+    )
+
+    def identity(self) -> dict[str, Any]:
+        """The settings as plain data for cache and sweep keys, leaving out ``vae_posterior`` and
+        ``resize_filter`` at their defaults: keys made before those settings existed still match."""
+        data = self.model_dump(mode="json")
+        for name in ("vae_posterior", "resize_filter"):
+            if data[name] == type(self).model_fields[name].default:
+                del data[name]
+        return data
 
 
 class Activation(Section):

@@ -36,6 +36,7 @@ from autosel.limits import check_image_memory
 from autosel.models import Architecture, load_pipeline, resolve_model
 from autosel.models.architecture import ImageSize, load_architecture
 from autosel.models.families import expand_rows
+from autosel.prompts import image_prompts
 from autosel.schema import check_timestep
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -161,13 +162,23 @@ class Denoiser:
     def encode(self, pixels: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
         """Clean latents (the VAE posterior mean, shifted and scaled as the family trains) of
         B×3×H×W pixels in [0, 1], float32; in pixel space the pixels mapped to [−1, 1]."""
+        return self.encode_posterior(pixels, batch_size)[0]
+
+    @torch.no_grad()
+    def encode_posterior(self, pixels: torch.Tensor, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of the VAE posterior of B×3×H×W pixels in [0, 1], both B×C×h×w and in
+        the denoiser's latent scale (a sample is ``mean + std · ε``); a deterministic encoder
+        or pixel space has std 0."""
         if self.vae is None:
-            return pixels.to(self.device, torch.float32) * 2 - 1
-        latents = []
+            clean = pixels.to(self.device, torch.float32) * 2 - 1
+            return clean, torch.zeros_like(clean)
+        means, stds = [], []
         for start in range(0, len(pixels), batch_size):
             chunk = pixels[start : start + batch_size].to(self.device, torch.float32) * 2 - 1
-            latents.append(vae_latents(self.vae, chunk))
-        return torch.cat(latents)
+            mean, std = vae_posterior(self.vae, chunk)
+            means.append(mean)
+            stds.append(std)
+        return torch.cat(means), torch.cat(stds)
 
     @torch.no_grad()
     def condition(self, prompt: str, image_hw: tuple[int, int]) -> dict[str, Any]:
@@ -230,13 +241,16 @@ class Denoiser:
         stop_early: bool = True,
     ) -> dict[str, torch.Tensor]:
         """``{id: B×C×H×W}`` (float32, averaged over the K noise draws) of ``points`` from
-        latents (B×C×h×w) and noise (B×K×C×h×w) noised to ``timestep``: one forward per batch
+        latents (B×C×h×w, or B×K×C×h×w: one per draw) and noise (B×K×C×h×w) noised to ``timestep``: one forward per batch
         of ``batch_size`` rows, stopped after the deepest point when ``stop_early``."""
         self.check_timestep(timestep)
         images, members = noise.shape[:2]
         latent_hw = tuple(latents.shape[-2:])
         image_hw = image_hw or tuple(side * self.architecture.vae_scale_factor for side in latent_hw)
-        rows = latents.unsqueeze(1).expand(-1, members, *latents.shape[1:]).reshape(images * members, *latents.shape[1:])
+        if latents.ndim == noise.ndim:  # one latent per ensemble member (VAE posterior samples)
+            rows = latents.reshape(images * members, *latents.shape[2:])
+        else:
+            rows = latents.unsqueeze(1).expand(-1, members, *latents.shape[1:]).reshape(images * members, *latents.shape[1:])
         flat_noise = noise.reshape(images * members, *noise.shape[2:]).to(self.device)
         conditioning = self.condition(prompt, image_hw)
         taps = {name: point.tap for name, point in points.items()}
@@ -329,7 +343,11 @@ class DenoiserRun:
 
     def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
         """B×3×H×W float32 pixels in [0, 1] at the run's image size, on the CPU."""
-        batch = [resize(to_tensor(image), self.image_size, self.extraction.resize) for image in as_image_list(images)]
+        extraction = self.extraction
+        batch = [
+            resize(to_tensor(image), self.image_size, extraction.resize, extraction.resize_filter)
+            for image in as_image_list(images)
+        ]
         if not batch:
             raise ValueError("no images to extract features from")
         return torch.stack(batch)
@@ -338,75 +356,122 @@ class DenoiserRun:
         """Clean latents of B×3×H×W pixels (see :meth:`Denoiser.encode`)."""
         return self.denoiser.encode(pixels, self.batch_size)
 
-    def noise(self, pixels: torch.Tensor, latent_shape: Sequence[int]) -> torch.Tensor:
+    def noise(self, pixels: torch.Tensor, latent_shape: Sequence[int], stream: str = "") -> torch.Tensor:
         """Seeded noise, B×K×C×h×w (K ensemble draws), drawn on the CPU for reproducibility.
 
         Each image's noise is seeded from the run's seed, the draw index and the image's own
-        pixels, so an image's features do not depend on the rest of its batch.
+        pixels, so an image's features do not depend on the rest of its batch. ``stream``
+        names an independent draw from the same seed (``"vae"``: the posterior samples).
         """
         seed = self.extraction.noise_seed
+        tag = f":{stream}" if stream else ""
         draws = []
         for image in pixels:
             digest = hashlib.sha256(image.numpy().tobytes()).digest()
             per_image = []
             for member in range(self.extraction.ensemble):
-                key = hashlib.sha256(digest + f"{seed}:{member}".encode()).digest()
+                key = hashlib.sha256(digest + f"{seed}:{member}{tag}".encode()).digest()
                 generator = torch.Generator().manual_seed(int.from_bytes(key[:8], "little") & (2**63 - 1))
                 per_image.append(torch.randn(*latent_shape, generator=generator))
             draws.append(torch.stack(per_image))
         return torch.stack(draws)
 
     def latents_and_noise(self, images: ImageInput | Sequence[ImageInput]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Clean latents (B×C×h×w) and the seeded noise (B×K×C×h×w) of ``images``: all that
-        :meth:`capture_at` needs, small enough to keep for a whole split."""
+        """Clean latents and the seeded noise (B×K×C×h×w) of ``images``: all that
+        :meth:`capture_at` needs, small enough to keep for a whole split. The latents are the
+        VAE posterior mean (B×C×h×w), or with ``extraction.vae_posterior: sample`` one seeded
+        posterior sample per image and ensemble member (B×K×C×h×w)."""
         pixels = self.preprocess(images)
-        latents = self.encode(pixels)
-        return latents, self.noise(pixels, latents.shape[1:])
+        if self.extraction.vae_posterior == "mean":
+            latents = self.encode(pixels)
+            return latents, self.noise(pixels, latents.shape[1:])
+        mean, std = self.denoiser.encode_posterior(pixels, self.batch_size)
+        draws = self.noise(pixels, mean.shape[1:], stream="vae").to(mean.device)
+        return mean.unsqueeze(1) + std.unsqueeze(1) * draws, self.noise(pixels, mean.shape[1:])
 
     def capture_at(
-        self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, names: Sequence[str]
+        self,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        timestep: int,
+        names: Sequence[str],
+        categories: Sequence[str | None] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """``{id: B×C×H×W}`` (float32, ensemble-averaged) of catalogue ids ``names`` at ``timestep``."""
+        """``{id: B×C×H×W}`` (float32, ensemble-averaged) of catalogue ids ``names`` at ``timestep``.
+
+        ``categories`` (one per image) fill a ``{category}`` prompt; images of one prompt share
+        their forwards, and each image's features are those of its own prompt.
+
+        Raises:
+            InvalidInputError: a ``{category}`` prompt and an image without a category.
+        """
         self.check_request(timestep, names)
         points = {name: self.catalogue[name] for name in names}
-        return self.denoiser.capture(
-            latents, noise, timestep, points, self.extraction.prompt, self.image_size, self.batch_size, self.stop_early
-        )
+        prompts = image_prompts(self.extraction.prompt, len(latents), categories)
+        groups: dict[str, list[int]] = {}
+        for index, prompt in enumerate(prompts):
+            groups.setdefault(prompt, []).append(index)
+        parts = {
+            prompt: self.denoiser.capture(
+                latents[rows] if len(groups) > 1 else latents, noise[rows] if len(groups) > 1 else noise, timestep,
+                points, prompt, self.image_size, self.batch_size, self.stop_early,
+            )
+            for prompt, rows in groups.items()
+        }
+        if len(parts) == 1:
+            return next(iter(parts.values()))
+        order = torch.tensor([index for rows in groups.values() for index in rows])
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order))
+        return {name: torch.cat([part[name] for part in parts.values()])[inverse] for name in names}
 
     def extract_timesteps(
-        self, images: ImageInput | Sequence[ImageInput], ids_by_timestep: Mapping[int, Sequence[str]]
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        ids_by_timestep: Mapping[int, Sequence[str]],
+        categories: Sequence[str | None] | None = None,
     ) -> dict[int, dict[str, torch.Tensor]]:
         """Raw activations ``{t: {id: B×C×H×W}}`` of any catalogue ids at any timesteps: each
         image is encoded and noised once, then one denoiser forward per timestep (per batch)
-        captures all of that timestep's ids. No post-processing."""
+        captures all of that timestep's ids. No post-processing. ``categories``: one per image,
+        for a ``{category}`` prompt (see :meth:`capture_at`)."""
         for timestep, names in ids_by_timestep.items():
             self.check_request(timestep, names)
-        latents, noise = self.latents_and_noise(images)
-        return {t: self.capture_at(latents, noise, t, list(names)) for t, names in sorted(ids_by_timestep.items())}
+        image_list = as_image_list(images)
+        image_prompts(self.extraction.prompt, len(image_list), categories)  # a missing category fails before any forward
+        latents, noise = self.latents_and_noise(image_list)
+        return {t: self.capture_at(latents, noise, t, list(names), categories) for t, names in sorted(ids_by_timestep.items())}
 
 
 def vae_latents(vae: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    """Clean latents of B×3×H×W pixels in [−1, 1], normalised as the pipelines normalise them
-    before denoising (the inverse of their decode): the posterior mean (or a deterministic
-    encoder's latent), per-channel ``latents_mean``/``latents_std`` where the config has them,
-    then ``(z − shift_factor) · scaling_factor``. Video-style VAEs (3-D convolutions, as
+    """Clean latents of B×3×H×W pixels in [−1, 1]: the posterior mean of :func:`vae_posterior`."""
+    return vae_posterior(vae, pixels)[0]
+
+
+def vae_posterior(vae: torch.nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of the VAE posterior of B×3×H×W pixels in [−1, 1], normalised as the
+    pipelines normalise latents before denoising (the inverse of their decode): per-channel
+    ``latents_mean``/``latents_std`` where the config has them, then ``(z − shift_factor) ·
+    scaling_factor`` (the std scaled alike, so ``mean + std · ε`` is a normalised sample). A
+    deterministic encoder's latent has std 0. Video-style VAEs (3-D convolutions, as
     Qwen-Image's) get a one-frame axis in and out."""
     config = vae.config
     frames = any(isinstance(module, torch.nn.Conv3d) for module in vae.modules())
     encoded = vae.encode(pixels.unsqueeze(2) if frames else pixels)
     distribution = getattr(encoded, "latent_dist", None)
     latents = distribution.mean if distribution is not None else encoded.latent
+    spread = distribution.std if distribution is not None else torch.zeros_like(latents)
     if frames:
-        latents = latents[:, :, 0]
+        latents, spread = latents[:, :, 0], spread[:, :, 0]
     mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
     if mean is not None and std is not None:
         shape = (1, -1, 1, 1)
-        latents = (latents - torch.tensor(mean, device=latents.device).view(shape)) / torch.tensor(
-            std, device=latents.device
-        ).view(shape)
+        channel_std = torch.tensor(std, device=latents.device).view(shape)
+        latents = (latents - torch.tensor(mean, device=latents.device).view(shape)) / channel_std
+        spread = spread / channel_std
     shift = getattr(config, "shift_factor", None) or 0.0
     scale = getattr(config, "scaling_factor", None) or 1.0
-    return (latents - shift) * scale
+    return (latents - shift) * scale, spread * scale
 
 
 def _member_mean(chunks: list[torch.Tensor], images: int, members: int) -> torch.Tensor:

@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 
-from autosel.config import ExtractionSection
 from autosel.denoiser import DTYPES, Denoiser, DenoiserRun, resolve_dtype
 from autosel.evaluation import image_tensor
 from autosel.images import batches
@@ -21,13 +20,13 @@ def model_run(
     space: SearchSpace, pipeline: Any | None = None, device: str | None = None, batch_size: int = 16
 ) -> DenoiserRun:
     """The space's model as a :class:`DenoiserRun` at the space's image size and dtype (default
-    extraction settings: empty prompt, seed 0, one noise draw), loaded unless ``pipeline`` is given."""
+    extraction settings but the space's prompt: seed 0, one noise draw), loaded unless ``pipeline`` is given."""
     dtype = DTYPES[resolve_dtype(space.dtype, device)]
     if pipeline is None:
         denoiser = Denoiser.load(space.model, dtype=dtype, device=device)
     else:
         denoiser = Denoiser(pipeline, device=device, dtype=dtype, name=space.model)
-    return DenoiserRun(denoiser, ExtractionSection(image_size=space.image_size), batch_size=batch_size)
+    return DenoiserRun(denoiser, space.extraction_section(), batch_size=batch_size)
 
 
 Encoded = list[tuple[list[int], torch.Tensor, torch.Tensor]]

@@ -15,6 +15,7 @@ from autosel.data.records import ImageSource, read_image
 from autosel.extract import FeatureExtractor, reduce_pca
 from autosel.images import batches
 from autosel.progress import progress_bar
+from autosel.prompts import is_template
 from autosel.tasks.base import Task, TaskResult
 
 
@@ -25,16 +26,25 @@ def image_tensor(source: ImageSource) -> torch.Tensor:
 
 
 def extract_combined(
-    extractor: FeatureExtractor, images: Sequence[ImageSource], progress: bool = True
+    extractor: FeatureExtractor,
+    images: Sequence[ImageSource],
+    progress: bool = True,
+    categories: Sequence[str | None] | None = None,
 ) -> list[torch.Tensor]:
-    """The config's combined (and, if configured, PCA-reduced) C×H×W map of every image."""
-    maps: list[torch.Tensor] = []
+    """The config's combined (and, if configured, PCA-reduced) C×H×W map of every image;
+    ``categories`` (one per image) fill a ``{category}`` prompt."""
+    by_index: dict[int, torch.Tensor] = {}
+    order = list(range(len(images)))
+    if categories is not None and is_template(extractor.config.extraction.prompt):
+        order.sort(key=lambda i: categories[i] or "")  # one prompt per batch where it can: one forward each
     with progress_bar("extracting", len(images), progress) as advance:
-        for batch in batches(images, extractor.batch_size):
-            chunk = [image_tensor(source) for source in batch]
-            combined = extractor.combine(extractor(chunk)).cpu()
-            maps.extend(value.to(torch.float16) for value in combined)
+        for batch in batches(order, extractor.batch_size):
+            chunk = [image_tensor(images[i]) for i in batch]
+            named = None if categories is None else [categories[i] for i in batch]
+            combined = extractor.combine(extractor(chunk, named)).cpu()
+            by_index.update((index, value.to(torch.float16)) for index, value in zip(batch, combined))
             advance(len(chunk))
+    maps = [by_index[index] for index in range(len(images))]
     pca_dim = extractor.config.aggregation.pca_dim
     if pca_dim:  # fitted on all images together, as `autosel extract --aggregate` does
         reduced = reduce_pca(torch.stack([m.float() for m in maps]), pca_dim)
@@ -44,4 +54,4 @@ def extract_combined(
 
 def evaluate_config(extractor: FeatureExtractor, task: Task, progress: bool = True) -> TaskResult:
     """Extract ``task.images`` with ``extractor`` and score them with ``task``."""
-    return task.evaluate(extract_combined(extractor, task.images, progress))
+    return task.evaluate(extract_combined(extractor, task.images, progress, task.image_categories()))

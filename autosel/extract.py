@@ -87,8 +87,11 @@ class FeatureExtractor(DenoiserRun):
     def vae(self) -> torch.nn.Module | None:
         return self.denoiser.vae
 
-    def __call__(self, images: ImageInput | Sequence[ImageInput]) -> dict[str, torch.Tensor]:
-        """Extract features of ``images`` (paths, PIL images, 3×H×W or B×3×H×W tensors in [0, 1]).
+    def __call__(
+        self, images: ImageInput | Sequence[ImageInput], categories: Sequence[str | None] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Extract features of ``images`` (paths, PIL images, 3×H×W or B×3×H×W tensors in [0, 1]);
+        ``categories`` (one per image) fill a ``{category}`` prompt.
 
         Returns:
             ``{activation id: float32 tensor B×C×H×W}`` in the config's order, on ``device``,
@@ -98,7 +101,7 @@ class FeatureExtractor(DenoiserRun):
         for activation in self.config.activations:
             by_timestep.setdefault(activation.timestep, []).append(activation.id)
         features: dict[str, torch.Tensor] = {}
-        for captured in self.extract_timesteps(images, by_timestep).values():
+        for captured in self.extract_timesteps(images, by_timestep, categories).values():
             features.update(captured)
         post = {a.id: a.post for a in self.config.activations}
         return {name: post_process(features[name], post[name]) for name in self.config.ids}

@@ -3,7 +3,10 @@
 gdf selects activations with a JSON dict ``{"<id>": true}`` and extracts them at one
 timestep ``t`` from square images of ``img_size`` with a fixed prompt. What it cannot express
 (several timesteps in one call, weights, post-processing, aggregation, ensembles, seeds,
-non-square sizes) is reported by :func:`export_gdf`, never silently dropped.
+non-square sizes) and what it does differently (float16, a VAE sample, PIL bicubic resize,
+unseeded noise, no L2 normalisation) is reported by :func:`export_gdf`, never silently
+dropped; its ``t`` is the one that lands on the config's timestep on gdf's scheduler grid
+(:mod:`autosel.gdf_timestep`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from pathlib import Path
 from autosel.catalog import list_activations
 from autosel.config import FeatureConfig
 from autosel.errors import AutoselError
+from autosel.gdf_timestep import gdf_runs_at, gdf_timestep, shipped_scheduler
+from autosel.models import resolve_model
+from autosel.prompts import is_template
 
 GDF_VERSIONS = {
     "sd15": "1-5", "sd21": "2-1", "sdxl": "xl", "pgv2": "pgv2",
@@ -22,6 +28,11 @@ GDF_VERSIONS = {
 }
 """autosel registry names → gdf ``version`` strings, as its ``feature/components/models.py``
 loads them (gdf has no SDXL-Turbo, SD 1.4/2.0, SD3 or released FLUX/Hunyuan loader)."""
+
+FOLDER_VERSIONS = {"sd": "1-5", "sdxl": "xl", "pixart": "pixart-alpha", "if": "if"}
+"""The gdf ``version`` whose loader reads a local folder of each family (``--offline_lora
+FOLDER``): ``1-5`` loads any SD-layout folder with the folder's own scheduler (``2-1`` would
+swap in Euler); ``xl``, ``pixart-alpha`` and ``if`` ask for ``variant="fp16"`` files."""
 
 
 class GdfError(AutoselError, ValueError):
@@ -46,14 +57,20 @@ def export_gdf(config: FeatureConfig, out_dir: str | Path) -> GdfExport:
     out.mkdir(parents=True, exist_ok=True)
     extraction, aggregation = config.extraction, config.aggregation
     notes: list[str] = []
-    version = GDF_VERSIONS.get(config.model.name)
+    spec = resolve_model(config.model.name)
+    folder = spec.path if spec.source == "folder" else None
+    version = GDF_VERSIONS.get(config.model.name) or (FOLDER_VERSIONS.get(spec.family or "") if folder else None)
     if version is None:
-        notes.append(f"gdf has no version for model '{config.model.name}' (it knows {', '.join(GDF_VERSIONS)})")
+        notes.append(f"gdf has no version for model '{config.model.name}' (it knows {', '.join(GDF_VERSIONS)}, "
+                     "and local folders of the sd, sdxl, pixart and if families)")
+    elif folder is not None and version != "1-5":
+        notes.append(f"gdf's '{version}' loader asks for variant='fp16' weight files: save the folder with them")
     image_size = extraction.image_size
     if isinstance(image_size, (list, tuple)) and image_size[0] != image_size[1]:
         notes.append(f"gdf resizes to squares: image_size {image_size[0]}x{image_size[1]} becomes {max(image_size)}")
     img_size = max(image_size) if isinstance(image_size, (list, tuple)) else image_size
     timesteps = config.timesteps
+    gdf_t = _gdf_timesteps(config, version, notes)
     if len(timesteps) > 1:
         notes.append(f"gdf extracts one timestep per call: one layer file per timestep {timesteps}")
     for activation in config.activations:
@@ -68,6 +85,17 @@ def export_gdf(config: FeatureConfig, out_dir: str | Path) -> GdfExport:
     if extraction.resize != "stretch":
         notes.append(f"resize '{extraction.resize}' is not expressible (gdf stretches to a square)")
     notes.append(f"noise seed {extraction.noise_seed} is not expressible (gdf's noise is unseeded)")
+    sample = "a sample per ensemble member, seeded from noise_seed" if extraction.vae_posterior == "sample" else "its mean"
+    notes.append(f"VAE posterior: gdf encodes an unseeded sample of it (img2img's prepare_latents); this config takes {sample}")
+    if extraction.resize_filter != "bicubic":
+        notes.append(f"resize: gdf resizes with PIL's bicubic filter on 8-bit pixels; this config resizes "
+                     f"{extraction.resize_filter} (resize_filter: bicubic matches gdf)")
+    notes.append("float16: gdf's extract_feature.py runs in float16 unless given --dtype (the call above passes the "
+                 "config's); stored in float16, gdf's features differed from autosel's by 2e-4, kept in float32 by 1e-5 "
+                 "(results/peers.md)")
+    if is_template(extraction.prompt):
+        notes.append(f"prompt {extraction.prompt!r} names {{category}}: gdf takes one prompt per call, so run one call "
+                     "per category with it filled in")
     if aggregation.pca_dim or aggregation.combine != "concat" or aggregation.resolution is not None:
         notes.append("aggregation (resolution, combine, PCA) is not expressible: gdf returns each activation as is")
     if aggregation.l2_normalize:
@@ -84,13 +112,17 @@ def export_gdf(config: FeatureConfig, out_dir: str | Path) -> GdfExport:
         selection = {a.id: True for a in config.activations if a.timestep == timestep}
         (out / f"layers{suffix}.json").write_text(json.dumps(selection, indent=4) + "\n")
         task = {"feature_len": sum(channels[name] for name in selection), "layer": f"layers{suffix}.json",
-                "version": version, "attention": None, "img_size": img_size, "t": timestep}
+                "version": version, "attention": None, "img_size": img_size, "t": gdf_t[timestep]}
         (out / f"correspondence{suffix}.json").write_text(json.dumps(task, indent=4) + "\n")
         files += [out / f"layers{suffix}.json", out / f"correspondence{suffix}.json"]
-    args = {"version": version, "img_size": img_size, "t": timesteps[0] if len(timesteps) == 1 else timesteps,
-            "prompt": extraction.prompt, "model": config.model.name, "dtype": config.model.dtype}
+    args = {"version": version, "img_size": img_size,
+            "t": gdf_t[timesteps[0]] if len(timesteps) == 1 else [gdf_t[t] for t in timesteps],
+            "timestep": timesteps[0] if len(timesteps) == 1 else timesteps,
+            "prompt": extraction.prompt, "model": config.model.name, "dtype": config.model.dtype,
+            **({"offline_lora": str(folder)} if folder is not None else {})}
     (out / "args.json").write_text(json.dumps(args, indent=4) + "\n")
-    files.append(out / "args.json")
+    (out / "prompt.txt").write_text(extraction.prompt)  # extract_feature.py reads its prompt from --prompt_file
+    files += [out / "args.json", out / "prompt.txt"]
     (out / "README.md").write_text(_readme(config, files, args, notes))
     files.append(out / "README.md")
     return GdfExport(files=files, notes=notes)
@@ -106,7 +138,9 @@ def import_gdf(
     """A feature config from a gdf layer JSON (``{"<id>": true, ...}``; false entries are off).
 
     Settings not given are read from an ``args.json`` beside the file (as :func:`export_gdf`
-    writes it), else default to t=50, the native image size and the empty prompt.
+    writes it), else default to gdf's t=50, the native image size and the empty prompt. A
+    gdf ``t`` becomes the timestep gdf runs at on the model's scheduler grid (t=50 on SD 1.5's
+    PNDM: 51); ``timestep`` and an exported ``args.json``'s ``timestep`` are taken as they are.
 
     Raises:
         GdfError: the file is missing, not JSON, or not an id → bool dict; no model known.
@@ -124,8 +158,13 @@ def import_gdf(
     model = model or args.get("model") or {v: k for k, v in GDF_VERSIONS.items()}.get(args.get("version"))
     if not model:
         raise GdfError(f"{path}: no model given and no args.json beside it names one: pass --model")
-    if timestep is None:
-        timestep = args.get("t", 50) if isinstance(args.get("t", 50), int) else None
+    if timestep is None and "timestep" in args:
+        timestep = args["timestep"] if isinstance(args["timestep"], int) else None
+    elif timestep is None:
+        t = args.get("t", 50)
+        scheduler = shipped_scheduler(model) if isinstance(t, int) else None
+        timestep = t if scheduler is None or not isinstance(t, int) else gdf_runs_at(t, scheduler, args.get("version"))
+        timestep = timestep if isinstance(timestep, int) else None
     if timestep is None:
         raise GdfError(f"{args_file}: several timesteps are listed: pass --timestep for this layer file")
     image_size = image_size or args.get("img_size")
@@ -161,32 +200,75 @@ def _read_json(path: Path):
         raise GdfError(f"{path}: not valid JSON: {error}") from None
 
 
+def _gdf_timesteps(config: FeatureConfig, version: str | None, notes: list[str]) -> dict[int, int]:
+    """Each config timestep → the ``t`` gdf needs to run at it; a ``t`` that differs, or one
+    that cannot be checked, is noted."""
+    scheduler = shipped_scheduler(config.model.name)
+    found: dict[int, int] = {}
+    for timestep in config.timesteps:
+        t = None if scheduler is None else gdf_timestep(timestep, scheduler, version)
+        found[timestep] = timestep if t is None else t
+        if scheduler is None:
+            notes.append(f"t={timestep} is written as is: the model's scheduler config is not readable here, so gdf's "
+                         "timestep grid (it takes t from 1000 inference steps) could not be checked")
+        elif t is None:
+            notes.append(f"timestep {timestep} is not on gdf's grid for this scheduler ({scheduler.get('_class_name')}): "
+                         f"t={timestep} is written, and gdf runs at {gdf_runs_at(timestep, scheduler, version)}")
+        elif t != timestep:
+            notes.append(f"t={t} for timestep {timestep}: gdf takes t from its scheduler's 1000-step grid "
+                         f"({scheduler.get('_class_name')}{', swapped for Euler by gdf' if version == '2-1' else ''}), "
+                         f"where t={timestep} runs at {gdf_runs_at(timestep, scheduler, version)}")
+    return found
+
+
 def _readme(config: FeatureConfig, files: list[Path], args: dict, notes: list[str]) -> str:
     layer_files = [f.name for f in files if f.name.startswith("layers")]
-    lines = [
-        f"# gdf export of an autosel feature config ({config.model.name})",
-        "",
-        "Use with generic-diffusion-feature (run from its `feature/` folder, as its",
-        "`correspondence/task-corres.py` does):",
-        "",
-        "```python",
-        "from PIL import Image",
-        "from diffusion_feature import FeatureExtractor",
-        "",
-        f"extractor = FeatureExtractor(layer='{layer_files[0]}', version='{args['version']}', device='cuda',",
-        f"                             dtype='{args['dtype']}', img_size={args['img_size']}, attention=None)",
-        f"prompt = extractor.encode_prompt({args['prompt']!r})  # the embeddings tuple extract() expects",
-        f"features = extractor.extract(prompt, batch_size=1, image=[Image.open('image.jpg')], t={config.timesteps[0]})",
-        "```",
-        "",
-        "For gdf's correspondence task (`python task-corres.py --configs correspondence.json ...`), "
-        "`correspondence*.json` carries the keys it reads: feature_len, layer, version, attention, img_size, t.",
-        "",
-    ]
+    version, folder = args["version"], args.get("offline_lora")
+    t = args["t"] if isinstance(args["t"], int) else args["t"][0]
+    lines = [f"# gdf export of an autosel feature config ({config.model.name})", ""]
+    if version is None:
+        lines += ["gdf has no loader for this model (see below), so there is no gdf call for it.", ""]
+    else:
+        loader = f", offline_lora={folder!r}" if folder else ""
+        lines += [
+            "Use with generic-diffusion-feature (run from its `feature/` folder, as its",
+            "`correspondence/task-corres.py` does):",
+            "",
+            "```python",
+            "from PIL import Image",
+            "from diffusion_feature import FeatureExtractor",
+            "",
+            f"extractor = FeatureExtractor(layer='{layer_files[0]}', version='{version}', device='cuda',",
+            f"                             dtype='{args['dtype']}', img_size={args['img_size']}, attention=None{loader})",
+            f"prompt = extractor.encode_prompt({args['prompt']!r})  # the embeddings tuple extract() expects",
+            f"features = extractor.extract(prompt, batch_size=1, image=[Image.open('image.jpg')], t={t})",
+            "```",
+            "",
+            "or from gdf's top folder, for a folder of images:",
+            "",
+            "```",
+            f"python extract_feature.py --layer {layer_files[0]} --version {version} --dtype {args['dtype']} "
+            f"--img_size {args['img_size']} --t {t}" + (f" --offline_lora {folder}" if folder else "")
+            + " --prompt_file prompt.txt --input_dir 'images/*.jpg' --output_dir features/",
+            "```",
+            "",
+        ]
+        if folder:
+            lines += [f"gdf loads the local folder `{folder}` through `--offline_lora FOLDER` (its `models.py` loads "
+                      f"`offline_lora` as the model when no `--offline_lora_filename` is given), with the '{version}' loader.", ""]
+        lines += [
+            "For gdf's correspondence task (`python task-corres.py --configs correspondence.json ...`), "
+            "`correspondence*.json` carries the keys it reads: feature_len, layer, version, attention, img_size, t.",
+            "",
+            f"`t` is gdf's: the value that makes gdf run at the config's timestep {config.timesteps} on the model's "
+            "scheduler grid (args.json keeps both: `t` for gdf, `timestep` for autosel).",
+            "",
+        ]
     if len(layer_files) > 1:
-        lines += ["One call per layer file, with its timestep:", ""]
-        lines += [f"- `{name}`: t={name.removeprefix('layers-t').removesuffix('.json')}" for name in layer_files]
+        lines += ["One call per layer file, with its t:", ""]
+        ts = args["t"] if isinstance(args["t"], list) else [args["t"]]
+        lines += [f"- `{name}`: t={value}" for name, value in zip(layer_files, ts)]
         lines.append("")
-    lines += ["Not expressible in gdf (autosel's extractor applies these):", ""]
+    lines += ["Differences from autosel's extraction that remain (autosel's extractor applies the config as written):", ""]
     lines += [f"- {note}" for note in notes] or ["- nothing"]
     return "\n".join(lines) + "\n"

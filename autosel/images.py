@@ -178,25 +178,44 @@ def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]
     return list(images)
 
 
-def resize(pixels: torch.Tensor, size: tuple[int, int], policy: str) -> torch.Tensor:
-    """Resize a 3×H×W image to ``size`` = (H, W): ``stretch``, or ``center-crop`` (keeps aspect)."""
+def resize(pixels: torch.Tensor, size: tuple[int, int], policy: str, resample: str = "bilinear") -> torch.Tensor:
+    """Resize a 3×H×W image in [0, 1] to ``size`` = (H, W): ``stretch``, or ``center-crop`` (keeps aspect).
+
+    ``resample``: ``bilinear`` (antialiased, on the float pixels) or ``bicubic`` (PIL's
+    ``Image.BICUBIC`` on the pixels rounded to 8 bit, the result 8-bit too: what DIFT and gdf do
+    to a PIL image).
+    """
+    if resample not in RESAMPLERS:
+        raise ValueError(f"unknown resize filter '{resample}': use {' or '.join(RESAMPLERS)}")
     height, width = size
-    batch = pixels.unsqueeze(0)
     if policy == "center-crop":
         scale = max(height / pixels.shape[1], width / pixels.shape[2])
         scaled = (math.ceil(pixels.shape[1] * scale), math.ceil(pixels.shape[2] * scale))
-        batch = _interpolate(batch, scaled)
+        resized = RESAMPLERS[resample](pixels, scaled)
         top, left = (scaled[0] - height) // 2, (scaled[1] - width) // 2
-        return batch[0, :, top : top + height, left : left + width]
+        return resized[:, top : top + height, left : left + width]
     if policy != "stretch":
         raise ValueError(f"unknown resize policy '{policy}': use stretch or center-crop")
-    return _interpolate(batch, (height, width))[0]
+    return RESAMPLERS[resample](pixels, (height, width))
 
 
-def _interpolate(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(batch.shape[-2:]) == tuple(size):
-        return batch
-    return F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+def _bilinear(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(pixels.shape[-2:]) == tuple(size):
+        return pixels
+    return F.interpolate(pixels[None], size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)[0]
+
+
+def _bicubic(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """PIL's bicubic resize of the 8-bit image (rounded even at the native size, as the peers' inputs are 8-bit)."""
+    array = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    image = Image.fromarray(array)
+    if (image.height, image.width) != tuple(size):
+        image = image.resize((size[1], size[0]), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+RESAMPLERS = {"bilinear": _bilinear, "bicubic": _bicubic}
+"""The resize filters of ``extraction.resize_filter``."""
 
 
 def images_digest(images: Iterable[Any]) -> str:

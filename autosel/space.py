@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 
 from autosel.config import ExtractionSection, FeatureConfig, ModelSection
 from autosel.errors import AutoselError
+from autosel.limits import MAX_TEXT_CHARS
 from autosel.models import resolve_model
 from autosel.models.architecture import load_architecture
 from autosel.models.families import registered_families
@@ -78,6 +79,10 @@ class SearchSpace(Section):
     dtype: Literal["float32", "float16", "bfloat16"] | None = Field(
         default=None, description="denoiser dtype; default float32 on a CPU, bfloat16 (else float16) on CUDA"
     )
+    prompt: str = Field(
+        default="", max_length=MAX_TEXT_CHARS,
+        description="the extraction prompt of every candidate; '{category}' is filled with each image's category",
+    )
     timesteps: list[int] = Field(default_factory=lambda: list(DEFAULT_TIMESTEPS), min_length=1)
     candidates: CandidateSection = Field(default_factory=CandidateSection)
     proxy: ProxySection = Field(default_factory=ProxySection)
@@ -127,8 +132,8 @@ class SearchSpace(Section):
 
     def extraction_section(self) -> ExtractionSection:
         """The extraction section of every feature config this space's search writes (its image
-        size; the other settings at their defaults)."""
-        return ExtractionSection(image_size=self.image_size)
+        size and prompt; the other settings at their defaults)."""
+        return ExtractionSection(image_size=self.image_size, prompt=self.prompt)
 
     def feature_config(self, activations: Sequence[Mapping[str, Any]]) -> FeatureConfig:
         """A feature config of ``activations`` (``{"id", "timestep", …}`` each) with this space's

@@ -98,7 +98,23 @@ def test_presets_validate_against_their_offline_catalogues(preset):
 
 def test_the_expected_presets_exist():
     assert {p.stem for p in PRESETS} >= {
-        "meng-practical-sd15", "meng-practical-sdxl", "meng-legacy-sd15", "meng-legacy-sdxl", "dift-sd21"
+        "meng-practical-sd15", "meng-practical-sdxl", "meng-legacy-sd15", "meng-legacy-sdxl", "dift-sd21", "dift-sd21-768"
     }
     dift = FeatureConfig.from_yaml(PRESETS[0].with_name("dift-sd21.yaml"))
     assert (dift.ids, dift.timesteps, dift.extraction.ensemble) == (["up-level1-upsampler-out"], [261], 8)
+
+
+def test_the_dift_presets_run_dift_s_setting_the_768_one_at_its_published_size():
+    small, published = (FeatureConfig.from_yaml(PRESETS[0].with_name(f"{name}.yaml")) for name in ("dift-sd21", "dift-sd21-768"))
+    for preset in (small, published):
+        extraction = preset.extraction
+        assert (extraction.prompt, extraction.vae_posterior, extraction.resize_filter) == ("a photo of a {category}", "sample", "bicubic")
+    assert (small.model.name, small.extraction.image_size) == ("sd21", 512)
+    assert (published.model.name, published.extraction.image_size) == ("sd21-768", 768)
+    assert "768" in small.provenance.source and "512" in small.provenance.source
+
+
+@pytest.mark.parametrize("name", ["meng-practical-sd15", "meng-legacy-sd15", "meng-practical-sdxl", "meng-legacy-sdxl"])
+def test_the_gdf_presets_sample_the_vae_and_resize_bicubic_as_gdf_does(name):
+    extraction = FeatureConfig.from_yaml(PRESETS[0].with_name(f"{name}.yaml")).extraction
+    assert (extraction.vae_posterior, extraction.resize_filter) == ("sample", "bicubic")

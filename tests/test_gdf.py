@@ -113,3 +113,101 @@ def test_l2_normalisation_and_head_averaged_maps_are_reported(tmp_path):
     notes = " | ".join(export_gdf(config, tmp_path).notes)
     assert "L2 normalisation" in notes and "head-averaged" in notes
     assert "L2 normalisation" in (tmp_path / "README.md").read_text()
+
+
+SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+
+
+@pytest.fixture(scope="module")
+def scheduled_folders(tmp_path_factory):
+    """tiny-random saved twice as a local folder: with SD 1.5's PNDM scheduler and with a DDIM one."""
+    from diffusers import DDIMScheduler, PNDMScheduler
+
+    from autosel.models import load_pipeline
+
+    pipeline = load_pipeline("tiny-random")
+    folders = {}
+    for name, scheduler in {
+        "pndm": PNDMScheduler(**SD_BETAS, skip_prk_steps=True, steps_offset=1),
+        "ddim": DDIMScheduler(**SD_BETAS, steps_offset=1, clip_sample=False, set_alpha_to_one=False),
+    }.items():
+        pipeline.scheduler = scheduler
+        folders[name] = tmp_path_factory.mktemp(name)
+        pipeline.save_pretrained(folders[name])
+    return folders
+
+
+def folder_config(folder, timestep=50, **extraction) -> FeatureConfig:
+    return FeatureConfig.from_dict({"model": {"name": str(folder)}, "extraction": {"image_size": 64, **extraction},
+                                    "activations": [{"id": "up-level1-upsampler-out", "timestep": timestep}]})
+
+
+def img2img_runs_at(folder, t):
+    """The timestep diffusers' img2img pipeline (what gdf loads and calls) takes for gdf's t."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    pipeline = StableDiffusionImg2ImgPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+    pipeline.scheduler.set_timesteps(1000)
+    return int(pipeline.get_timesteps(1000, t / 1000, "cpu")[0][0])
+
+
+def test_a_pndm_folder_exports_the_t_that_makes_gdf_run_at_the_timestep(scheduled_folders, tmp_path):
+    export_gdf(folder_config(scheduled_folders["pndm"]), tmp_path)
+    args = json.loads((tmp_path / "args.json").read_text())
+    task = json.loads((tmp_path / "correspondence.json").read_text())
+    assert (args["t"], args["timestep"], task["t"]) == (49, 50, 49)
+    assert img2img_runs_at(scheduled_folders["pndm"], 49) == 50
+    assert img2img_runs_at(scheduled_folders["pndm"], 50) == 51  # why 50 would be wrong
+
+
+def test_a_ddim_folder_exports_the_timestep_as_is(scheduled_folders, tmp_path):
+    export_gdf(folder_config(scheduled_folders["ddim"], timestep=261), tmp_path)
+    assert json.loads((tmp_path / "args.json").read_text())["t"] == 261
+    assert img2img_runs_at(scheduled_folders["ddim"], 261) == 261
+
+
+def test_a_grid_without_the_step_offset_exports_t_plus_one():
+    from autosel.gdf_timestep import gdf_runs_at, gdf_timestep
+
+    ddpm = {"_class_name": "DDPMScheduler", **SD_BETAS}
+    assert (gdf_timestep(50, ddpm, "if"), gdf_runs_at(51, ddpm, "if")) == (51, 50)
+
+
+def test_the_sd15_export_uses_pndm_s_grid_without_the_model_files(tmp_path):
+    export_gdf(FeatureConfig.from_yaml(PRESETS[0].with_name("meng-practical-sd15.yaml")), tmp_path)
+    assert json.loads((tmp_path / "correspondence.json").read_text())["t"] == 49
+
+
+def test_a_local_folder_export_gives_gdf_s_command_line_that_loads_it(scheduled_folders, tmp_path):
+    folder = scheduled_folders["pndm"]
+    export_gdf(folder_config(folder), tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    assert f"--offline_lora {folder}" in readme and f"offline_lora='{folder}'" in readme
+    assert "--version 1-5" in readme and "--t 49" in readme and "--prompt_file prompt.txt" in readme
+    assert "version='None'" not in readme
+    assert (tmp_path / "prompt.txt").read_text() == ""
+
+
+def test_a_model_gdf_cannot_load_gets_no_call_with_version_none(tmp_path):
+    config = FeatureConfig.from_dict({"model": {"name": "sd3-medium"}, "activations": [{"id": "vit-block3-out", "timestep": 260}]})
+    readme = (tmp_path / "README.md")
+    export_gdf(config, tmp_path)
+    assert "version='None'" not in readme.read_text() and "no loader" in readme.read_text()
+
+
+def test_the_readme_lists_every_difference_that_remains(scheduled_folders, tmp_path):
+    export_gdf(folder_config(scheduled_folders["pndm"]), tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    for difference in ("float16", "VAE posterior", "bicubic", "noise seed", "L2 normalisation", "t=49 for timestep 50"):
+        assert difference in readme, difference
+
+
+def test_bicubic_resize_is_not_listed_when_the_config_resizes_as_gdf(scheduled_folders, tmp_path):
+    notes = export_gdf(folder_config(scheduled_folders["pndm"], resize_filter="bicubic"), tmp_path).notes
+    assert not any(note.startswith("resize:") for note in notes)
+
+
+def test_import_of_gdf_s_own_t_gives_the_timestep_it_runs_at(scheduled_folders, tmp_path):
+    (tmp_path / "layers.json").write_text(json.dumps({"up-level1-upsampler-out": True}))
+    (tmp_path / "args.json").write_text(json.dumps({"version": "1-5", "t": 49, "model": str(scheduled_folders["pndm"])}))
+    assert import_gdf(tmp_path / "layers.json").timesteps == [50]

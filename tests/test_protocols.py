@@ -101,3 +101,9 @@ def test_evaluate_labels_its_score_with_the_protocol(run_cli, tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["protocol"] == "dift" and "rounded cell" in result["protocol_description"]
+
+
+def test_the_dift_protocol_prompts_each_image_with_its_category_as_dift_does():
+    config = FeatureConfig.from_dict({"model": {"name": "tiny"}, "activations": [{"id": "mid-vit-out", "timestep": 261}]})
+    assert get_protocol("dift").apply(config).extraction.prompt == "a photo of a {category}"
+    assert get_protocol("autosel").apply(config).extraction.prompt == ""

@@ -32,7 +32,7 @@ def cache_keys(
     """The cache key of each (id, timestep) for this model, task images and proxy settings."""
     denoiser = extractor.denoiser
     images = images_digest(task.images)
-    extraction = json.dumps(extractor.extraction.model_dump(mode="json"), sort_keys=True)
+    extraction = json.dumps(extractor.extraction.identity(), sort_keys=True)
     dtype = next(name for name, value in DTYPES.items() if value == denoiser.dtype)
     size = tuple(extractor.image_size)
     return {
@@ -93,7 +93,9 @@ def _compute(
         with progress_bar("caching", len(encoded) * len(missing), progress) as advance:
             for batch, latents, noise in encoded:
                 for timestep, names in missing.items():
-                    captured = extractor.capture_at(latents, noise, timestep, variants.base_ids(names))
+                    captured = extractor.capture_at(
+                        latents, noise, timestep, variants.base_ids(names), task.categories_of(batch)
+                    )
                     for name in names:
                         key = keys[(name, timestep)]
                         value = variants.apply(captured[variants.split_variant(name)[0]], name)

@@ -25,11 +25,17 @@ def extract_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser batch.")] = 8,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    category: Annotated[
+        Optional[str],
+        typer.Option("--category", help="Fills a {category} prompt for every image (default: each image's folder name)."),
+    ] = None,
 ) -> None:
     """Extract the features a config names from images into a safetensors file.
 
     Keys are IMAGE/ID (C×H×W) or, with --aggregate, IMAGE; the config is stored in the
-    file's metadata. Unreadable images are listed in a warning and skipped.
+    file's metadata. Unreadable images are listed in a warning and skipped. A prompt with
+    {category} (as DIFT's "a photo of a {category}") takes each image's parent folder name
+    (ImageFolder layout: DIR/cat/1.jpg) or --category.
 
     Example: autosel extract --config meng-practical-sd15 --images photos/ --out feats.safetensors
     """
@@ -42,7 +48,7 @@ def extract_command(
     check_device(device)
     probe_output_file(out)
     extractor = FeatureExtractor(with_dtype(feature_config, dtype), device=device, batch_size=batch_size)
-    report = extract_to_file(extractor, images, out, aggregate=aggregate)
+    report = extract_to_file(extractor, images, out, aggregate=aggregate, category=category)
     for name, reason in report.skipped:
         typer.echo(f"warning: skipped {name}: {reason}", err=True)
     typer.echo(f"wrote {report.tensors} tensors for {report.images} images to {out}")

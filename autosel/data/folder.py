@@ -59,6 +59,7 @@ def load_folder(
         train=list(range(len(train_items))),
         test=list(range(len(train_items), len(items))),
         ignore_index=ignore_index,
+        categories=[root.resolve().name] * len(items),  # one category per folder (DatasetGAN's are single-class)
     )
 
 

@@ -99,6 +99,10 @@ REGISTRY: dict[str, ModelSpec] = {
         _registered("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "sd", 512, "Stable Diffusion 1.5"),
         _registered("sd20", "stabilityai/stable-diffusion-2-base", "sd", 512, "Stable Diffusion 2.0 base (512 px)"),
         _registered("sd21", "stabilityai/stable-diffusion-2-1-base", "sd", 512, "Stable Diffusion 2.1 base (512 px)"),
+        _registered(
+            "sd21-768", "stabilityai/stable-diffusion-2-1", "sd", 768,
+            "Stable Diffusion 2.1 (768 px, v-prediction; DIFT's model)",
+        ),
         _registered("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", "sdxl", 1024, "Stable Diffusion XL base 1.0"),
         _registered("sdxl-turbo", "stabilityai/sdxl-turbo", "sdxl", 512, "SDXL-Turbo (adversarially distilled SDXL, 512 px)"),
         _registered("pgv2", "playgroundai/playground-v2-1024px-aesthetic", "sdxl", 1024, "Playground v2 (SDXL layout, 1024 px)"),

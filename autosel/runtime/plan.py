@@ -211,9 +211,10 @@ def measure_forward(run: DenoiserRun, ids: Sequence[str], timestep: int) -> floa
     pixels = torch.rand(count, 3, *run.image_size, generator=torch.Generator().manual_seed(0))
     latents, noise = run.latents_and_noise(pixels)
     names = variants.base_ids(ids)
-    run.capture_at(latents, noise, timestep, names)
+    categories = ["object"] * count  # a stand-in category: a {category} prompt times the same
+    run.capture_at(latents, noise, timestep, names, categories)
     started = time.perf_counter()
-    run.capture_at(latents, noise, timestep, names)
+    run.capture_at(latents, noise, timestep, names, categories)
     return (time.perf_counter() - started) / count
 
 

@@ -83,7 +83,7 @@ def sweep_key(space: SearchSpace, task: Task, image_size: tuple[int, int], role:
     parts: dict[str, Any] = {
         "model": canonical_model(model.name), "revision": model.revision, "dtype": model.dtype,
         "task": space.task, "dataset": space.dataset, "role": role, "options": stored_options(space.task_options()),
-        "image_size": list(image_size), "extraction": space.extraction_section().model_dump(mode="json"),
+        "image_size": list(image_size), "extraction": space.extraction_section().identity(),
         "images": images_digest(task.images), "seed": space.seed,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
@@ -221,7 +221,7 @@ def screen_rows(
             seconds = dict.fromkeys(names, 0.0)
             for batch, (latents, noise) in zip(image_batches, prepared):
                 started = time.perf_counter()
-                captured = extractor.capture_at(latents, noise, timestep, variants.base_ids(names))
+                captured = extractor.capture_at(latents, noise, timestep, variants.base_ids(names), task.categories_of(batch))
                 shared = (time.perf_counter() - started) / len(names)
                 for name in names:
                     started = time.perf_counter()

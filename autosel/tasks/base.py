@@ -114,6 +114,16 @@ class Task(ABC):
         """The images the task needs, in the order its scorer takes them."""
         return list(range(len(self.images)))
 
+    def image_categories(self) -> list[str | None] | None:
+        """The category of each image (what a ``{category}`` prompt names), or ``None`` when
+        the dataset has none."""
+        return None
+
+    def categories_of(self, indices: Sequence[int]) -> list[str | None] | None:
+        """:meth:`image_categories` of the images ``indices`` (``None`` when there are none)."""
+        categories = self.image_categories()
+        return None if categories is None else [categories[i] for i in indices]
+
     def evaluate(self, features: FeatureMaps) -> TaskResult:
         """Score ``features[i]``, the feature map of ``self.images[i]``."""
         scorer = self.scorer()

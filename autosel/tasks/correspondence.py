@@ -231,6 +231,11 @@ class CorrespondenceTask(Task):
     def images(self) -> list[ImageSource]:  # type: ignore[override]
         return self.data.images
 
+    def image_categories(self) -> list[str | None]:
+        """Each image's category: that of the pairs it is in (SPair's and shapes' pairs join
+        images of one category)."""
+        return pair_categories(self.data)
+
     def scorer(self) -> Scorer:
         return _CorrespondenceScorer(self)
 
@@ -326,6 +331,15 @@ class CorrespondenceTask(Task):
             metrics[metric_name(alpha, normalisation, "point")] = point_average
             metrics[metric_name(alpha, normalisation, "image")] = image_average
         return metrics
+
+
+def pair_categories(data: CorrespondenceData) -> list[str | None]:
+    """The category of each of ``data.images`` from the pairs it is in (``None`` if in none)."""
+    categories: list[str | None] = [None] * len(data.images)
+    for pair in data.pairs:
+        categories[pair.source] = categories[pair.source] or pair.category
+        categories[pair.target] = categories[pair.target] or pair.category
+    return categories
 
 
 class _CorrespondenceScorer(Scorer):

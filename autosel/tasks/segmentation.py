@@ -88,6 +88,11 @@ class SegmentationTask(Task):
     def images(self) -> list[ImageSource]:  # type: ignore[override]
         return self.data.images
 
+    def image_categories(self) -> list[str | None] | None:
+        """Each image's category, when the dataset records them (shapes: the object; a folder
+        dataset: the folder's name)."""
+        return list(self.data.categories) if self.data.categories else None
+
     @property
     def class_names(self) -> list[str]:
         return self.data.class_names

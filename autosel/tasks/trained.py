@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from autosel.data.records import CorrespondenceData
 from autosel.data.specs import load_correspondence, load_training_pairs
 from autosel.tasks.base import Scorer, TaskResult, register_task
-from autosel.tasks.correspondence import ALPHAS, CorrespondenceTask, _CorrespondenceScorer
+from autosel.tasks.correspondence import ALPHAS, CorrespondenceTask, _CorrespondenceScorer, pair_categories
 from autosel.tasks.matching import linear_resampling
 
 LOGIT_SCALE = math.log(1 / 0.07)
@@ -84,6 +84,10 @@ class TrainedCorrespondenceTask(CorrespondenceTask):
     def images(self) -> list[Any]:  # type: ignore[override]
         """The training pairs' images, then the scored pairs' images."""
         return list(self.train.images) + list(self.data.images)
+
+    def image_categories(self) -> list[str | None]:
+        """The training pairs' images' categories, then the scored pairs' images'."""
+        return pair_categories(self.train) + pair_categories(self.data)
 
     def image_order(self) -> list[int]:
         return list(range(len(self.images)))
