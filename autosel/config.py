@@ -21,7 +21,18 @@ import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from autosel.limits import MAX_TEXT_CHARS
-from autosel.schema import NUM_TRAIN_TIMESTEPS, ConfigError, Section, check_timestep, read_yaml, validate
+from autosel.schema import (
+    NUM_TRAIN_TIMESTEPS,
+    ConfigError,
+    Level,
+    Section,
+    Sigma,
+    check_sigma,
+    check_timestep,
+    level_key,
+    read_yaml,
+    validate,
+)
 
 __all__ = ["NUM_TRAIN_TIMESTEPS", "ConfigError", "FeatureConfig"]
 
@@ -53,11 +64,25 @@ class ExtractionSection(Section):
     ensemble: int = Field(default=1, ge=1, le=64, description="noise draws averaged per image")
 
 
+class NoiseLevelRecord(Section):
+    """What an activation's noise level meant for the config's model and image size: both t
+    and σ, written by autosel beside the one the config gives (informational: reading a
+    config ignores it; ``timestep:`` or ``sigma:`` decides)."""
+
+    t: float = Field(description="timestep on the 0…999 scale (a fraction where σ was given to a flow model)")
+    sigma: float = Field(description="σ, the noise fraction of the denoiser's input")
+
+
 class Activation(Section):
-    """One activation at one timestep."""
+    """One activation at one noise level: a timestep t, or σ directly."""
 
     id: str = Field(min_length=1, description="activation id (see `autosel catalog`)")
-    timestep: int = Field(description="diffusion timestep, 0…999 (0 = clean)")
+    timestep: int | None = Field(default=None, description="diffusion timestep, 0…999 (0 = clean); or give sigma")
+    sigma: float | None = Field(
+        default=None,
+        description="noise level σ, 0–1, instead of timestep (rectified flow: used as is, no scheduler shift; "
+        "DDPM: the timestep whose √(1 − ᾱ_t) is nearest)",
+    )
     weight: float = Field(default=1.0, gt=0, description="weight in the aggregated map")
     post: Literal["none", "l2", "drop-massive"] = Field(
         default="none",
@@ -65,16 +90,38 @@ class Activation(Section):
         "|value| over the batch's image tokens exceeds 100x the median channel's; see autosel inspect)",
     )
 
+    noise_level: NoiseLevelRecord | None = Field(
+        default=None, description="written by autosel: t and σ for this model and image size (ignored when read)"
+    )
+
+    @property
+    def level(self) -> Level:
+        """The noise level: the timestep, or a :class:`~autosel.schema.Sigma`."""
+        return self.timestep if self.timestep is not None else Sigma(self.sigma)
+
     @property
     def label(self) -> str:
-        """``id@t``, or ``id:post@t`` when post-processed (the search's candidate spelling)."""
+        """``id@t`` (``id@σ0.26``), or ``id:post@t`` when post-processed (the search's candidate spelling)."""
         post = "" if self.post == "none" else f":{self.post}"
-        return f"{self.id}{post}@{self.timestep}"
+        return f"{self.id}{post}@{self.level}"
 
     @field_validator("timestep")
     @classmethod
-    def _on_the_schedule(cls, value: int) -> int:
-        return check_timestep(value)
+    def _on_the_schedule(cls, value: int | None) -> int | None:
+        return value if value is None else check_timestep(value)
+
+    @field_validator("sigma")
+    @classmethod
+    def _a_fraction(cls, value: float | None) -> float | None:
+        return value if value is None else float(check_sigma(value))
+
+    @model_validator(mode="after")
+    def _one_level(self) -> Activation:
+        if self.timestep is not None and self.sigma is not None:
+            raise ValueError(f"'{self.id}' gives both timestep and sigma: give one (timestep 0…999 or sigma 0–1)")
+        if self.timestep is None and self.sigma is None:
+            raise ValueError(f"'{self.id}' gives no noise level: add timestep (0…999) or sigma (0–1)")
+        return self
 
 
 class AggregationSection(Section):
@@ -157,9 +204,9 @@ class FeatureConfig(Section):
         return [activation.id for activation in self.activations]
 
     @property
-    def timesteps(self) -> list[int]:
-        """Distinct timesteps, ascending: one denoiser forward each."""
-        return sorted({activation.timestep for activation in self.activations})
+    def timesteps(self) -> list[Level]:
+        """Distinct noise levels (timesteps ascending, then σ values): one denoiser forward each."""
+        return sorted({activation.level for activation in self.activations}, key=level_key)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, dicts, scalars), leaving out empty optional blocks."""

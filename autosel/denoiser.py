@@ -29,14 +29,14 @@ import torch
 
 from autosel.capture import ActivationCapture
 from autosel.catalog import ActivationPoint, measure_catalogue
-from autosel.config import ExtractionSection
+from autosel.config import ExtractionSection, FeatureConfig
 from autosel.errors import InvalidInputError, unknown_activation
 from autosel.images import ImageInput, as_image_list, resize, to_tensor
 from autosel.limits import check_image_memory
 from autosel.models import Architecture, load_pipeline, resolve_model
 from autosel.models.architecture import ImageSize, load_architecture
 from autosel.models.families import expand_rows
-from autosel.schema import check_timestep
+from autosel.schema import Level, Sigma, check_sigma, check_timestep, level_key
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -151,9 +151,22 @@ class Denoiser:
         """Every activation point at ``image_size`` (default: native), in forward order."""
         return measure_catalogue(self.architecture, image_size)
 
-    def check_timestep(self, timestep: int) -> None:
-        """Raise :class:`InvalidInputError` unless ``timestep`` is on the 0…N−1 training scale."""
-        check_timestep(timestep, self.num_train_timesteps)
+    def check_timestep(self, timestep: Level) -> None:
+        """Raise :class:`InvalidInputError` unless ``timestep`` is on the 0…N−1 training scale
+        (a :class:`~autosel.schema.Sigma`: in 0–1)."""
+        if isinstance(timestep, Sigma):
+            check_sigma(timestep)
+        else:
+            check_timestep(timestep, self.num_train_timesteps)
+
+    def noise_level(self, level: Level, image_hw: tuple[int, int], prompt: str = "") -> tuple[float, float]:
+        """(t on the 0…999 scale, σ) that ``level`` means for an image of ``image_hw`` pixels:
+        a timestep's σ after the scheduler's shift, a σ's unshifted t (see :mod:`autosel.noise`)."""
+        self.check_timestep(level)
+        latent_hw = (image_hw[0] // self.architecture.vae_scale_factor, image_hw[1] // self.architecture.vae_scale_factor)
+        grid = self.family.token_grid(latent_hw)
+        tokens = grid[0] * grid[1] if grid else latent_hw[0] * latent_hw[1]
+        return self.noise_process.level(level, tokens, image_hw=tuple(image_hw), prompt=prompt)
 
     # -- the steps -----------------------------------------------------------------------
 
@@ -207,11 +220,11 @@ class Denoiser:
         self,
         latents: torch.Tensor,
         noise: torch.Tensor,
-        timestep: int,
+        timestep: Level,
         image_hw: tuple[int, int] | None = None,
         prompt: str = "",
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(noisy latents, the denoiser's timestep input) at ``timestep`` (0–999 scale)."""
+        """(noisy latents, the denoiser's timestep input) at ``timestep`` (0–999 scale, or a σ)."""
         latent_hw = tuple(latents.shape[-2:])
         grid = self.family.token_grid(latent_hw)
         tokens = grid[0] * grid[1] if grid else latents.shape[-2] * latents.shape[-1]
@@ -222,7 +235,7 @@ class Denoiser:
         self,
         latents: torch.Tensor,
         noise: torch.Tensor,
-        timestep: int,
+        timestep: Level,
         points: Mapping[str, ActivationPoint],
         prompt: str = "",
         image_hw: tuple[int, int] | None = None,
@@ -312,7 +325,7 @@ class DenoiserRun:
     def architecture(self) -> Architecture:
         return self.denoiser.architecture
 
-    def check_request(self, timestep: int, names: Sequence[str]) -> None:
+    def check_request(self, timestep: Level, names: Sequence[str]) -> None:
         """Raise unless ``timestep`` is in the scheduler's range and every id is in the catalogue.
 
         Raises:
@@ -361,25 +374,40 @@ class DenoiserRun:
         return latents, self.noise(pixels, latents.shape[1:])
 
     def capture_at(
-        self, latents: torch.Tensor, noise: torch.Tensor, timestep: int, names: Sequence[str]
+        self, latents: torch.Tensor, noise: torch.Tensor, timestep: Level, names: Sequence[str]
     ) -> dict[str, torch.Tensor]:
-        """``{id: B×C×H×W}`` (float32, ensemble-averaged) of catalogue ids ``names`` at ``timestep``."""
+        """``{id: B×C×H×W}`` (float32, ensemble-averaged) of catalogue ids ``names`` at ``timestep`` (or a σ)."""
         self.check_request(timestep, names)
         points = {name: self.catalogue[name] for name in names}
         return self.denoiser.capture(
             latents, noise, timestep, points, self.extraction.prompt, self.image_size, self.batch_size, self.stop_early
         )
 
+    def noise_level(self, level: Level) -> tuple[float, float]:
+        """(t, σ) that ``level`` means at the run's image size (see :meth:`Denoiser.noise_level`)."""
+        return self.denoiser.noise_level(level, self.image_size, self.extraction.prompt)
+
+    def recorded(self, config: FeatureConfig) -> FeatureConfig:
+        """``config`` with each activation's ``noise_level`` (t and σ at the run's image size) filled in:
+        what every config autosel writes records."""
+        activations = []
+        for activation in config.activations:
+            t, sigma = self.noise_level(activation.level)
+            record = {"t": round(t, 2), "sigma": round(sigma, 4)}
+            activations.append({**activation.model_dump(mode="json", exclude_none=True), "noise_level": record})
+        return config.replace(activations=activations)
+
     def extract_timesteps(
-        self, images: ImageInput | Sequence[ImageInput], ids_by_timestep: Mapping[int, Sequence[str]]
-    ) -> dict[int, dict[str, torch.Tensor]]:
+        self, images: ImageInput | Sequence[ImageInput], ids_by_timestep: Mapping[Level, Sequence[str]]
+    ) -> dict[Level, dict[str, torch.Tensor]]:
         """Raw activations ``{t: {id: B×C×H×W}}`` of any catalogue ids at any timesteps: each
         image is encoded and noised once, then one denoiser forward per timestep (per batch)
         captures all of that timestep's ids. No post-processing."""
         for timestep, names in ids_by_timestep.items():
             self.check_request(timestep, names)
         latents, noise = self.latents_and_noise(images)
-        return {t: self.capture_at(latents, noise, t, list(names)) for t, names in sorted(ids_by_timestep.items())}
+        ordered = sorted(ids_by_timestep.items(), key=lambda item: level_key(item[0]))
+        return {t: self.capture_at(latents, noise, t, list(names)) for t, names in ordered}
 
 
 def vae_latents(vae: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:

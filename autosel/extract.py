@@ -24,6 +24,7 @@ from autosel.denoiser import DTYPES, Denoiser, DenoiserRun
 from autosel.images import ImageInput
 from autosel.massive import drop_massive
 from autosel.numerics import l2_normalize
+from autosel.schema import Level
 
 __all__ = ["DTYPES", "FeatureExtractor", "combine_features", "reduce_pca"]
 
@@ -95,9 +96,9 @@ class FeatureExtractor(DenoiserRun):
             ``{activation id: float32 tensor B×C×H×W}`` in the config's order, on ``device``,
             each post-processed as its activation's ``post`` says.
         """
-        by_timestep: dict[int, list[str]] = {}
+        by_timestep: dict[Level, list[str]] = {}
         for activation in self.config.activations:
-            by_timestep.setdefault(activation.timestep, []).append(activation.id)
+            by_timestep.setdefault(activation.level, []).append(activation.id)
         features: dict[str, torch.Tensor] = {}
         for captured in self.extract_timesteps(images, by_timestep).values():
             features.update(captured)
