@@ -90,6 +90,11 @@ class Activation(Section):
         "|value| over the batch's image tokens exceeds 100x the median channel's; see autosel inspect)",
     )
 
+    discard_channels: list[int] | None = Field(
+        default=None,
+        description="norm-in ids only: DiTF's channel discard — these channels of the block's input (averaged over "
+        "the ensemble) are zeroed before the block's LayerNorm and AdaLN modulation (see autosel.adaln)",
+    )
     noise_level: NoiseLevelRecord | None = Field(
         default=None, description="written by autosel: t and σ for this model and image size (ignored when read)"
     )
@@ -121,6 +126,11 @@ class Activation(Section):
             raise ValueError(f"'{self.id}' gives both timestep and sigma: give one (timestep 0…999 or sigma 0–1)")
         if self.timestep is None and self.sigma is None:
             raise ValueError(f"'{self.id}' gives no noise level: add timestep (0…999) or sigma (0–1)")
+        if self.discard_channels is not None:
+            if not self.id.endswith("-norm-in"):
+                raise ValueError(f"discard_channels is for norm-in ids (the AdaLN-modulated input), not '{self.id}'")
+            if not self.discard_channels or min(self.discard_channels) < 0:
+                raise ValueError(f"discard_channels of '{self.id}' must list channel indices ≥ 0, got {self.discard_channels}")
         return self
 
 

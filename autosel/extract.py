@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from autosel import adaln
 from autosel.aggregation import aggregate
 from autosel.config import ConfigError, FeatureConfig
 from autosel.denoiser import DTYPES, Denoiser, DenoiserRun
@@ -74,6 +75,10 @@ class FeatureExtractor(DenoiserRun):
         config.check_ids(self.catalogue)
         self.config = config
         self.dtype = denoiser.dtype
+        self._discarded = {a.id: a.discard_channels for a in config.activations if a.discard_channels}
+        for name in self._discarded:  # DiTF's channel discard: the norm's input and modulation instead
+            adaln.norm_module(self.unet, self.catalogue[name])  # refuses norms without an AdaLN modulation
+            self.catalogue.update(adaln.discard_points(self.catalogue[name]))
 
     @classmethod
     def from_yaml(cls, path: str | Path, **kwargs: Any) -> FeatureExtractor:
@@ -98,10 +103,18 @@ class FeatureExtractor(DenoiserRun):
         """
         by_timestep: dict[Level, list[str]] = {}
         for activation in self.config.activations:
-            by_timestep.setdefault(activation.level, []).append(activation.id)
+            names = by_timestep.setdefault(activation.level, [])
+            if activation.id in self._discarded:
+                names += [activation.id + adaln.INPUT_SUFFIX, activation.id + adaln.MODULATION_SUFFIX]
+            else:
+                names.append(activation.id)
         features: dict[str, torch.Tensor] = {}
         for captured in self.extract_timesteps(images, by_timestep).values():
             features.update(captured)
+        for name, channels in self._discarded.items():
+            norm = adaln.norm_module(self.unet, self.catalogue[name])
+            block_input = features.pop(name + adaln.INPUT_SUFFIX)
+            features[name] = adaln.discard_and_modulate(norm, block_input, features.pop(name + adaln.MODULATION_SUFFIX), channels)
         post = {a.id: a.post for a in self.config.activations}
         return {name: _post_process(features[name], post[name]) for name in self.config.ids}
 

@@ -98,7 +98,7 @@ def test_presets_validate_against_their_offline_catalogues(preset):
 
 def test_the_expected_presets_exist():
     assert {p.stem for p in PRESETS} >= {
-        "meng-practical-sd15", "meng-practical-sdxl", "meng-legacy-sd15", "meng-legacy-sdxl", "dift-sd21"
+        "meng-practical-sd15", "meng-practical-sdxl", "meng-legacy-sd15", "meng-legacy-sdxl", "dift-sd21", "ditf-flux"
     }
     dift = FeatureConfig.from_yaml(PRESETS[0].with_name("dift-sd21.yaml"))
     assert (dift.ids, dift.timesteps, dift.extraction.ensemble) == (["up-level1-upsampler-out"], [261], 8)
