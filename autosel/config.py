@@ -201,17 +201,29 @@ class FeatureConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> FeatureConfig:
-        seen: set[str] = set()
+        seen: set[tuple[str, Level]] = set()
         for activation in self.activations:
-            if activation.id in seen:
-                raise ValueError(f"activation '{activation.id}' is listed twice; each id may appear once")
-            seen.add(activation.id)
+            if (activation.id, activation.level) in seen:
+                raise ValueError(
+                    f"activation '{activation.id}' is listed twice at noise level {activation.level}; an id may "
+                    "appear once per timestep (or sigma)"
+                )
+            seen.add((activation.id, activation.level))
         return self
 
     @property
     def ids(self) -> list[str]:
-        """Activation ids, in the order listed."""
+        """Activation ids, in the order listed (an id taken at several timesteps once per timestep)."""
         return [activation.id for activation in self.activations]
+
+    @property
+    def keys(self) -> list[str]:
+        """The extractor's output key of each activation, in the order listed: the id, or
+        ``id@t`` (``id@σ0.26``) for an id the config takes at several noise levels."""
+        counts: dict[str, int] = {}
+        for activation in self.activations:
+            counts[activation.id] = counts.get(activation.id, 0) + 1
+        return [a.id if counts[a.id] == 1 else f"{a.id}@{a.level}" for a in self.activations]
 
     @property
     def timesteps(self) -> list[Level]:
