@@ -230,6 +230,20 @@ class FeatureConfig(Section):
         """Distinct noise levels (timesteps ascending, then σ values): one denoiser forward each."""
         return sorted({activation.level for activation in self.activations}, key=level_key)
 
+    def with_noise_levels(self, levels: Mapping[Level, tuple[float, float]]) -> FeatureConfig:
+        """This config with each activation's ``noise_level`` record filled in from ``levels``
+        (``{level: (t, σ)}`` for the config's model and image size; see
+        :meth:`autosel.denoiser.DenoiserRun.noise_level`); activations whose level is missing
+        keep their record."""
+        activations = []
+        for activation in self.activations:
+            data = activation.model_dump(mode="json", exclude_none=True)
+            if activation.level in levels:
+                t, sigma = levels[activation.level]
+                data["noise_level"] = {"t": round(float(t), 2), "sigma": round(float(sigma), 4)}
+            activations.append(data)
+        return self.replace(activations=activations)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, dicts, scalars), leaving out empty optional blocks."""
         return self.model_dump(mode="json", exclude_none=True)

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -167,6 +168,18 @@ class Denoiser:
         grid = self.family.token_grid(latent_hw)
         tokens = grid[0] * grid[1] if grid else latent_hw[0] * latent_hw[1]
         return self.noise_process.level(level, tokens, image_hw=tuple(image_hw), prompt=prompt)
+
+    def timestep_for_sigma(self, sigma: float, image_hw: tuple[int, int], prompt: str = "") -> int:
+        """The training timestep whose σ at ``image_hw`` is nearest ``sigma`` (ties: the lower t),
+        found by bisection (σ grows with t in every schedule)."""
+        sigma_at = functools.lru_cache(maxsize=None)(lambda t: self.noise_level(t, image_hw, prompt)[1])
+        low, high = 0, self.num_train_timesteps - 1
+        while low < high:  # the first t with σ(t) ≥ sigma
+            middle = (low + high) // 2
+            low, high = (middle + 1, high) if sigma_at(middle) < sigma else (low, middle)
+        if low > 0 and abs(sigma_at(low - 1) - sigma) <= abs(sigma_at(low) - sigma):
+            return low - 1
+        return low
 
     # -- the steps -----------------------------------------------------------------------
 
@@ -387,15 +400,15 @@ class DenoiserRun:
         """(t, σ) that ``level`` means at the run's image size (see :meth:`Denoiser.noise_level`)."""
         return self.denoiser.noise_level(level, self.image_size, self.extraction.prompt)
 
+    def timestep_for_sigma(self, sigma: float) -> int:
+        """The training timestep whose σ at the run's image size is nearest ``sigma`` (see
+        :meth:`Denoiser.timestep_for_sigma`)."""
+        return self.denoiser.timestep_for_sigma(sigma, self.image_size, self.extraction.prompt)
+
     def recorded(self, config: FeatureConfig) -> FeatureConfig:
         """``config`` with each activation's ``noise_level`` (t and σ at the run's image size) filled in:
         what every config autosel writes records."""
-        activations = []
-        for activation in config.activations:
-            t, sigma = self.noise_level(activation.level)
-            record = {"t": round(t, 2), "sigma": round(sigma, 4)}
-            activations.append({**activation.model_dump(mode="json", exclude_none=True), "noise_level": record})
-        return config.replace(activations=activations)
+        return config.with_noise_levels({level: self.noise_level(level) for level in config.timesteps})
 
     def extract_timesteps(
         self, images: ImageInput | Sequence[ImageInput], ids_by_timestep: Mapping[Level, Sequence[str]]

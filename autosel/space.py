@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from autosel.resources import spaces_folder
-from autosel.schema import Section, check_timestep, read_yaml, validate
+from autosel.schema import Section, check_sigma, check_timestep, read_yaml, validate
 
 SPACES_FOLDER = "search_spaces"
 DEFAULT_TIMESTEPS = (10, 50, 150, 300, 500)
@@ -72,6 +72,11 @@ class SearchSpace(Section):
         default=None, description="denoiser dtype; default float32 on a CPU, bfloat16 (else float16) on CUDA"
     )
     timesteps: list[int] = Field(default_factory=lambda: list(DEFAULT_TIMESTEPS), min_length=1)
+    sigmas: list[float] | None = Field(
+        default=None, min_length=1,
+        description="noise levels σ (0–1) instead of timesteps: each becomes the training timestep whose σ at the "
+        "space's image size is nearest (the search keys its store and cache by integer t), when the model is loaded",
+    )
     candidates: CandidateSection = Field(default_factory=CandidateSection)
     proxy: ProxySection = Field(default_factory=ProxySection)
     search: SearchSection = Field(default_factory=SearchSection)
@@ -93,6 +98,22 @@ class SearchSpace(Section):
     def _distinct_sorted(cls, values: list[int]) -> list[int]:
         return sorted({check_timestep(value) for value in values})
 
+    @field_validator("sigmas")
+    @classmethod
+    def _fractions(cls, values: list[float] | None) -> list[float] | None:
+        return None if values is None else sorted({float(check_sigma(value)) for value in values})
+
+    @model_validator(mode="after")
+    def _one_grid(self) -> SearchSpace:
+        if self.sigmas is not None and "timesteps" in self.model_fields_set:
+            raise ValueError("timesteps and sigmas are both given: give one grid (timesteps 0…999 or sigmas 0–1)")
+        return self
+
+    def with_timesteps(self, timesteps: list[int]) -> SearchSpace:
+        """This space on the grid ``timesteps`` (its ``sigmas``, if any, resolved to them)."""
+        data = self.model_dump(exclude={"sigmas"})
+        return SearchSpace.from_dict({**data, "timesteps": list(timesteps)})
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpace:
         """Load and validate a space file (safe YAML).
@@ -111,6 +132,8 @@ class SearchSpace(Section):
     def replace(self, **changes: Any) -> SearchSpace:
         """A validated copy with top-level fields replaced (``None`` values are ignored)."""
         data = self.model_dump()
+        if self.sigmas is not None:  # the grid is the sigmas, unless new timesteps replace it
+            data.pop("sigmas" if changes.get("timesteps") is not None else "timesteps")
         data.update({k: v for k, v in changes.items() if v is not None})
         return SearchSpace.from_dict(data)
 

@@ -35,8 +35,9 @@ def extract_to_file(
 ) -> ExtractionReport:
     """Extract features of every image under ``sources`` into the safetensors file ``out``.
 
-    Keys are ``IMAGE/ID`` (C×H×W each) or, with ``aggregate``, ``IMAGE`` (the aggregated
-    map; PCA, if configured, is fitted on all images together). IMAGE is the path relative to
+    Keys are ``IMAGE/ID`` (``IMAGE/ID@T`` for an id at several timesteps; C×H×W each) or,
+    with ``aggregate``, ``IMAGE`` (the aggregated map; PCA, if configured, is fitted on all
+    images together). IMAGE is the path relative to
     the folder given (or the file name). The metadata holds the config YAML (each activation's
     t and σ recorded), ``autosel.noise_levels`` (``{"id@level": {"t": …, "sigma": …}}``) and
     the image list. The file is written whole at the end, through a temporary name, so a failure never

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,3 +110,62 @@ def test_the_gdf_export_refuses_sigma_in_one_line(tmp_path):
 def test_sigma_keys_apart_from_a_timestep_of_the_same_value():
     assert Sigma(0.0) != 0 and len({Sigma(0.0), 0}) == 2
     assert parse_level("σ0.26") == Sigma(0.26) and parse_level("260") == 260
+
+
+def test_a_search_records_t_and_sigma_in_its_configs_and_tables(finished_search):
+    import pandas as pd
+    from diffusers import DDPMScheduler
+
+    from autosel.models.tiny import SCHEDULER_CONFIG
+
+    alphas = DDPMScheduler.from_config(SCHEDULER_CONFIG).alphas_cumprod.double()
+    expected = {t: round(float((1 - alphas[t]).sqrt()), 4) for t in (50, 300)}  # the tiny model's √(1 − ᾱ_t)
+    folder = Path(finished_search.removeprefix("sqlite:///")).parent / "tiny" / "correspondence"
+    for path in [folder / "best.yaml", *sorted((folder / "pareto").glob("*.yaml"))]:
+        for activation in FeatureConfig.from_yaml(path).activations:
+            assert activation.noise_level.t == activation.timestep, path
+            assert activation.noise_level.sigma == expected[activation.timestep], path
+    (sweep_csv,) = folder.glob("sweep-*.csv")
+    sweep = pd.read_csv(sweep_csv)
+    assert list(sweep.columns).index("sigma") == list(sweep.columns).index("timestep") + 1
+    assert {int(t): s for t, s in zip(sweep["timestep"], sweep["sigma"])} == expected
+    confirmed = pd.read_csv(folder / "confirmed.csv")
+    assert confirmed["sigmas"].astype(str).str.len().min() > 0
+
+
+def test_a_search_space_gives_timesteps_or_sigmas_not_both():
+    from autosel.space import SearchSpace
+
+    with pytest.raises(ConfigError, match="timesteps and sigmas are both given: give one grid") as error:
+        SearchSpace.from_dict({"model": "tiny", "timesteps": [50], "sigmas": [0.3]}, source="s.yaml")
+    assert str(error.value).startswith("s.yaml: ") and "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match=r"s.yaml: sigmas: sigma 2.0 is outside 0…1"):
+        SearchSpace.from_dict({"model": "tiny", "sigmas": [2.0]}, source="s.yaml")
+    space = SearchSpace.from_dict({"model": "tiny", "sigmas": [0.5, 0.2]})
+    assert space.sigmas == [0.2, 0.5] and space.replace(seed=3).sigmas == [0.2, 0.5]
+    assert space.replace(timesteps=[10]).timesteps == [10] and space.replace(timesteps=[10]).sigmas is None
+
+
+@pytest.mark.parametrize("model", ["tiny-random", "tiny-flux-random"])
+def test_a_sigma_picks_the_timestep_of_nearest_noise_level(model):
+    extractor = FeatureExtractor(config({"id": "unet-in" if model == "tiny-random" else "vit-block0-out", "timestep": 1},
+                                        model=model), device="cpu")
+    for t in (0, 37, 260, 999):
+        assert extractor.timestep_for_sigma(extractor.noise_level(t)[1]) == t
+    sigmas = [extractor.noise_level(t)[1] for t in range(1000)]
+    target = (sigmas[100] + sigmas[101]) / 2 + 1e-9  # just nearer to t=101
+    assert extractor.timestep_for_sigma(target) == 101
+
+
+def test_a_sweep_over_sigmas_screens_at_their_nearest_timesteps(tmp_path):
+    from autosel.screen import run_sweep
+    from autosel.space import SearchSpace
+
+    ddpm = FeatureExtractor(config({"id": "unet-in", "timestep": 50}, model="tiny"), device="cpu")
+    space = SearchSpace.from_dict({
+        "model": "tiny", "image_size": 64, "sigmas": [ddpm.noise_level(50)[1], ddpm.noise_level(300)[1]],
+        "candidates": {"include": ["up-level1-repeat0-res-out"]}, "proxy": {"pairs": 4},
+    })
+    result = run_sweep(space, out=tmp_path, progress=False, write_files=False)
+    assert sorted(set(result.rows["timestep"])) == [50, 300]
+    assert sorted(set(result.rows["sigma"])) == [round(ddpm.noise_level(t)[1], 4) for t in (50, 300)]
