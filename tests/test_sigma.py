@@ -169,3 +169,14 @@ def test_a_sweep_over_sigmas_screens_at_their_nearest_timesteps(tmp_path):
     result = run_sweep(space, out=tmp_path, progress=False, write_files=False)
     assert sorted(set(result.rows["timestep"])) == [50, 300]
     assert sorted(set(result.rows["sigma"])) == [round(ddpm.noise_level(t)[1], 4) for t in (50, 300)]
+
+
+def test_inspect_rows_record_the_sigma_of_their_timestep():
+    from autosel.inspection import inspect_model
+    from autosel.models.tiny import FLUX_SCHEDULER_CONFIG
+
+    (row,) = inspect_model("tiny-flux-random", timesteps=[260], ids=["vit-block0-out"], images=1, image_size=64,
+                           progress=False)
+    tokens = (64 // 4 // 2) ** 2  # the twin's 4× VAE, then FLUX's 2×2 packing
+    expected = FlowNoise(FLUX_SCHEDULER_CONFIG, timestep_scale=1.0).sigma(260, tokens)
+    assert row.sigma == round(expected, 4) and row.to_dict()["sigma"] == row.sigma and row.sigma > 0.26
