@@ -24,7 +24,18 @@ from autosel.atomic import write_text
 from autosel.errors import unknown_activation
 from autosel.limits import MAX_TEXT_CHARS
 from autosel.resources import config_path
-from autosel.schema import NUM_TRAIN_TIMESTEPS, ConfigError, Section, check_timestep, read_yaml, validate
+from autosel.schema import (
+    NUM_TRAIN_TIMESTEPS,
+    ConfigError,
+    Level,
+    Section,
+    Sigma,
+    check_sigma,
+    check_timestep,
+    level_key,
+    read_yaml,
+    validate,
+)
 from autosel.urls import mask_url
 
 __all__ = ["NUM_TRAIN_TIMESTEPS", "ConfigError", "FeatureConfig"]
@@ -80,11 +91,25 @@ class ExtractionSection(Section):
         return data
 
 
+class NoiseLevelRecord(Section):
+    """What an activation's noise level meant for the config's model and image size: both t
+    and σ, written by autosel beside the one the config gives (informational: reading a
+    config ignores it; ``timestep:`` or ``sigma:`` decides)."""
+
+    t: float = Field(description="timestep on the 0…999 scale (a fraction where σ was given to a flow model)")
+    sigma: float = Field(description="σ, the noise fraction of the denoiser's input")
+
+
 class Activation(Section):
-    """One activation at one timestep."""
+    """One activation at one noise level: a timestep t, or σ directly."""
 
     id: str = Field(min_length=1, description="activation id (see `autosel catalog`)")
-    timestep: int = Field(description="diffusion timestep, 0…999 (0 = clean)")
+    timestep: int | None = Field(default=None, description="diffusion timestep, 0…999 (0 = clean); or give sigma")
+    sigma: float | None = Field(
+        default=None,
+        description="noise level σ, 0–1, instead of timestep (rectified flow: used as is, no scheduler shift; "
+        "DDPM: the timestep whose √(1 − ᾱ_t) is nearest)",
+    )
     weight: float = Field(default=1.0, gt=0, description="weight in the aggregated map")
     post: Literal["none", "l2", "drop-massive"] = Field(
         default="none",
@@ -92,16 +117,48 @@ class Activation(Section):
         "|value| over the batch's image tokens exceeds 100x the median channel's; see autosel inspect)",
     )
 
+    discard_channels: list[int] | None = Field(
+        default=None,
+        description="norm-in ids only: DiTF's channel discard — these channels of the block's input (averaged over "
+        "the ensemble) are zeroed before the block's LayerNorm and AdaLN modulation (see autosel.adaln)",
+    )
+    noise_level: NoiseLevelRecord | None = Field(
+        default=None, description="written by autosel: t and σ for this model and image size (ignored when read)"
+    )
+
+    @property
+    def level(self) -> Level:
+        """The noise level: the timestep, or a :class:`~autosel.schema.Sigma`."""
+        return self.timestep if self.timestep is not None else Sigma(self.sigma)
+
     @property
     def label(self) -> str:
-        """``id@t``, or ``id:post@t`` when post-processed (the search's candidate spelling)."""
+        """``id@t`` (``id@σ0.26``), or ``id:post@t`` when post-processed (the search's candidate spelling)."""
         post = "" if self.post == "none" else f":{self.post}"
-        return f"{self.id}{post}@{self.timestep}"
+        return f"{self.id}{post}@{self.level}"
 
     @field_validator("timestep")
     @classmethod
-    def _on_the_schedule(cls, value: int) -> int:
-        return check_timestep(value)
+    def _on_the_schedule(cls, value: int | None) -> int | None:
+        return value if value is None else check_timestep(value)
+
+    @field_validator("sigma")
+    @classmethod
+    def _a_fraction(cls, value: float | None) -> float | None:
+        return value if value is None else float(check_sigma(value))
+
+    @model_validator(mode="after")
+    def _one_level(self) -> Activation:
+        if self.timestep is not None and self.sigma is not None:
+            raise ValueError(f"'{self.id}' gives both timestep and sigma: give one (timestep 0…999 or sigma 0–1)")
+        if self.timestep is None and self.sigma is None:
+            raise ValueError(f"'{self.id}' gives no noise level: add timestep (0…999) or sigma (0–1)")
+        if self.discard_channels is not None:
+            if not self.id.endswith("-norm-in"):
+                raise ValueError(f"discard_channels is for norm-in ids (the AdaLN-modulated input), not '{self.id}'")
+            if not self.discard_channels or min(self.discard_channels) < 0:
+                raise ValueError(f"discard_channels of '{self.id}' must list channel indices ≥ 0, got {self.discard_channels}")
+        return self
 
 
 class AggregationSection(Section):
@@ -171,22 +228,48 @@ class FeatureConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> FeatureConfig:
-        seen: set[str] = set()
+        seen: set[tuple[str, Level]] = set()
         for activation in self.activations:
-            if activation.id in seen:
-                raise ValueError(f"activation '{activation.id}' is listed twice; each id may appear once")
-            seen.add(activation.id)
+            if (activation.id, activation.level) in seen:
+                raise ValueError(
+                    f"activation '{activation.id}' is listed twice at noise level {activation.level}; an id may "
+                    "appear once per timestep (or sigma)"
+                )
+            seen.add((activation.id, activation.level))
         return self
 
     @property
     def ids(self) -> list[str]:
-        """Activation ids, in the order listed."""
+        """Activation ids, in the order listed (an id taken at several timesteps once per timestep)."""
         return [activation.id for activation in self.activations]
 
     @property
-    def timesteps(self) -> list[int]:
-        """Distinct timesteps, ascending: one denoiser forward each."""
-        return sorted({activation.timestep for activation in self.activations})
+    def keys(self) -> list[str]:
+        """The extractor's output key of each activation, in the order listed: the id, or
+        ``id@t`` (``id@σ0.26``) for an id the config takes at several noise levels."""
+        counts: dict[str, int] = {}
+        for activation in self.activations:
+            counts[activation.id] = counts.get(activation.id, 0) + 1
+        return [a.id if counts[a.id] == 1 else f"{a.id}@{a.level}" for a in self.activations]
+
+    @property
+    def timesteps(self) -> list[Level]:
+        """Distinct noise levels (timesteps ascending, then σ values): one denoiser forward each."""
+        return sorted({activation.level for activation in self.activations}, key=level_key)
+
+    def with_noise_levels(self, levels: Mapping[Level, tuple[float, float]]) -> FeatureConfig:
+        """This config with each activation's ``noise_level`` record filled in from ``levels``
+        (``{level: (t, σ)}`` for the config's model and image size; see
+        :meth:`autosel.denoiser.DenoiserRun.noise_level`); activations whose level is missing
+        keep their record."""
+        activations = []
+        for activation in self.activations:
+            data = activation.model_dump(mode="json", exclude_none=True)
+            if activation.level in levels:
+                t, sigma = levels[activation.level]
+                data["noise_level"] = {"t": round(float(t), 2), "sigma": round(float(sigma), 4)}
+            activations.append(data)
+        return self.replace(activations=activations)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, dicts, scalars), leaving out empty optional blocks."""

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -29,7 +30,7 @@ import torch
 
 from autosel.capture import ActivationCapture
 from autosel.catalog import ActivationPoint, measure_catalogue
-from autosel.config import ExtractionSection
+from autosel.config import ExtractionSection, FeatureConfig
 from autosel.errors import InvalidInputError, unknown_activation
 from autosel.images import ImageInput, as_image_list, resize, to_tensor
 from autosel.limits import check_image_memory
@@ -37,7 +38,7 @@ from autosel.models import Architecture, load_pipeline, resolve_model
 from autosel.models.architecture import ImageSize, load_architecture
 from autosel.models.families import expand_rows
 from autosel.prompts import image_prompts
-from autosel.schema import check_timestep
+from autosel.schema import Level, Sigma, check_sigma, check_timestep, level_key
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -152,9 +153,34 @@ class Denoiser:
         """Every activation point at ``image_size`` (default: native), in forward order."""
         return measure_catalogue(self.architecture, image_size)
 
-    def check_timestep(self, timestep: int) -> None:
-        """Raise :class:`InvalidInputError` unless ``timestep`` is on the 0…N−1 training scale."""
-        check_timestep(timestep, self.num_train_timesteps)
+    def check_timestep(self, timestep: Level) -> None:
+        """Raise :class:`InvalidInputError` unless ``timestep`` is on the 0…N−1 training scale
+        (a :class:`~autosel.schema.Sigma`: in 0–1)."""
+        if isinstance(timestep, Sigma):
+            check_sigma(timestep)
+        else:
+            check_timestep(timestep, self.num_train_timesteps)
+
+    def noise_level(self, level: Level, image_hw: tuple[int, int], prompt: str = "") -> tuple[float, float]:
+        """(t on the 0…999 scale, σ) that ``level`` means for an image of ``image_hw`` pixels:
+        a timestep's σ after the scheduler's shift, a σ's unshifted t (see :mod:`autosel.noise`)."""
+        self.check_timestep(level)
+        latent_hw = (image_hw[0] // self.architecture.vae_scale_factor, image_hw[1] // self.architecture.vae_scale_factor)
+        grid = self.family.token_grid(latent_hw)
+        tokens = grid[0] * grid[1] if grid else latent_hw[0] * latent_hw[1]
+        return self.noise_process.level(level, tokens, image_hw=tuple(image_hw), prompt=prompt)
+
+    def timestep_for_sigma(self, sigma: float, image_hw: tuple[int, int], prompt: str = "") -> int:
+        """The training timestep whose σ at ``image_hw`` is nearest ``sigma`` (ties: the lower t),
+        found by bisection (σ grows with t in every schedule)."""
+        sigma_at = functools.lru_cache(maxsize=None)(lambda t: self.noise_level(t, image_hw, prompt)[1])
+        low, high = 0, self.num_train_timesteps - 1
+        while low < high:  # the first t with σ(t) ≥ sigma
+            middle = (low + high) // 2
+            low, high = (middle + 1, high) if sigma_at(middle) < sigma else (low, middle)
+        if low > 0 and abs(sigma_at(low - 1) - sigma) <= abs(sigma_at(low) - sigma):
+            return low - 1
+        return low
 
     # -- the steps -----------------------------------------------------------------------
 
@@ -218,11 +244,11 @@ class Denoiser:
         self,
         latents: torch.Tensor,
         noise: torch.Tensor,
-        timestep: int,
+        timestep: Level,
         image_hw: tuple[int, int] | None = None,
         prompt: str = "",
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(noisy latents, the denoiser's timestep input) at ``timestep`` (0–999 scale)."""
+        """(noisy latents, the denoiser's timestep input) at ``timestep`` (0–999 scale, or a σ)."""
         latent_hw = tuple(latents.shape[-2:])
         grid = self.family.token_grid(latent_hw)
         tokens = grid[0] * grid[1] if grid else latents.shape[-2] * latents.shape[-1]
@@ -233,7 +259,7 @@ class Denoiser:
         self,
         latents: torch.Tensor,
         noise: torch.Tensor,
-        timestep: int,
+        timestep: Level,
         points: Mapping[str, ActivationPoint],
         prompt: str = "",
         image_hw: tuple[int, int] | None = None,
@@ -329,7 +355,7 @@ class DenoiserRun:
     def architecture(self) -> Architecture:
         return self.denoiser.architecture
 
-    def check_request(self, timestep: int, names: Sequence[str]) -> None:
+    def check_request(self, timestep: Level, names: Sequence[str]) -> None:
         """Raise unless ``timestep`` is in the scheduler's range and every id is in the catalogue.
 
         Raises:
@@ -393,11 +419,11 @@ class DenoiserRun:
         self,
         latents: torch.Tensor,
         noise: torch.Tensor,
-        timestep: int,
+        timestep: Level,
         names: Sequence[str],
         categories: Sequence[str | None] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """``{id: B×C×H×W}`` (float32, ensemble-averaged) of catalogue ids ``names`` at ``timestep``.
+        """``{id: B×C×H×W}`` (float32, ensemble-averaged) of catalogue ids ``names`` at ``timestep`` (or a σ).
 
         ``categories`` (one per image) fill a ``{category}`` prompt; images of one prompt share
         their forwards, and each image's features are those of its own prompt.
@@ -425,12 +451,26 @@ class DenoiserRun:
         inverse[order] = torch.arange(len(order))
         return {name: torch.cat([part[name] for part in parts.values()])[inverse] for name in names}
 
+    def noise_level(self, level: Level) -> tuple[float, float]:
+        """(t, σ) that ``level`` means at the run's image size (see :meth:`Denoiser.noise_level`)."""
+        return self.denoiser.noise_level(level, self.image_size, self.extraction.prompt)
+
+    def timestep_for_sigma(self, sigma: float) -> int:
+        """The training timestep whose σ at the run's image size is nearest ``sigma`` (see
+        :meth:`Denoiser.timestep_for_sigma`)."""
+        return self.denoiser.timestep_for_sigma(sigma, self.image_size, self.extraction.prompt)
+
+    def recorded(self, config: FeatureConfig) -> FeatureConfig:
+        """``config`` with each activation's ``noise_level`` (t and σ at the run's image size) filled in:
+        what every config autosel writes records."""
+        return config.with_noise_levels({level: self.noise_level(level) for level in config.timesteps})
+
     def extract_timesteps(
         self,
         images: ImageInput | Sequence[ImageInput],
-        ids_by_timestep: Mapping[int, Sequence[str]],
+        ids_by_timestep: Mapping[Level, Sequence[str]],
         categories: Sequence[str | None] | None = None,
-    ) -> dict[int, dict[str, torch.Tensor]]:
+    ) -> dict[Level, dict[str, torch.Tensor]]:
         """Raw activations ``{t: {id: B×C×H×W}}`` of any catalogue ids at any timesteps: each
         image is encoded and noised once, then one denoiser forward per timestep (per batch)
         captures all of that timestep's ids. No post-processing. ``categories``: one per image,
@@ -440,7 +480,8 @@ class DenoiserRun:
         image_list = as_image_list(images)
         image_prompts(self.extraction.prompt, len(image_list), categories)  # a missing category fails before any forward
         latents, noise = self.latents_and_noise(image_list)
-        return {t: self.capture_at(latents, noise, t, list(names), categories) for t, names in sorted(ids_by_timestep.items())}
+        ordered = sorted(ids_by_timestep.items(), key=lambda item: level_key(item[0]))
+        return {t: self.capture_at(latents, noise, t, list(names), categories) for t, names in ordered}
 
 
 def vae_latents(vae: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:

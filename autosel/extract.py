@@ -18,11 +18,13 @@ from typing import Any
 
 import torch
 
+from autosel import adaln
 from autosel.aggregation import aggregate
 from autosel.config import ConfigError, FeatureConfig
 from autosel.denoiser import DTYPES, Denoiser, DenoiserRun
 from autosel.images import ImageInput
 from autosel.postprocess import post_process
+from autosel.schema import Level
 
 __all__ = ["DTYPES", "FeatureExtractor", "combine_features", "reduce_pca"]
 
@@ -72,6 +74,10 @@ class FeatureExtractor(DenoiserRun):
         config.check_ids(self.catalogue)
         self.config = config
         self.dtype = denoiser.dtype
+        self._discarded = {a.id for a in config.activations if a.discard_channels}
+        for name in self._discarded:  # DiTF's channel discard: the norm's input and modulation instead
+            adaln.norm_module(self.unet, self.catalogue[name])  # refuses norms without an AdaLN modulation
+            self.catalogue.update(adaln.discard_points(self.catalogue[name]))
 
     @classmethod
     def from_yaml(cls, path: str | Path, **kwargs: Any) -> FeatureExtractor:
@@ -94,17 +100,31 @@ class FeatureExtractor(DenoiserRun):
         ``categories`` (one per image) fill a ``{category}`` prompt.
 
         Returns:
-            ``{activation id: float32 tensor B×C×H×W}`` in the config's order, on ``device``,
-            each post-processed as its activation's ``post`` says.
+            ``{key: float32 tensor B×C×H×W}`` in the config's order, on ``device``, each
+            post-processed as its activation's ``post`` says; the key is the activation id, or
+            ``id@t`` for an id taken at several timesteps (see :attr:`FeatureConfig.keys`).
         """
-        by_timestep: dict[int, list[str]] = {}
+        by_timestep: dict[Level, list[str]] = {}
         for activation in self.config.activations:
-            by_timestep.setdefault(activation.timestep, []).append(activation.id)
+            names = by_timestep.setdefault(activation.level, [])
+            if activation.discard_channels:
+                names += [activation.id + adaln.INPUT_SUFFIX, activation.id + adaln.MODULATION_SUFFIX]
+            else:
+                names.append(activation.id)
+        by_level = self.extract_timesteps(images, by_timestep, categories)
         features: dict[str, torch.Tensor] = {}
-        for captured in self.extract_timesteps(images, by_timestep, categories).values():
-            features.update(captured)
-        post = {a.id: a.post for a in self.config.activations}
-        return {name: post_process(features[name], post[name]) for name in self.config.ids}
+        for key, activation in zip(self.config.keys, self.config.activations):
+            captured = by_level[activation.level]
+            if activation.discard_channels:
+                norm = adaln.norm_module(self.unet, self.catalogue[activation.id])
+                value = adaln.discard_and_modulate(
+                    norm, captured[activation.id + adaln.INPUT_SUFFIX], captured[activation.id + adaln.MODULATION_SUFFIX],
+                    activation.discard_channels,
+                )
+            else:
+                value = captured[activation.id]
+            features[key] = post_process(value, activation.post)
+        return features
 
     def combine(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Resize, normalise, weight and combine the activations into one B×C×H×W map (no PCA)."""
@@ -120,7 +140,7 @@ class FeatureExtractor(DenoiserRun):
 def combine_features(config: FeatureConfig, features: dict[str, torch.Tensor]) -> torch.Tensor:
     """The config's aggregation of ``{id: B×C×H×W}`` (see :func:`autosel.aggregation.aggregate`)."""
     activations = config.activations
-    return aggregate([features[a.id] for a in activations], [a.weight for a in activations], config.aggregation)
+    return aggregate([features[key] for key in config.keys], [a.weight for a in activations], config.aggregation)
 
 
 def reduce_pca(maps: torch.Tensor, dim: int) -> torch.Tensor:

@@ -53,6 +53,12 @@ def export_gdf(config: FeatureConfig, out_dir: str | Path) -> GdfExport:
     One timestep → ``layers.json``; several → ``layers-t{T}.json`` each (gdf extracts one
     timestep per call). Everything gdf cannot express is listed in ``notes`` and the README.
     """
+    for index, activation in enumerate(config.activations):
+        if activation.sigma is not None:
+            raise GdfError(
+                f"activations[{index}] ({activation.id}) gives sigma {activation.sigma:g}: gdf takes integer "
+                "timesteps only; give timestep: (0…999) to export it"
+            )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     extraction, aggregation = config.extraction, config.aggregation

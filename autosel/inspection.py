@@ -33,11 +33,13 @@ class InspectionRow(ChannelReport):
     id: str
     timestep: int
     channels: int
+    sigma: float = 0.0
+    """σ of the timestep for this model at the inspected size (see :mod:`autosel.noise`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, the activation first."""
         data = asdict(self)
-        return {key: data.pop(key) for key in ("id", "timestep", "channels")} | data
+        return {key: data.pop(key) for key in ("id", "timestep", "sigma", "channels")} | data
 
 
 def inspect_model(
@@ -90,10 +92,11 @@ def inspect_model(
                 advance(1)
     rows = []
     for timestep in sorted(timesteps):
+        sigma = round(run.noise_level(timestep)[1], 4)
         for name in names:
             report = stats[(name, timestep)].report(factor)
             rows.append(InspectionRow(**{**asdict(report), "ratios": [round(r, 1) for r in report.ratios]},
-                                      id=name, timestep=timestep, channels=run.catalogue[name].channels))
+                                      id=name, timestep=timestep, channels=run.catalogue[name].channels, sigma=sigma))
     return rows
 
 

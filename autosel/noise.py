@@ -5,7 +5,13 @@ UNets, PixArt, Hunyuan-DiT) add noise with their training betas; EDM-trained mod
 (Playground v2.5) with their scheduler's σ ramp (:class:`EDMNoise`); rectified-flow families (SD3,
 FLUX) mix x_t = (1 − σ)·x_0 + σ·ε with σ = shift(t / 1000) as their scheduler maps it: a fixed
 shift (SD3: 3.0), or FLUX's resolution-dependent one (μ from the image's token count). So a
-config's t = 260 means what DiTF's t = 260 means.
+config's t = 260 on FLUX at 640 px is σ 0.42, not DiTF's σ = t/1000 = 0.26: a config that
+wants DiTF's noise level gives ``sigma: 0.26`` (a :class:`~autosel.schema.Sigma`), used as is.
+
+σ means one thing everywhere: the noise fraction of the denoiser's input. For rectified flow
+it is the mixing weight above; for DDPM families it is √(1 − ᾱ_t), the noise's coefficient in
+x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε, and a σ given to a DDPM family picks the training timestep whose
+√(1 − ᾱ_t) is nearest (ties: the lower t). :meth:`NoiseProcess.level` gives both t and σ.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import math
 from typing import Any
 
 import torch
+
+from autosel.schema import Level, Sigma
 
 
 class NoiseProcess:
@@ -31,6 +39,10 @@ class NoiseProcess:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def level(self, level: Level, tokens: int, image_hw: tuple[int, int] | None = None, prompt: str = "") -> tuple[float, float]:
+        """(t on the 0…999 scale, σ) that ``level`` (a timestep or a :class:`Sigma`) means here."""
+        raise NotImplementedError
+
 
 class DDPMNoise(NoiseProcess):
     """q(x_t | x_0) with the model's training betas. A DDPM scheduler rebuilt from the pipeline
@@ -41,8 +53,23 @@ class DDPMNoise(NoiseProcess):
 
         self.scheduler = DDPMScheduler.from_config(scheduler_config)
 
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """√(1 − ᾱ_t) for every training timestep t (float64)."""
+        return (1.0 - self.scheduler.alphas_cumprod.double()).sqrt()
+
+    def timestep_of(self, level: Level) -> int:
+        """The training timestep of ``level``: itself, or the one whose σ is nearest (ties: lower t)."""
+        if not isinstance(level, Sigma):
+            return int(level)
+        return int(torch.argmin((self.sigmas - float(level)).abs()))
+
+    def level(self, level, tokens, image_hw=None, prompt=""):
+        timestep = self.timestep_of(level)
+        return float(timestep), float(self.sigmas[timestep])
+
     def __call__(self, latents, noise, timestep, tokens, image_hw=None, prompt=""):
-        steps = torch.full((len(latents),), timestep, dtype=torch.long, device=latents.device)
+        steps = torch.full((len(latents),), self.timestep_of(timestep), dtype=torch.long, device=latents.device)
         return self.scheduler.add_noise(latents, noise, steps), steps
 
 
@@ -59,26 +86,52 @@ class FlowNoise(NoiseProcess):
         self.timestep_scale = timestep_scale
         self.num_train_timesteps = int(self.config.get("num_train_timesteps", 1000))
 
-    def sigma(self, timestep: int, tokens: int) -> float:
-        """σ at ``timestep`` for an image of ``tokens`` image tokens."""
+    def sigma(self, timestep: Level, tokens: int) -> float:
+        """σ at ``timestep`` for an image of ``tokens`` image tokens (a :class:`Sigma` as is)."""
+        if isinstance(timestep, Sigma):
+            return float(timestep)
         fraction = timestep / self.num_train_timesteps
         if fraction <= 0:
             return 0.0
-        if self.config.get("use_dynamic_shifting"):
-            from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+        mu = self._mu(tokens)
+        if mu is None:
+            shift = float(self.config.get("shift", 1.0))
+            return shift * fraction / (1 + (shift - 1) * fraction)
+        if self.config.get("time_shift_type", "exponential") == "linear":
+            return mu / (mu + (1 / fraction - 1))
+        return math.exp(mu) / (math.exp(mu) + (1 / fraction - 1))
 
-            mu = calculate_shift(
-                tokens,
-                self.config.get("base_image_seq_len", 256),
-                self.config.get("max_image_seq_len", 4096),
-                self.config.get("base_shift", 0.5),
-                self.config.get("max_shift", 1.15),
-            )
-            if self.config.get("time_shift_type", "exponential") == "linear":
-                return mu / (mu + (1 / fraction - 1))
-            return math.exp(mu) / (math.exp(mu) + (1 / fraction - 1))
-        shift = float(self.config.get("shift", 1.0))
-        return shift * fraction / (1 + (shift - 1) * fraction)
+    def fraction(self, sigma: float, tokens: int) -> float:
+        """The unshifted t/1000 that the scheduler's shift maps to ``sigma`` (the inverse of :meth:`sigma`)."""
+        if sigma <= 0:
+            return 0.0
+        mu = self._mu(tokens)
+        if mu is None:
+            stretch = float(self.config.get("shift", 1.0))
+        else:
+            stretch = mu if self.config.get("time_shift_type", "exponential") == "linear" else math.exp(mu)
+        # every shift is σ = s·f / (1 + (s − 1)·f) for some s (static: shift; dynamic: e^μ or μ)
+        return sigma / (stretch - (stretch - 1) * sigma)
+
+    def _mu(self, tokens: int) -> float | None:
+        """μ of a resolution-dependent shift for ``tokens`` image tokens; ``None`` for a static shift."""
+        if not self.config.get("use_dynamic_shifting"):
+            return None
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        return calculate_shift(
+            tokens,
+            self.config.get("base_image_seq_len", 256),
+            self.config.get("max_image_seq_len", 4096),
+            self.config.get("base_shift", 0.5),
+            self.config.get("max_shift", 1.15),
+        )
+
+    def level(self, level, tokens, image_hw=None, prompt=""):
+        sigma = self.sigma(level, tokens)
+        if isinstance(level, Sigma):
+            return self.num_train_timesteps * self.fraction(sigma, tokens), sigma
+        return float(level), sigma
 
     def __call__(self, latents, noise, timestep, tokens, image_hw=None, prompt=""):
         sigma = self.sigma(timestep, tokens)

@@ -15,9 +15,11 @@ import functools
 import hashlib
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -41,6 +43,7 @@ from autosel.resources import presets_folder
 from autosel.run_config import Resources, RunConfig
 from autosel.runtime.pools import WorkerPool, start_pool
 from autosel.runtime.preflight import preflight
+from autosel.schema import Sigma
 from autosel.screen import SweepResult, run_sweep
 from autosel.screen.sweep import base_config
 from autosel.space import SearchSpace, canonical_model
@@ -117,6 +120,7 @@ class Search:
                          "encoding": TRIAL_ENCODING}
         self.storage = open_storage(self.storage_url)
         self._pool: WorkerPool | None = None
+        self._noise_levels: dict[Any, tuple[float, float]] | None = None
 
     @property
     def progress(self) -> bool:
@@ -159,11 +163,23 @@ class Search:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def noise_levels(self) -> dict[Any, tuple[float, float]]:
+        """(t, σ) of each of the space's timesteps for its model and image size, from a worker
+        (the driver loads no weights); recorded in the sweep table and every written config."""
+        if self._noise_levels is None:
+            self._noise_levels = self.pool().noise_levels(list(self.space.timesteps))
+        return self._noise_levels
+
     def screen(self) -> SweepResult:
         """Score every candidate alone at every timestep on the workers (rows the store holds
         are reused); writes ``sweep-HxW-DTYPE-KEY.csv`` and ``.png``."""
-        event("screen: start", model=self.space.model, candidates_timesteps=len(self.space.timesteps))
         pool = self.pool()
+        sigmas = self.space.sigmas
+        if sigmas is not None:  # the store and cache key by integer t: the nearest one to each σ
+            self.space = self.space.with_timesteps(pool.timesteps_for(sigmas))
+            event(f"sigmas {sigmas} are timesteps {self.space.timesteps} here", timesteps=self.space.timesteps)
+        event("screen: start", model=self.space.model, candidates_timesteps=len(self.space.timesteps))
 
         def compute(todo: dict[int, list[str]]):
             with progress_bar("screening timesteps", len(todo), self.progress) as advance:
@@ -172,7 +188,7 @@ class Search:
                     advance(1)
 
         sweep = run_sweep(self.space, out=self.run_config.out, storage=self.storage_url, progress=self.progress,
-                          compute=compute)
+                          compute=compute, noise_levels=self.noise_levels)
         event(f"screen: {sweep.computed} (id, t) scored with {sweep.forwards} forwards, {sweep.reused} reused",
               computed=sweep.computed, forwards=sweep.forwards, reused=sweep.reused, heatmap=str(sweep.heatmap))
         return sweep
@@ -264,7 +280,7 @@ class Search:
             for c in confirmed
         ])
         return write_results(self.folder, self.space, study, confirmed, self.storage_url, self.study_name,
-                             self.heldout_label, self.confirm_task)
+                             self.heldout_label, self.confirm_task, self.noise_levels)
 
     def run(self) -> SearchOutcome:
         """Every stage in order; a study this run created is deleted again if it fails before any trial."""
@@ -353,8 +369,11 @@ def metric_parts(metric: str) -> tuple[str | None, str | None]:
 
 
 def write_results(folder: Path, space: SearchSpace, study: optuna.Study, confirmed: list[Confirmed], storage_url: str,
-                  study_name: str, heldout_label: str = "heldout", confirm_task: str | None = None) -> list[Path]:
-    """The search's files (see :meth:`Search.write`); ``confirmed[0]`` is the best."""
+                  study_name: str, heldout_label: str = "heldout", confirm_task: str | None = None,
+                  noise_levels: Mapping[Any, tuple[float, float]] | None = None) -> list[Path]:
+    """The search's files (see :meth:`Search.write`); ``confirmed[0]`` is the best. Each written
+    config records (t, σ) per activation from ``noise_levels`` (``{timestep: (t, σ)}``)."""
+    levels = noise_levels or {}
     best = confirmed[0]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pareto").mkdir(exist_ok=True)
@@ -368,7 +387,7 @@ def write_results(folder: Path, space: SearchSpace, study: optuna.Study, confirm
     files = []
 
     def finished(config: FeatureConfig, heldout: float, search: float | None, trial: int | None) -> FeatureConfig:
-        return config.replace(
+        return config.with_noise_levels(levels).replace(
             score={"task": confirm_task or space.task, "dataset": space.dataset, "split": heldout_label, "metric": primary,
                    "normalisation": normalisation, "averaging": averaging, "protocol": protocol, "value": heldout,
                    "search_value": search, "presets": presets},
@@ -384,7 +403,9 @@ def write_results(folder: Path, space: SearchSpace, study: optuna.Study, confirm
         config = selection_of(trial).to_config(space)
         score = {"task": space.task, "dataset": space.dataset, "split": "search", "metric": primary,
                  "normalisation": normalisation, "averaging": averaging, "protocol": protocol, "value": trial.values[0]}
-        config.replace(score=score, provenance={"study": study_name, "storage": recorded_storage, "trial": trial.number}).to_yaml(path)
+        config.with_noise_levels(levels).replace(
+            score=score, provenance={"study": study_name, "storage": recorded_storage, "trial": trial.number}
+        ).to_yaml(path)
         files.append(path)
     for old in stale - set(files):
         old.unlink(missing_ok=True)
@@ -393,12 +414,20 @@ def write_results(folder: Path, space: SearchSpace, study: optuna.Study, confirm
     files.append(folder / "trials.csv")
     confirmed_frame = pd.DataFrame([
         {"name": c.name, "heldout": c.heldout, "search": c.search, "channels": c.channels, "trial": c.trial,
-         "activations": " + ".join(a.label for a in c.config.activations)}
+         "activations": " + ".join(a.label for a in c.config.activations),
+         "sigmas": " + ".join(_sigma_text(levels, a.level) for a in c.config.activations)}
         for c in confirmed
     ])
     atomic.write_with(folder / "confirmed.csv", lambda temporary: confirmed_frame.to_csv(temporary, index=False))
     files.append(folder / "confirmed.csv")
     return files
+
+
+def _sigma_text(levels: Mapping[Any, tuple[float, float]], level: Any) -> str:
+    """σ of ``level`` for a results table: as given for a σ, else from ``levels`` (blank when unknown)."""
+    if isinstance(level, Sigma):
+        return f"{float(level):.3f}"
+    return f"{levels[level][1]:.3f}" if level in levels else ""
 
 
 def package_version(name: str) -> str:

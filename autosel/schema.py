@@ -1,6 +1,6 @@
 """The one base for autosel's YAML documents (feature configs, search spaces, run settings):
 immutable pydantic sections that refuse unknown keys, a safe YAML loader, one-line validation
-errors, and the one definition of a valid timestep.
+errors, and the one definition of a valid noise level: a timestep t (0…999) or a σ (0–1).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -29,6 +29,68 @@ class Section(BaseModel):
     """An immutable block of a document; unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # every number finite
+
+
+class Sigma(float):
+    """A noise level given as σ (0–1) instead of a timestep: the fraction of noise in the
+    denoiser's input (rectified flow: x_t = (1 − σ)·x_0 + σ·ε; DDPM: σ = √(1 − ᾱ_t)).
+
+    It keys caches and groups apart from an integer timestep of the same value (``Sigma(0.0)``
+    is not ``0``) and prints as ``σ0.26``.
+    """
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sigma) and float(self) == float(other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(("sigma", float(self)))
+
+    def __repr__(self) -> str:
+        return f"σ{float(self):g}"
+
+    __str__ = __repr__
+
+
+Level = Union[int, Sigma]
+"""A noise level: a timestep t on the 0…999 scale, or a :class:`Sigma`."""
+
+
+def level_key(level: Level) -> tuple[int, float]:
+    """A sort key: timesteps ascending, then σ values ascending."""
+    return (1, float(level)) if isinstance(level, Sigma) else (0, float(level))
+
+
+def parse_level(text: str) -> Level:
+    """``"260"`` → 260, ``"σ0.26"`` (or ``"s0.26"``) → ``Sigma(0.26)``.
+
+    Raises:
+        InvalidInputError: neither an integer timestep nor σ followed by a number in 0–1.
+    """
+    if text[:1] in ("σ", "s"):
+        try:
+            return check_sigma(float(text[1:]))
+        except ValueError:
+            pass
+    else:
+        try:
+            return check_timestep(int(text))
+        except ValueError:
+            pass
+    raise InvalidInputError(f"noise level '{text}' is neither a timestep 0…999 nor σ0…1 (e.g. 260 or σ0.26)")
+
+
+def check_sigma(sigma: float) -> Sigma:
+    """``sigma`` as a :class:`Sigma` if it is in 0…1.
+
+    Raises:
+        InvalidInputError: naming the value and the valid range.
+    """
+    if not 0.0 <= float(sigma) <= 1.0:
+        raise InvalidInputError(f"sigma {sigma} is outside 0…1 (0 = clean, 1 = pure noise)")
+    return Sigma(float(sigma))
 
 
 def check_timestep(timestep: int, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> int:

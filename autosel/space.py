@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from autosel.config import ExtractionSection, FeatureConfig, ModelSection
 from autosel.errors import AutoselError
@@ -19,7 +19,7 @@ from autosel.models import resolve_model
 from autosel.models.architecture import load_architecture
 from autosel.models.families import registered_families
 from autosel.resources import spaces_folder
-from autosel.schema import Section, check_timestep, read_yaml, validate
+from autosel.schema import Section, check_sigma, check_timestep, read_yaml, validate
 from autosel.tasks import get_task
 
 SPACES_FOLDER = "search_spaces"
@@ -84,6 +84,11 @@ class SearchSpace(Section):
         description="the extraction prompt of every candidate; '{category}' is filled with each image's category",
     )
     timesteps: list[int] = Field(default_factory=lambda: list(DEFAULT_TIMESTEPS), min_length=1)
+    sigmas: list[float] | None = Field(
+        default=None, min_length=1,
+        description="noise levels σ (0–1) instead of timesteps: each becomes the training timestep whose σ at the "
+        "space's image size is nearest (the search keys its store and cache by integer t), when the model is loaded",
+    )
     candidates: CandidateSection = Field(default_factory=CandidateSection)
     proxy: ProxySection = Field(default_factory=ProxySection)
     search: SearchSection = Field(default_factory=SearchSection)
@@ -105,6 +110,22 @@ class SearchSpace(Section):
     def _distinct_sorted(cls, values: list[int]) -> list[int]:
         return sorted({check_timestep(value) for value in values})
 
+    @field_validator("sigmas")
+    @classmethod
+    def _fractions(cls, values: list[float] | None) -> list[float] | None:
+        return None if values is None else sorted({float(check_sigma(value)) for value in values})
+
+    @model_validator(mode="after")
+    def _one_grid(self) -> SearchSpace:
+        if self.sigmas is not None and "timesteps" in self.model_fields_set:
+            raise ValueError("timesteps and sigmas are both given: give one grid (timesteps 0…999 or sigmas 0–1)")
+        return self
+
+    def with_timesteps(self, timesteps: list[int]) -> SearchSpace:
+        """This space on the grid ``timesteps`` (its ``sigmas``, if any, resolved to them)."""
+        data = self.model_dump(exclude={"sigmas"})
+        return SearchSpace.from_dict({**data, "timesteps": list(timesteps)})
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpace:
         """Load and validate a space file (safe YAML).
@@ -123,6 +144,8 @@ class SearchSpace(Section):
     def replace(self, **changes: Any) -> SearchSpace:
         """A validated copy with top-level fields replaced (``None`` values are ignored)."""
         data = self.model_dump()
+        if self.sigmas is not None:  # the grid is the sigmas, unless new timesteps replace it
+            data.pop("sigmas" if changes.get("timesteps") is not None else "timesteps")
         data.update({k: v for k, v in changes.items() if v is not None})
         return SearchSpace.from_dict(data)
 

@@ -37,10 +37,12 @@ def extract_to_file(
 ) -> ExtractionReport:
     """Extract features of every image under ``sources`` into the safetensors file ``out``.
 
-    Keys are ``IMAGE/ID`` (C×H×W each) or, with ``aggregate``, ``IMAGE`` (the aggregated
-    map; PCA, if configured, is fitted on all images together). IMAGE is the path relative to
-    the folder given (or the file name). The metadata holds the config YAML and the image
-    list. The file is written whole at the end, through a temporary name, so a failure never
+    Keys are ``IMAGE/ID`` (``IMAGE/ID@T`` for an id at several timesteps; C×H×W each) or,
+    with ``aggregate``, ``IMAGE`` (the aggregated map; PCA, if configured, is fitted on all
+    images together). IMAGE is the path relative to
+    the folder given (or the file name). The metadata holds the config YAML (each activation's
+    t and σ recorded), ``autosel.noise_levels`` (``{"id@level": {"t": …, "sigma": …}}``) and
+    the image list. The file is written whole at the end, through a temporary name, so a failure never
     leaves a partial file behind.
 
     A ``{category}`` prompt takes ``category`` for every image, else each image's parent
@@ -91,8 +93,10 @@ def extract_to_file(
         if pca_dim:
             stacked = reduce_pca(stacked, pca_dim)
         tensors = {name: value.contiguous() for (name, _), value in zip(combined, stacked)}
+    recorded = extractor.recorded(extractor.config)  # t and σ of every activation
     metadata = {
-        "autosel.config": extractor.config.to_yaml(),
+        "autosel.config": recorded.to_yaml(),
+        "autosel.noise_levels": json.dumps({a.label: a.noise_level.model_dump() for a in recorded.activations}),
         "autosel.images": json.dumps(written),
         "autosel.layout": "aggregated" if aggregate else "per-image",
     }

@@ -51,7 +51,7 @@ def test_timesteps_are_distinct_and_sorted():
         (minimal(activations=[{"id": "a", "timestep": 5000}]), "activations[0].timestep: timestep 5000 is outside the scheduler's range 0…999"),
         (minimal(activations=[{"id": "a", "timestep": 5, "wieght": 2}]), "Did you mean 'weight'?"),
         (minimal(activations=[{"id": "a", "timestep": "soon"}]), "activations[0].timestep: Input should be a valid integer"),
-        (minimal(activations=[{"id": "a", "timestep": 5}, {"id": "a", "timestep": 9}]), "listed twice"),
+        (minimal(activations=[{"id": "a", "timestep": 5}, {"id": "a", "timestep": 5}]), "listed twice at noise level 5"),
         (minimal(aggregation={"combine": "mean"}), "aggregation.combine: Input should be 'concat' or 'weighted-sum'"),
         ({"activations": [{"id": "a", "timestep": 5}]}, "model: required field is missing"),
     ],
@@ -98,7 +98,7 @@ def test_presets_validate_against_their_offline_catalogues(preset):
 
 def test_the_expected_presets_exist():
     assert {p.stem for p in PRESETS} >= {
-        "meng-practical-sd15", "meng-practical-sdxl", "meng-legacy-sd15", "meng-legacy-sdxl", "dift-sd21", "dift-sd21-768"
+        "meng-practical-sd15", "meng-practical-sdxl", "meng-legacy-sd15", "meng-legacy-sdxl", "dift-sd21", "dift-sd21-768", "ditf-flux"
     }
     dift = FeatureConfig.from_yaml(PRESETS[0].with_name("dift-sd21.yaml"))
     assert (dift.ids, dift.timesteps, dift.extraction.ensemble) == (["up-level1-upsampler-out"], [261], 8)

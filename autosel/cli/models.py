@@ -131,7 +131,7 @@ def inspect_command(
     shown = [row for row in rows if all_rows or row.massive_channels or row.nan or row.inf]
     records = [
         {
-            "id": row.id, "timestep": row.timestep, "channels": row.channels,
+            "id": row.id, "timestep": row.timestep, "sigma": f"{row.sigma:.3f}", "channels": row.channels,
             "massive": ", ".join(f"{c} ({r:g}x)" for c, r in zip(row.massive_channels[:8], row.ratios)) or "-",
             "energy": f"{100 * row.energy_share:.1f}", "nan_inf": f"{row.nan}/{row.inf}",
         }
@@ -140,7 +140,7 @@ def inspect_command(
     flagged = sum(1 for row in rows if row.massive_channels)
     title = (f"{flagged} of {len(rows)} (id, t) have massive channels (> {factor:g}x the median channel's mean |value|)"
              + ("" if all_rows else "; --all lists every row"))
-    columns = [("id", "id"), ("timestep", "t"), ("channels", "C"), ("massive", "massive channels (x median)"),
+    columns = [("id", "id"), ("timestep", "t"), ("sigma", "σ"), ("channels", "C"), ("massive", "massive channels (x median)"),
                ("energy", "energy %"), ("nan_inf", "NaN/Inf")]
     print_records(records, OutputFormat.table, columns, title=title)
 

@@ -35,7 +35,8 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Selection:
-    """Distinct activations, each at one timestep with one weight (weight 1: plain concat)."""
+    """Distinct activations (an id at a timestep; one id may come at several timesteps), each
+    with one weight (weight 1: plain concat)."""
 
     items: tuple[tuple[str, int, float], ...]
 
@@ -86,9 +87,18 @@ def slot_choices(candidates: Sequence[Candidate]) -> list[str]:
     return [slot_choice(c.id, t) for c in candidates for t in c.timesteps]
 
 
+def same_activation(first: tuple[str, int], second: tuple[str, int]) -> bool:
+    """Whether two (candidate, timestep) slots would extract the same activation: one id at one
+    timestep (``x`` and its variant ``x:drop-massive`` count as one id). The same id at another
+    timestep is another activation: multi-timestep fusion."""
+    return first[1] == second[1] and split_variant(first[0])[0] == split_variant(second[0])[0]
+
+
 def suggest(trial: Any, candidates: Sequence[Candidate], max_activations: int, weights: bool = True) -> Selection:
     """Draw a selection in an Optuna trial: ``n`` slots, each an ``"{id}@{t}"`` (a candidate at
-    one of its cached timesteps) and a weight; a candidate drawn twice counts once (its first slot).
+    one of its cached timesteps) and a weight. A candidate may come back at another of its
+    timesteps (the same id fused over timesteps); a slot repeating an id at a timestep already
+    chosen (the variant of a chosen id included) counts once (its first slot).
 
     Parameters keep one distribution each (Optuna needs that), so the search space is fixed:
     ``n`` ∈ 1…K, ``a{k}`` ∈ candidates × their timesteps, ``w{k}`` ∈ {0.5, 1, 2} (only with
@@ -96,13 +106,14 @@ def suggest(trial: Any, candidates: Sequence[Candidate], max_activations: int, w
     """
     choices = slot_choices(candidates)
     count = trial.suggest_int("n", 1, max_activations)
-    chosen: dict[str, tuple[int, float]] = {}
+    chosen: dict[tuple[str, int], float] = {}
     for slot in range(count):
         name, timestep = parse_slot_choice(trial.suggest_categorical(f"a{slot}", choices))
         weight = trial.suggest_categorical(f"w{slot}", WEIGHTS) if count > 1 and weights else 1.0
-        chosen.setdefault(name, (timestep, float(weight)))
+        if not any(same_activation((name, timestep), other) for other in chosen):
+            chosen[(name, timestep)] = float(weight)
     # sorted: the same set always concatenates in the same order (stable configs and scores)
-    return Selection(tuple(sorted((name, t, w) for name, (t, w) in chosen.items())))
+    return Selection(tuple(sorted((name, t, w) for (name, t), w in chosen.items())))
 
 
 def combine_cached(arrays: Mapping[tuple[str, int], np.ndarray], selection: Selection, index: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autosel.errors import InvalidInputError, did_you_mean
-from autosel.optimise.selection import Candidate, slot_choice
+from autosel.optimise.selection import Candidate, same_activation, slot_choice
 
 STRATEGIES = ("greedy-tpe", "tpe", "random", "greedy", "exhaustive")
 
@@ -91,8 +91,9 @@ def study_params(study: optuna.Study) -> tuple[dict[tuple, float], set[tuple]]:
 
 
 class ExhaustiveStrategy(RandomStrategy):
-    """Every set of up to K distinct candidates × their cached timesteps, at weight 1; sets the
-    study already holds (by any driver, before or after a restart) are skipped."""
+    """Every set of up to K distinct activations (candidates at their cached timesteps; one id
+    may come at several timesteps), at weight 1; sets the study already holds (by any driver,
+    before or after a restart) are skipped."""
 
     name = "exhaustive"
 
@@ -103,11 +104,11 @@ class ExhaustiveStrategy(RandomStrategy):
         self._rescanned = False
 
     def enumerate(self) -> Iterator[dict[str, Any]]:
-        ids = [c.id for c in self.candidates]
+        slots = [(c.id, t) for c in self.candidates for t in c.timesteps]
         for size in range(1, self.max_activations + 1):
-            for members in itertools.combinations(range(len(ids)), size):
-                for steps in itertools.product(*(self.candidates[m].timesteps for m in members)):
-                    yield params_of([(ids[m], s) for m, s in zip(members, steps)])
+            for members in itertools.combinations(slots, size):  # an id may come at several timesteps
+                if not any(same_activation(a, b) for a, b in itertools.combinations(members, 2)):
+                    yield params_of(list(members))
 
     def next_params(self, study: optuna.Study) -> dict[str, Any] | None:
         scores, claimed = study_params(study)
@@ -130,7 +131,8 @@ class ExhaustiveStrategy(RandomStrategy):
 
 class GreedyStrategy(RandomStrategy):
     """Forward selection: every single (candidate, timestep); then, from the best set so far,
-    every one-activation extension; stop when no extension improves or K is reached.
+    every one-activation extension (a chosen id at another of its timesteps included); stop
+    when no extension improves or K is reached.
 
     The walk is recomputed from the study's trials at every step (see :func:`study_params`):
     rounds already scored are replayed, so a resumed or second driver picks up the round in
@@ -144,11 +146,11 @@ class GreedyStrategy(RandomStrategy):
 
 
     def _extensions(self, base: list[tuple[str, int]]) -> list[tuple[list[tuple[str, int]], dict[str, Any]]]:
-        used = {name for name, _ in base}
-        return [
+        return [  # a chosen id may come back at another of its timesteps (multi-timestep fusion)
             (base + [(candidate.id, step)], params_of(base + [(candidate.id, step)]))
-            for candidate in self.candidates if candidate.id not in used
+            for candidate in self.candidates
             for step in candidate.timesteps
+            if not any(same_activation((candidate.id, step), slot) for slot in base)
         ]
 
     def state(self, study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:

@@ -52,6 +52,14 @@ class WorkerPool:
         """Held-out results of feature configs (as dicts), in their order; ``advance(1)`` per one finished."""
         return self._map(Worker.confirm, [(config,) for config in configs], advance)
 
+    def noise_levels(self, levels: Sequence[Any]) -> dict[Any, tuple[float, float]]:
+        """(t, σ) of each timestep (or σ) for the space's model at its image size (on the first worker)."""
+        return self._on_one(Worker.noise_levels, list(levels))
+
+    def timesteps_for(self, sigmas: Sequence[float]) -> list[int]:
+        """The training timestep nearest each σ for the space's model at its image size (on the first worker)."""
+        return self._on_one(Worker.timesteps_for, list(sigmas))
+
     def idle(self) -> int:
         """Workers free to take a trial."""
         raise NotImplementedError

@@ -111,6 +111,14 @@ class Worker:
         result = score_cached(self.task("search"), self._arrays, selection)
         return {"score": result.value, "seconds": time.perf_counter() - started, "pid": os.getpid()}
 
+    def noise_levels(self, levels: list[Any]) -> dict[Any, tuple[float, float]]:
+        """(t, σ) of each timestep (or σ) for this model at the space's image size."""
+        return {level: self.extractor.noise_level(level) for level in levels}
+
+    def timesteps_for(self, sigmas: list[float]) -> list[int]:
+        """The training timestep nearest each σ for this model at the space's image size."""
+        return [self.extractor.timestep_for_sigma(sigma) for sigma in sigmas]
+
     def confirm(self, config: dict[str, Any]) -> dict[str, Any]:
         """Held-out result of a config through the real extractor at full channels."""
         from autosel.evaluation import evaluate_config

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,7 @@ def run_sweep(
     write_files: bool = True,
     compute: Callable[[dict[int, list[str]]], Iterable[tuple[list[dict[str, Any]], int]]] | None = None,
     run: DenoiserRun | None = None,
+    noise_levels: Mapping[int, tuple[float, float]] | None = None,
 ) -> SweepResult:
     """Score every candidate of ``space`` alone at every timestep on the search split.
 
@@ -130,6 +131,8 @@ def run_sweep(
             as :func:`screen_rows` makes them); this process only stores them and loads no
             weights.
         run: the space's model already loaded (see :func:`model_run`); default: load it here.
+        noise_levels: ``{timestep: (t, σ)}`` for the table's ``sigma`` column; default: from the
+            loaded model (none with ``compute`` alone: the column is then left out).
 
     Raises:
         UnknownActivationError: a glob matches nothing.
@@ -144,6 +147,8 @@ def run_sweep(
         if run is None:
             event(f"loading {space.model} ({space.dtype})", model=space.model, dtype=space.dtype)
         extractor = run or model_run(space, pipeline, device, batch_size)
+        if space.sigmas is not None:  # the store keys by integer t: the nearest one to each σ
+            space = space.with_timesteps([extractor.timestep_for_sigma(sigma) for sigma in space.sigmas])
         catalogue, image_size = SpaceCatalogue.of(space, extractor.catalogue.values()), tuple(extractor.image_size)
         for timestep in space.timesteps:
             extractor.check_request(timestep, [])
@@ -175,6 +180,10 @@ def run_sweep(
     order = {p.id: n for n, p in enumerate(candidates)}
     rows = rows.assign(_order=rows["id"].map(order)).sort_values(["_order", "timestep", "metric"], kind="stable")
     rows = rows.drop(columns=["_order", "row", "sweep_key", "created"]).reset_index(drop=True)
+    if noise_levels is None and extractor is not None:
+        noise_levels = {t: extractor.noise_level(t) for t in space.timesteps}
+    if noise_levels:  # σ of each timestep at this size, beside t (rectified flow: after the scheduler's shift)
+        rows.insert(rows.columns.get_loc("timestep") + 1, "sigma", [round(noise_levels[int(t)][1], 4) for t in rows["timestep"]])
     result = SweepResult(rows, task.primary_metric, forwards, computed, len(wanted) - computed, key=key)
     if write_files:
         folder = out / Path(space.model).name / space.task

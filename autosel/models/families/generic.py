@@ -36,6 +36,7 @@ from autosel.models.calls import CallRecorder, RecordedCall
 from autosel.models.families.base import Architecture, DiscoveredPoint
 from autosel.models.families.dit import DIT_KINDS, denoiser_input
 from autosel.noise import DDPMNoise, NoiseProcess
+from autosel.schema import Sigma
 
 FEED_FORWARD_NAMES = ("ff", "mlp", "feed_forward", "img_mlp", "ffn", "mlp_img")
 """Child names of a block's feed-forward, most common first; classes named like one count too."""
@@ -152,6 +153,10 @@ class Generic(Architecture):
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Arguments of one forward at config ``timestep``, from the pipeline's recorded call."""
         recorder = recorder_for(pipeline)
+        if isinstance(timestep, Sigma):
+            if recorder.flow:
+                raise InvalidInputError(_NO_SIGMA)
+            timestep = DDPMNoise(pipeline.scheduler.config).timestep_of(timestep)
         recorded = recorder.call(conditioning["prompt"], conditioning["image_hw"], timestep)
         model_timestep = recorded.timestep_input(len(sample), sample.device)
         if not recorder.flow:  # DDPM: the timestep input is t itself, in the recorded dtype
@@ -186,6 +191,12 @@ def is_image_transformer_class(class_name: str) -> bool:
     )
 
 
+_NO_SIGMA = (
+    "sigma: is not supported on the generic path yet (its σ comes from the pipeline's own scheduler for "
+    "a timestep): give timestep: (0…999) instead; `autosel` records the σ it means"
+)
+
+
 class RecordedFlowNoise(NoiseProcess):
     """x_t = (1 − σ)·x_0 + σ·ε with σ as the pipeline's own scheduler sets it for t/1000 (its
     shift, static or resolution-dependent); the timestep input is the recorded one."""
@@ -193,7 +204,14 @@ class RecordedFlowNoise(NoiseProcess):
     def __init__(self, recorder: CallRecorder) -> None:
         self.recorder = recorder
 
+    def level(self, level, tokens, image_hw=None, prompt=""):
+        if isinstance(level, Sigma):
+            raise InvalidInputError(_NO_SIGMA)
+        return float(level), float(self.recorder.call(prompt, tuple(image_hw), level).sigma or 0.0)
+
     def __call__(self, latents, noise, timestep, tokens, image_hw=None, prompt=""):
+        if isinstance(timestep, Sigma):
+            raise InvalidInputError(_NO_SIGMA)
         recorded = self.recorder.call(prompt, tuple(image_hw), timestep)
         sigma = float(recorded.sigma or 0.0)
         noisy = (1.0 - sigma) * latents + sigma * noise
