@@ -67,7 +67,12 @@ def sweep(space: SearchSpace | str | Path, run: RunConfig | None = None, resourc
     space = as_space(space)
     run, resources = run or RunConfig(), resources or Resources()
     preflight(model=space.model, task=space.task, dataset=space.dataset, device=resources.device, out=run.out)
-    return run_sweep(space, out=run.out, storage=run.storage, device=resources.device, batch_size=resources.batch_size,
+    batch_size = resources.batch_size
+    if batch_size == "auto":
+        from autosel.runtime.plan import make_plan
+
+        batch_size = make_plan(space, space.model, "sweep", resources.device, None).batch_size
+    return run_sweep(space, out=run.out, storage=run.storage, device=resources.device, batch_size=batch_size,
                      progress=run.progress, write_files=write_files)
 
 
@@ -119,5 +124,6 @@ def evaluate(
     elif protocol != "autosel":
         raise InvalidInputError(f"'{protocol}' is a correspondence protocol; {task} has none")
     proxy = make_task(task, dataset, role, **options)
-    extractor = FeatureExtractor(config, device=resources.device, batch_size=resources.batch_size)
+    batch_size = 8 if resources.batch_size == "auto" else resources.batch_size
+    extractor = FeatureExtractor(config, device=resources.device, batch_size=batch_size)
     return evaluate_config(extractor, proxy, progress=progress)

@@ -25,7 +25,7 @@ from autosel.images import ImageInput
 from autosel.massive import drop_massive
 from autosel.numerics import l2_normalize
 
-__all__ = ["DTYPES", "FeatureExtractor", "combine_features", "reduce_pca"]
+__all__ = ["DTYPES", "FeatureExtractor", "combine_features", "post_process", "reduce_pca"]
 
 
 class FeatureExtractor(DenoiserRun):
@@ -102,7 +102,7 @@ class FeatureExtractor(DenoiserRun):
         for captured in self.extract_timesteps(images, by_timestep).values():
             features.update(captured)
         post = {a.id: a.post for a in self.config.activations}
-        return {name: _post_process(features[name], post[name]) for name in self.config.ids}
+        return {name: post_process(features[name], post[name]) for name in self.config.ids}
 
     def combine(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Resize, normalise, weight and combine the activations into one B×C×H×W map (no PCA)."""
@@ -121,7 +121,8 @@ def combine_features(config: FeatureConfig, features: dict[str, torch.Tensor]) -
     return aggregate([features[a.id] for a in activations], [a.weight for a in activations], config.aggregation)
 
 
-def _post_process(value: torch.Tensor, post: str) -> torch.Tensor:
+def post_process(value: torch.Tensor, post: str) -> torch.Tensor:
+    """An activation's ``post`` (``l2``, ``drop-massive`` or none) applied to its B×C×H×W map."""
     if post == "l2":
         return l2_normalize(value, dim=1)
     if post == "drop-massive":

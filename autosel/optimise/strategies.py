@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autosel.errors import InvalidInputError, did_you_mean
-from autosel.optimise.selection import Candidate, slot_choice
+from autosel.optimise.selection import WEIGHTS, Candidate, slot_choice
 
 STRATEGIES = ("greedy-tpe", "tpe", "random", "greedy", "exhaustive")
 
@@ -53,14 +53,27 @@ class RandomStrategy(Strategy):
         return optuna.samplers.RandomSampler(seed=self.sampler_seed)
 
 
-def params_of(items: Sequence[tuple[str, int]]) -> dict[str, Any]:
-    """Trial parameters for (candidate id, timestep) slots at weight 1."""
+def params_of(items: Sequence[tuple[str, int]], weights: Sequence[float] | None = None) -> dict[str, Any]:
+    """Trial parameters for (candidate id, timestep) slots, at ``weights`` (default: all 1)."""
     params: dict[str, Any] = {"n": len(items)}
     for slot, (candidate, timestep) in enumerate(items):
         params[f"a{slot}"] = slot_choice(candidate, timestep)
         if len(items) > 1:
-            params[f"w{slot}"] = 1.0
+            params[f"w{slot}"] = 1.0 if weights is None else float(weights[slot])
     return params
+
+
+def count_selections(candidates: Sequence[Candidate], max_activations: int, weights: bool = True) -> int:
+    """How many distinct selections a space holds: sets of up to ``max_activations`` distinct
+    candidates, each at one of its timesteps and (in sets of two or more, with ``weights``) one
+    of the :data:`~autosel.optimise.selection.WEIGHTS`."""
+    # elementary symmetric sums e_k of the per-candidate choice counts, by dynamic programming
+    sums = [1] + [0] * max_activations
+    for candidate in candidates:
+        for k in range(max_activations, 0, -1):
+            sums[k] += sums[k - 1] * len(candidate.timesteps)
+    factor = len(WEIGHTS) if weights else 1
+    return sum(sums[k] * (factor ** k if k > 1 else 1) for k in range(1, max_activations + 1))
 
 
 def params_key(params: dict[str, Any]) -> tuple:
@@ -96,8 +109,10 @@ class ExhaustiveStrategy(RandomStrategy):
 
     name = "exhaustive"
 
-    def __init__(self, candidates: Sequence[Candidate], max_activations: int, seed: int, sampler_seed: int | None = None) -> None:
+    def __init__(self, candidates: Sequence[Candidate], max_activations: int, seed: int, sampler_seed: int | None = None,
+                 weights: bool = False) -> None:
         super().__init__(candidates, max_activations, seed, sampler_seed)
+        self.weights = weights
         self._done = False
         self._plan: Iterator[dict[str, Any]] = iter(self.enumerate())
         self._rescanned = False
@@ -107,7 +122,12 @@ class ExhaustiveStrategy(RandomStrategy):
         for size in range(1, self.max_activations + 1):
             for members in itertools.combinations(range(len(ids)), size):
                 for steps in itertools.product(*(self.candidates[m].timesteps for m in members)):
-                    yield params_of([(ids[m], s) for m, s in zip(members, steps)])
+                    items = [(ids[m], s) for m, s in zip(members, steps)]
+                    if not self.weights or size == 1:
+                        yield params_of(items)
+                        continue
+                    for weights in itertools.product(WEIGHTS, repeat=size):
+                        yield params_of(items, weights)
 
     def next_params(self, study: optuna.Study) -> dict[str, Any] | None:
         scores, claimed = study_params(study)
@@ -213,11 +233,18 @@ def check_strategy(name: str) -> None:
 
 
 def make_strategy(
-    name: str, candidates: Sequence[Candidate], max_activations: int, seed: int, sampler_seed: int | None = None
+    name: str, candidates: Sequence[Candidate], max_activations: int, seed: int, sampler_seed: int | None = None,
+    trials: int | None = None,
 ) -> Strategy:
     """The strategy called ``name`` (greedy-tpe, tpe, random, greedy, exhaustive); ``seed`` orders
-    fixed plans, ``sampler_seed`` (default ``seed``) seeds Optuna's sampler."""
+    fixed plans, ``sampler_seed`` (default ``seed``) seeds Optuna's sampler. When ``trials`` cover
+    every distinct selection of the space (:func:`count_selections`), each is enumerated once
+    (weights included) and the search stops when all are evaluated."""
     check_strategy(name)
     kinds = {"greedy-tpe": GreedyThenTPE, "tpe": Strategy, "random": RandomStrategy, "greedy": GreedyStrategy,
              "exhaustive": ExhaustiveStrategy}
+    if trials is not None and name != "exhaustive" and count_selections(candidates, max_activations) <= trials:
+        # the budget covers the whole space: evaluate each selection once, instead of sampling
+        # it and copying the proposals that repeat one (a small space repeats most of them)
+        return ExhaustiveStrategy(candidates, max_activations, seed, sampler_seed, weights=True)
     return kinds[name](candidates, max_activations, seed, sampler_seed)

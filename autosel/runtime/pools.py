@@ -28,6 +28,11 @@ TrialResult = tuple[int, "dict[str, Any] | None", "Exception | None"]
 class WorkerPool:
     """The interface both pools share (see the module docstring)."""
 
+    @property
+    def size(self) -> int:
+        """How many workers the pool has."""
+        raise NotImplementedError
+
     def imap(self, method: str, calls: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
         raise NotImplementedError
 
@@ -59,6 +64,10 @@ class LocalPool(WorkerPool):
 
     def __init__(self, worker: Worker) -> None:
         self.worker, self._ready = worker, []
+
+    @property
+    def size(self) -> int:
+        return 1
 
     def imap(self, method: str, calls: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
         for args in calls:
@@ -109,6 +118,10 @@ class RayPool(WorkerPool):
         self.actors, self.busy = list(actors), {}
         self.recovering: dict[Any, tuple[Any, float]] = {}  # pid() call → (actor, since)
         self.nodes = self._alive_nodes()
+
+    @property
+    def size(self) -> int:
+        return len(self.actors)
 
     @staticmethod
     def _alive_nodes() -> set[str]:
