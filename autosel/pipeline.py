@@ -112,7 +112,6 @@ class Search:
         self.space = space.replace(dtype=resolve_dtype(space.dtype, self.resources.device))
         out = Path(self.run_config.out)
         self.folder = out / Path(space.model).name / space.task
-        self.storage_url = self.run_config.storage or default_storage(out)
         self.study_name = self.run_config.study or f"{Path(space.model).name}-{space.task}"
         self.identity = {"model": canonical_model(space.model), "task": space.task, "dataset": space.dataset,
                          "encoding": TRIAL_ENCODING}
@@ -135,6 +134,11 @@ class Search:
                   out=self.run_config.out, cache_dir=self.cache_dir, strategy=self.space.search.strategy, both_roles=True,
                   allow_same_split=self.space.allow_same_split)
         self.storage  # noqa: B018 - opened now: a bad URL fails before any work
+
+    @functools.cached_property
+    def storage_url(self) -> str:
+        """The store's URL (the default SQLite file's folder is made on first use)."""
+        return self.run_config.storage or default_storage(self.run_config.out)
 
     @functools.cached_property
     def storage(self) -> optuna.storages.RDBStorage:
