@@ -54,3 +54,17 @@ def test_a_task_that_trains_first_scores_together_as_alone(denoiser):
     task = SegmentationTask.from_spec("shapes", role="heldout", train_images=2, test_images=2)
     together = [r.to_dict() for r in evaluate_configs(denoiser, CONFIGS[:2], task, batch_size=4, progress=False)]
     assert together == alone(denoiser, task, batch_size=4)[:2]
+
+
+def test_cli_scores_several_configs_as_each_alone(run_cli, tmp_path):
+    import json
+
+    paths = []
+    for number, config in enumerate(CONFIGS[:2]):
+        paths.append(tmp_path / f"config{number}.yaml")
+        config.to_yaml(paths[-1])
+    common = ("--max-pairs", "4", "--format", "json", "--no-progress")
+    both = run_cli("evaluate", "--config", paths[0], "--config", paths[1], *common)
+    assert both.returncode == 0, both.stderr
+    alone = [json.loads(run_cli("evaluate", "--config", path, *common).stdout) for path in paths]
+    assert [d["metrics"] for d in json.loads(both.stdout)] == [d["metrics"] for d in alone]
