@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -254,8 +255,9 @@ class Search:
                 advance(1)
         forwards += sum(pool.broadcast("prepare", cached))
         self.forwards["cache"] = forwards
+        planned = math.ceil(self.plan().search_images / self.batch_size) * len(timesteps)  # the plan, now that the top is known
         event(f"cache: {len(cached)} (id, t) of the top {len(candidates)} candidates ready ({forwards} forwards)",
-              entries=len(cached), forwards=forwards)
+              entries=len(cached), forwards=forwards, planned=planned)
         return cached
 
     def open_study(self) -> optuna.Study:
@@ -313,9 +315,11 @@ class Search:
         keys = [self.confirm_key(config) for config in configs]
         todo = [n for n, key in enumerate(keys) if key not in previous]
         results = {n: previous[key] for n, key in enumerate(keys) if key in previous}
-        forwards = 0
+        forwards = planned = 0
         if todo:
             groups = confirm_groups([configs[n] for n in todo], self.pool().size)
+            batches = math.ceil(self.plan().heldout_images / self.batch_size)
+            planned = sum(batches * len({a.timestep for n in group for a in configs[todo[n]].activations}) for group in groups)
             with progress_bar("confirming", len(groups), self.progress) as advance:
                 answers = self.pool().map("confirm", [([configs[todo[n]].to_dict() for n in group],) for group in groups], advance)
             for group, (answer, count) in zip(groups, answers):
@@ -329,7 +333,7 @@ class Search:
             for n, (name, config, search, trial) in enumerate(entries)
         ]
         event(f"confirm: best held-out {100 * confirmed[0].heldout:.1f} ({len(todo)} configs confirmed with {forwards} "
-              f"forwards, {len(entries) - len(todo)} reused)", heldout=confirmed[0].heldout, forwards=forwards,
+              f"forwards, {len(entries) - len(todo)} reused)", heldout=confirmed[0].heldout, forwards=forwards, planned=planned,
               computed=len(todo), reused=len(entries) - len(todo), configs={c.name: c.heldout for c in confirmed})
         return confirmed
 

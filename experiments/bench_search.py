@@ -33,7 +33,7 @@ SD15_SPACE = {
     "task": "correspondence", "dataset": "shapes", "image_size": 128, "timesteps": [50, 200, 500],
     "candidates": {"include": ["up-level1-*", "up-level2-*"], "exclude": ["*-map"]},
     "proxy": {"pairs": 6, "shapes_size": 128},
-    "search": {"top_m": 4, "timesteps_per_candidate": 2, "max_activations": 2, "channel_budget": 2560, "trials": 12,
+    "search": {"top_m": 4, "timesteps_per_candidate": 2, "max_activations": 3, "channel_budget": 3840, "trials": 12,
                "cache_resolution": 16, "cache_dim": 256, "confirm_top": 3},
     "seed": 0,
 }
