@@ -107,9 +107,9 @@ class Search:
     """
 
     def __init__(self, space: SearchSpace, run: RunConfig | None = None, resources: Resources | None = None) -> None:
+        quiet_optuna()
         self.run_config, self.resources = run or RunConfig(), resources or Resources()
         self.cache_dir = Path(self.run_config.cache_dir or default_cache_dir())
-        self.requested_space = space
         self.space = space.replace(dtype=resolve_dtype(space.dtype, self.resources.device))
         out = Path(self.run_config.out)
         self.folder = out / Path(space.model).name / space.task
@@ -118,6 +118,7 @@ class Search:
                          "encoding": TRIAL_ENCODING}
         self._pool: WorkerPool | None = None
         self._plan: Plan | None = None
+        self._checked = False
         self.forwards: dict[str, int] = {}
         """Denoiser forwards each stage ran (counted at the capture hook, on the workers)."""
 
@@ -128,13 +129,15 @@ class Search:
         Raises:
             InvalidInputError, StorageError, ConfigError, UnknownActivationError, DatasetError.
         """
-        quiet_optuna()
+        if self._checked:
+            return
         check_study_name(self.run_config.study)  # a name used in report paths: before any folder is made
         check_confirm_task(self.space.task, self.space.search.confirm_task)
         preflight(model=self.space.model, task=self.space.task, dataset=self.space.dataset, device=self.resources.device,
                   out=self.run_config.out, cache_dir=self.cache_dir, strategy=self.space.search.strategy, both_roles=True,
                   allow_same_split=self.space.allow_same_split)
         self.storage  # noqa: B018 - opened now: a bad URL fails before any work
+        self._checked = True
 
     @functools.cached_property
     def storage_url(self) -> str:

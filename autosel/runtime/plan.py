@@ -189,6 +189,8 @@ def make_plan(
     load = _cast_bytes(spec, architecture, dtype)
     if batch_size is None:
         free = free_device_memory(target) if free_memory is None else free_memory
+        if target.type != "cuda" and stage == "search":  # CPU workers share the machine's memory
+            free //= max(1, _worker_count(workers))
         batch_size = auto_batch_size(sum(memory.values()) + max(load, sum(fixed.values())), sum(per_image.values()),
                                      free, max(1, min(AUTO_BATCH_MAX, search_images)))
         if batch_size == 0:
@@ -213,7 +215,7 @@ def make_plan(
         sizes = sorted((_cached_elements(p, search.cache_resolution, search.cache_dim) for p in candidates), reverse=True)
         cache_bytes = search.timesteps_per_candidate * search_images * 2 * sum(sizes[: search.top_m])
     if stage == "search":
-        count = workers if workers is not None else (max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1)
+        count = _worker_count(workers)
         worker_text = "in this process" if count == 0 else f"{count} Ray worker{'s' * (count != 1)}"
     else:
         worker_text = "in this process"
@@ -224,6 +226,11 @@ def make_plan(
         batch_size=batch_size, forwards=forwards, cache_bytes=cache_bytes, memory=memory, space_source=source,
         notes=notes,
     )
+
+
+def _worker_count(workers: int | None) -> int:
+    """Model replicas a search starts: as asked (0: the driver itself), else one per GPU, one on a CPU box."""
+    return workers if workers is not None else (max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1)
 
 
 def planned_forwards(space: SearchSpace, stage: str, batch_size: int, search_images: int, heldout_images: int,
