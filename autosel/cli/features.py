@@ -14,7 +14,7 @@ from autosel.output import OutputFormat, print_records
 
 @app.command("extract")
 def extract_command(
-    config: Annotated[list[Path], typer.Option("--config", "-c", help="Feature config YAML, or a shipped preset's name (see `autosel presets`); repeat it to score several configs with shared denoiser forwards.")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="Feature config YAML, or a shipped preset's name (see `autosel presets`).")],
     images: Annotated[
         list[str], typer.Option("--images", "-i", help="Image file or folder (searched recursively); repeatable.")
     ],
