@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import yaml
 from fixture_data import small_search_space
@@ -18,12 +20,36 @@ def tiny_search(folder, trials: int, batch_size: int | str = 16) -> Search:
                   autosel.Resources(workers=0, batch_size=batch_size))
 
 
+class Events(logging.Handler):
+    """The stage events' JSON fields, as ``--log-json`` writes them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.fields.append(getattr(record, "fields", {}))
+
+
 @pytest.fixture(scope="module")
-def first(tmp_path_factory):
-    """A finished 6-trial search and its folder."""
+def events() -> Events:
+    return Events()
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory, events):
+    """A finished 6-trial search and its folder (its stage events in ``events``)."""
     folder = tmp_path_factory.mktemp("rerun")
     search = tiny_search(folder, trials=6)
-    return folder, search.plan(), search.run()
+    logger = logging.getLogger("autosel")
+    level = logger.level
+    logger.addHandler(events)
+    logger.setLevel(logging.INFO)
+    try:
+        return folder, search.plan(), search.run()
+    finally:
+        logger.removeHandler(events)
+        logger.setLevel(level)
 
 
 def refuse_loading(monkeypatch):
@@ -51,6 +77,15 @@ def test_each_stage_runs_the_forwards_its_plan_counted(first):
     assert set(outcome.forwards) == set(plan.forwards)
     for stage, planned in plan.forwards.items():
         assert abs(outcome.forwards[stage] - planned) <= 0.1 * planned, (stage, outcome.forwards, plan.forwards)
+
+
+def test_every_stage_event_carries_its_forwards_as_the_plan_refined_for_it_counted_them(first, events):
+    _, _, outcome = first
+    by_stage = {f["event"]: f for f in events.fields if f.get("event") in ("screen", "cache", "search", "confirm") and "forwards" in f}
+    assert set(by_stage) == {"screen", "cache", "search", "confirm"}
+    assert {stage: by_stage[stage]["forwards"] for stage in outcome.forwards} == outcome.forwards
+    assert by_stage["cache"]["planned"] == by_stage["cache"]["forwards"] > 0
+    assert by_stage["confirm"]["planned"] == by_stage["confirm"]["forwards"] > 0
 
 
 @pytest.mark.slow
