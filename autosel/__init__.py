@@ -20,7 +20,7 @@ from autosel.space import SearchSpace, load_space
 
 __version__ = "0.1.0"
 
-_LAZY = {"search": "autosel.api", "sweep": "autosel.api", "evaluate": "autosel.api",
+_LAZY = {"search": "autosel.api", "sweep": "autosel.api", "evaluate": "autosel.api", "evaluate_many": "autosel.api",
          "Search": "autosel.pipeline", "SearchOutcome": "autosel.pipeline"}
 
 
@@ -44,6 +44,7 @@ __all__ = [
     "SearchOutcome",
     "SearchSpace",
     "evaluate",
+    "evaluate_many",
     "list_activations",
     "load_space",
     "search",

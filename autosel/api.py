@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from autosel.config import FeatureConfig
@@ -67,7 +68,12 @@ def sweep(space: SearchSpace | str | Path, run: RunConfig | None = None, resourc
     space = as_space(space)
     run, resources = run or RunConfig(), resources or Resources()
     preflight(model=space.model, task=space.task, dataset=space.dataset, device=resources.device, out=run.out)
-    return run_sweep(space, out=run.out, storage=run.storage, device=resources.device, batch_size=resources.batch_size,
+    batch_size = resources.batch_size
+    if batch_size == "auto":
+        from autosel.runtime.plan import make_plan
+
+        batch_size = make_plan(space, space.model, "sweep", resources.device, None).batch_size
+    return run_sweep(space, out=run.out, storage=run.storage, device=resources.device, batch_size=batch_size,
                      progress=run.progress, write_files=write_files)
 
 
@@ -89,35 +95,69 @@ def evaluate(
         dataset: ``shapes``, ``spair:PATH[:split]`` or ``folder:PATH``.
         role: which part of the dataset: ``search`` or ``heldout``.
         protocol: correspondence convention, ``autosel`` or ``dift`` (see :mod:`autosel.protocols`).
-        resources: device and batch size (workers do not apply).
+        resources: device and batch size (workers do not apply; ``auto``: 8).
         task_options: the task's own options (``pairs``, ``train_images``, ``soft_window``…).
 
     Raises:
         ConfigError, UnknownActivationError: a bad config; InvalidInputError: a protocol for a
         task that has none; DatasetError: bad data; TypeError: ``config`` of another type.
     """
-    from autosel.denoiser import check_device
+    return evaluate_many([config], task, dataset, role, protocol, resources, progress, **task_options)[0]
+
+
+def evaluate_many(
+    configs: Sequence[FeatureConfig | dict | str | Path],
+    task: str = "correspondence",
+    dataset: str = "shapes",
+    role: str = "heldout",
+    protocol: str = "autosel",
+    resources: Resources | None = None,
+    progress: bool = True,
+    **task_options: object,
+) -> list[TaskResult]:
+    """Score several feature configs on one proxy task (see :func:`evaluate`), in order. Configs
+    of one model share its load, and those with the same extraction settings their denoiser
+    forwards: one per image batch and distinct timestep (the scores are those of one
+    :func:`evaluate` call each)."""
+    from autosel.denoiser import DTYPES, Denoiser, check_device
     from autosel.errors import InvalidInputError
-    from autosel.evaluation import evaluate_config
-    from autosel.extract import FeatureExtractor
+    from autosel.evaluation import evaluate_configs
     from autosel.protocols import get_protocol
     from autosel.tasks import make_task
 
     resources = resources or Resources(batch_size=8)
-    if isinstance(config, dict):
-        config = FeatureConfig.from_dict(config, source="config")
-    elif isinstance(config, (str, Path)):
-        config = FeatureConfig.from_yaml(config)
-    elif not isinstance(config, FeatureConfig):
-        raise TypeError(f"config must be a FeatureConfig, a dict of one or the path of a YAML file, got {type(config).__name__}")
+    batch_size = 8 if resources.batch_size == "auto" else resources.batch_size
+    parsed = [as_config(config) for config in configs]
     check_device(resources.device)
     chosen = get_protocol(protocol)
     options = dict(task_options)
     if get_task(task).kind == "correspondence":
         options["query"] = chosen.query
-        config = chosen.apply(config)
+        parsed = [chosen.apply(config) for config in parsed]
     elif protocol != "autosel":
         raise InvalidInputError(f"'{protocol}' is a correspondence protocol; {task} has none")
     proxy = make_task(task, dataset, role, **options)
-    extractor = FeatureExtractor(config, device=resources.device, batch_size=resources.batch_size)
-    return evaluate_config(extractor, proxy, progress=progress)
+    results: dict[int, TaskResult] = {}
+    models: dict[tuple[str, str, str | None], list[int]] = {}
+    for number, config in enumerate(parsed):
+        models.setdefault((config.model.name, config.model.dtype, config.model.revision), []).append(number)
+    for (name, dtype, revision), members in models.items():
+        denoiser = Denoiser.load(name, dtype=DTYPES[dtype], device=resources.device, revision=revision)
+        scored = evaluate_configs(denoiser, [parsed[n] for n in members], proxy, batch_size, progress)
+        results.update(zip(members, scored))
+    return [results[n] for n in range(len(parsed))]
+
+
+def as_config(config: FeatureConfig | dict | str | Path) -> FeatureConfig:
+    """``config`` as a :class:`FeatureConfig`: itself, from its dict, or from a YAML file.
+
+    Raises:
+        TypeError: ``config`` is none of these.
+    """
+    if isinstance(config, dict):
+        return FeatureConfig.from_dict(config, source="config")
+    if isinstance(config, (str, Path)):
+        return FeatureConfig.from_yaml(config)
+    if not isinstance(config, FeatureConfig):
+        raise TypeError(f"config must be a FeatureConfig, a dict of one or the path of a YAML file, got {type(config).__name__}")
+    return config

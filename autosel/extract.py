@@ -12,7 +12,7 @@ on a CPU, whatever the batch composition.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from autosel.images import ImageInput
 from autosel.postprocess import post_process
 from autosel.schema import Level
 
-__all__ = ["DTYPES", "FeatureExtractor", "combine_features", "reduce_pca"]
+__all__ = ["DTYPES", "FeatureExtractor", "combine_features", "post_process", "reduce_pca"]
 
 
 class FeatureExtractor(DenoiserRun):
@@ -104,14 +104,23 @@ class FeatureExtractor(DenoiserRun):
             post-processed as its activation's ``post`` says; the key is the activation id, or
             ``id@t`` for an id taken at several timesteps (see :attr:`FeatureConfig.keys`).
         """
-        by_timestep: dict[Level, list[str]] = {}
+        return self.assemble(self.extract_timesteps(images, self.requests(), categories))
+
+    def requests(self) -> dict[Level, list[str]]:
+        """The catalogue ids to capture at each timestep (or σ): the config's, with a channel
+        discard's norm input and modulation in place of its id."""
+        by_level: dict[Level, list[str]] = {}
         for activation in self.config.activations:
-            names = by_timestep.setdefault(activation.level, [])
+            names = by_level.setdefault(activation.level, [])
             if activation.discard_channels:
                 names += [activation.id + adaln.INPUT_SUFFIX, activation.id + adaln.MODULATION_SUFFIX]
             else:
                 names.append(activation.id)
-        by_level = self.extract_timesteps(images, by_timestep, categories)
+        return by_level
+
+    def assemble(self, by_level: Mapping[Level, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The config's features (keyed as :attr:`FeatureConfig.keys`, post-processed) from raw
+        captures ``{level: {id: B×C×H×W}}`` holding at least :meth:`requests`."""
         features: dict[str, torch.Tensor] = {}
         for key, activation in zip(self.config.keys, self.config.activations):
             captured = by_level[activation.level]

@@ -98,6 +98,11 @@ def adopt(name: str) -> None:
     library.propagate = False
 
 
+def json_lines() -> bool:
+    """True when messages go out as JSON lines (``--log-json``)."""
+    return _json_lines
+
+
 def error_line(message: str, exit_code: int) -> str:
     """The one stderr line of a failed command: ``error: …``, or a JSON object with ``--log-json``."""
     if not _json_lines:

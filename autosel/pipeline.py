@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import json
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -35,15 +37,16 @@ from autosel.limits import check_study_name
 from autosel.log import event
 from autosel.optimise.driver import Driver, DriveStats
 from autosel.optimise.selection import TRIAL_ENCODING, Candidate, Selection
-from autosel.optimise.strategies import make_strategy
+from autosel.optimise.strategies import count_selections, make_strategy
 from autosel.optimise.study import completed, open_storage, open_study, pareto_front, quiet_optuna, trials_frame
 from autosel.progress import progress_bar
 from autosel.protocols import DEFAULT_PROTOCOL
 from autosel.resources import presets_folder
 from autosel.run_config import Resources, RunConfig
+from autosel.runtime.plan import Plan, make_plan, space_source, time_plan
 from autosel.runtime.pools import WorkerPool, start_pool
 from autosel.runtime.preflight import preflight
-from autosel.schema import Sigma
+from autosel.schema import Sigma, level_key
 from autosel.screen import SweepResult, run_sweep
 from autosel.screen.sweep import base_config
 from autosel.space import SearchSpace, canonical_model
@@ -78,17 +81,21 @@ class SearchOutcome:
     folder: Path
     files: list[Path]
     heldout_label: str = "heldout"
+    forwards: dict[str, int] = field(default_factory=dict)
+    """Denoiser forwards run now, by stage (``screen``, ``cache``, ``confirm``): 0 where everything was reused."""
 
 
 class Search:
     """One search of ``space``, stage by stage (see the module docstring).
 
-    Checks everything it can before any work (names, dataset, device, folders, storage:
-    :func:`~autosel.runtime.preflight.preflight`); workers start at the first stage that needs
-    them and stop at :meth:`close` (or the end of a ``with`` block).
+    Building one does no I/O; :meth:`check` checks everything it can before any work,
+    :meth:`plan` says what the search will do and cost (the dry run), :meth:`run` checks and runs
+    every stage. Workers start at the first stage that needs them and stop at :meth:`close` (or
+    the end of a ``with`` block).
 
     Example:
         >>> with Search(load_space("tiny"), RunConfig(out="runs"), Resources(workers=0)) as search:
+        ...     search.check()
         ...     sweep = search.screen()
         ...     candidates = search.candidates(sweep)
         ...     search.cache(candidates)
@@ -106,21 +113,64 @@ class Search:
         quiet_optuna()
         self.run_config, self.resources = run or RunConfig(), resources or Resources()
         self.cache_dir = Path(self.run_config.cache_dir or default_cache_dir())
-        check_study_name(self.run_config.study)  # a name used in report paths: before any folder is made
-        check_confirm_task(space.task, space.search.confirm_task)
-        preflight(model=space.model, task=space.task, dataset=space.dataset, device=self.resources.device,
-                  out=self.run_config.out, cache_dir=self.cache_dir, strategy=space.search.strategy, both_roles=True,
-                  allow_same_split=space.allow_same_split)
         self.space = space.replace(dtype=resolve_dtype(space.dtype, self.resources.device))
         out = Path(self.run_config.out)
         self.folder = out / Path(space.model).name / space.task
-        self.storage_url = self.run_config.storage or default_storage(out)
         self.study_name = self.run_config.study or f"{Path(space.model).name}-{space.task}"
         self.identity = {"model": canonical_model(space.model), "task": space.task, "dataset": space.dataset,
                          "encoding": TRIAL_ENCODING}
-        self.storage = open_storage(self.storage_url)
         self._pool: WorkerPool | None = None
+        self._plan: Plan | None = None
+        self._checked = False
         self._noise_levels: dict[Any, tuple[float, float]] | None = None
+        self.forwards: dict[str, int] = {}
+        """Denoiser forwards each stage ran (counted at the capture hook, on the workers)."""
+
+    def check(self) -> None:
+        """Everything that can be checked before any work (names, dataset, device, folders,
+        storage: :func:`~autosel.runtime.preflight.preflight`); opens the storage.
+
+        Raises:
+            InvalidInputError, StorageError, ConfigError, UnknownActivationError, DatasetError.
+        """
+        if self._checked:
+            return
+        check_study_name(self.run_config.study)  # a name used in report paths: before any folder is made
+        check_confirm_task(self.space.task, self.space.search.confirm_task)
+        preflight(model=self.space.model, task=self.space.task, dataset=self.space.dataset, device=self.resources.device,
+                  out=self.run_config.out, cache_dir=self.cache_dir, strategy=self.space.search.strategy, both_roles=True,
+                  allow_same_split=self.space.allow_same_split)
+        self.storage  # noqa: B018 - opened now: a bad URL fails before any work
+        self._checked = True
+
+    @functools.cached_property
+    def storage_url(self) -> str:
+        """The store's URL (the default SQLite file's folder is made on first use)."""
+        return self.run_config.storage or default_storage(self.run_config.out)
+
+    @functools.cached_property
+    def storage(self) -> optuna.storages.RDBStorage:
+        """The study's storage (opened on first use)."""
+        return open_storage(self.storage_url)
+
+    def plan(self, measure: bool = False, source: str | None = None) -> Plan:
+        """What the search will do and cost (the dry run), from the offline catalogue: no weights
+        load unless ``measure``, which times one forward (a note says why when the weights are
+        not at hand). Resolves ``--batch-size auto``."""
+        if self._plan is None:
+            requested = self.resources.batch_size
+            self._plan = make_plan(self.space, source or space_source(self.space.model, None, self.space), "search",
+                                   self.resources.device, None if requested == "auto" else requested,
+                                   self.resources.workers, presets_for(self.space.model))
+        if measure and self._plan.seconds_per_image_forward is None:
+            time_plan(self._plan, self.space, self.resources.device)
+        return self._plan
+
+    @property
+    def batch_size(self) -> int:
+        """Images per denoiser forward (``auto`` resolved by the plan)."""
+        requested = self.resources.batch_size
+        return self.plan().batch_size if requested == "auto" else requested
 
     @property
     def progress(self) -> bool:
@@ -147,7 +197,7 @@ class Search:
             self._pool = start_pool(
                 self.resources.workers, self.resources.ray_address, space=self.space,
                 cache_dir=str(self.cache_dir), cache_memory=parse_bytes(self.run_config.cache_memory),
-                device=self.resources.device, batch_size=self.resources.batch_size, quiet=not self.progress,
+                device=self.resources.device, batch_size=self.batch_size, quiet=not self.progress,
             )
         return self._pool
 
@@ -165,30 +215,47 @@ class Search:
 
     @property
     def noise_levels(self) -> dict[Any, tuple[float, float]]:
-        """(t, σ) of each of the space's timesteps for its model and image size, from a worker
-        (the driver loads no weights); recorded in the sweep table and every written config."""
+        """(t, σ) of each of the space's timesteps for its model and image size, recorded in the
+        sweep table and every written config: from the study when an earlier run stored them,
+        else from a worker (the driver loads no weights)."""
         if self._noise_levels is None:
-            self._noise_levels = self.pool().noise_levels(list(self.space.timesteps))
+            study = self.open_study()
+            stored = {int(t): tuple(level) for t, level in study.user_attrs.get("noise_levels", {}).items()}
+            if not set(self.space.timesteps) <= set(stored):
+                stored.update(self.pool().noise_levels(list(self.space.timesteps)))
+                study.set_user_attr("noise_levels", {str(t): list(level) for t, level in stored.items()})
+            self._noise_levels = stored
         return self._noise_levels
+
+    def resolve_sigmas(self) -> None:
+        """A space given as ``sigmas:`` becomes the integer timesteps nearest them (the store and
+        cache key by t), from the study when an earlier run resolved them, else from a worker."""
+        sigmas = self.space.sigmas
+        if sigmas is None:
+            return
+        study = self.open_study()
+        stored = study.user_attrs.get("sigma_timesteps", {})
+        if not all(str(sigma) in stored for sigma in sigmas):
+            stored = {**stored, **dict(zip(map(str, sigmas), self.pool().timesteps_for(sigmas)))}
+            study.set_user_attr("sigma_timesteps", stored)
+        self.space = self.space.with_timesteps([stored[str(sigma)] for sigma in sigmas])
+        event(f"sigmas {sigmas} are timesteps {self.space.timesteps} here", timesteps=self.space.timesteps)
 
     def screen(self) -> SweepResult:
         """Score every candidate alone at every timestep on the workers (rows the store holds
         are reused); writes ``sweep-HxW-DTYPE-KEY.csv`` and ``.png``."""
-        pool = self.pool()
-        sigmas = self.space.sigmas
-        if sigmas is not None:  # the store and cache key by integer t: the nearest one to each σ
-            self.space = self.space.with_timesteps(pool.timesteps_for(sigmas))
-            event(f"sigmas {sigmas} are timesteps {self.space.timesteps} here", timesteps=self.space.timesteps)
+        self.resolve_sigmas()
         event("screen: start", model=self.space.model, candidates_timesteps=len(self.space.timesteps))
 
-        def compute(todo: dict[int, list[str]]):
+        def compute(todo: dict[int, list[str]]):  # called only when the store lacks rows: workers start then
             with progress_bar("screening timesteps", len(todo), self.progress) as advance:
-                for rows in pool.screen(todo):  # one timestep's rows at a time
+                for rows in self.pool().screen(todo):  # one timestep's rows at a time
                     yield rows
                     advance(1)
 
         sweep = run_sweep(self.space, out=self.run_config.out, storage=self.storage_url, progress=self.progress,
                           compute=compute, noise_levels=self.noise_levels)
+        self.forwards["screen"] = sweep.forwards
         event(f"screen: {sweep.computed} (id, t) scored with {sweep.forwards} forwards, {sweep.reused} reused",
               computed=sweep.computed, forwards=sweep.forwards, reused=sweep.reused, heatmap=str(sweep.heatmap))
         return sweep
@@ -211,32 +278,47 @@ class Search:
         cached = cache_entries(candidates)
         timesteps = sorted({t for _, t in cached})
         pool = self.pool()
+        forwards = 0
         with progress_bar("caching timesteps", len(timesteps), self.progress) as advance:
             for timestep in timesteps:
                 subset = [pair for pair in cached if pair[1] == timestep]
                 event(f"caching t={timestep}: {len(subset)} (id, t)", timestep=timestep, entries=len(subset))
-                pool.fill(subset)
+                forwards += pool.fill(subset)
                 advance(1)
-        pool.prepare(cached)
-        event(f"cache: {len(cached)} (id, t) of the top {len(candidates)} candidates ready", entries=len(cached))
+        forwards += sum(pool.prepare(cached))
+        self.forwards["cache"] = forwards
+        planned = math.ceil(self.plan().search_images / self.batch_size) * len(timesteps)  # the plan, now that the top is known
+        event(f"cache: {len(cached)} (id, t) of the top {len(candidates)} candidates ready ({forwards} forwards)",
+              entries=len(cached), forwards=forwards, planned=planned)
         return cached
+
+    def open_study(self) -> optuna.Study:
+        """The search's study (created on first use; one of another model or task is refused)."""
+        return open_study(self.storage, self.study_name, self.identity, optuna.samplers.RandomSampler())
+
+    def trials_done(self, candidates: list[Candidate]) -> bool:
+        """True when the study already holds ``search.trials`` COMPLETE trials, or every distinct
+        selection of a smaller space."""
+        search = self.space.search
+        wanted = min(search.trials, count_selections(candidates, search.max_activations))
+        return len(completed(self.open_study())) >= wanted
 
     def optimise(self, candidates: list[Candidate]) -> tuple[optuna.Study, DriveStats]:
         """Run trials on the cached features until the study holds ``search.trials`` COMPLETE ones."""
         search = self.space.search
-        study = open_study(self.storage, self.study_name, self.identity, optuna.samplers.RandomSampler())
+        study = self.open_study()
         study.set_metric_names([get_task(self.space.task).primary_metric])  # the dashboard's objective name
         study.set_user_attr("channel_budget", search.channel_budget)  # the report draws it
         existing = len(study.get_trials(deepcopy=False))
         strategy = make_strategy(search.strategy, candidates, search.max_activations,
                                  driver_seed(self.space.seed, self.storage_url),
-                                 driver_seed(self.space.seed, self.storage_url, existing))
+                                 driver_seed(self.space.seed, self.storage_url, existing), trials=search.trials)
         study.sampler = strategy.sampler()  # seeded with the trial count: a resumed sampler must not replay
         driver = Driver(study, self.storage, strategy, self.pool(), candidates, self.catalogue.by_name, search.max_activations,
                         search.channel_budget, self.progress)
         stats = driver.run(search.trials)
         event(f"search: {stats.evaluated} trials evaluated, {stats.duplicates} duplicates copied, {stats.retried} retried",
-              evaluated=stats.evaluated, duplicates=stats.duplicates, retried=stats.retried, study=self.study_name)
+              evaluated=stats.evaluated, duplicates=stats.duplicates, retried=stats.retried, forwards=0, study=self.study_name)
         return study, stats
 
     def confirm(self, study: optuna.Study, sweep: SweepResult) -> list[Confirmed]:
@@ -259,15 +341,43 @@ class Search:
                         base_config(space, single["id"], int(single["timestep"])), float(single["value"]), None))
         for path, preset in presets_items(space.model):
             entries.append((f"preset {path.stem}", preset.replace(extraction=space.extraction_section()), None, None))
-        with progress_bar("confirming", len(entries), self.progress) as advance:
-            results = self.pool().confirm([config.to_dict() for _, config, _, _ in entries], advance)
+        configs = [config for _, config, _, _ in entries]
+        previous = self.confirmed_before(study)
+        keys = [self.confirm_key(config) for config in configs]
+        todo = [n for n, key in enumerate(keys) if key not in previous]
+        results = {n: previous[key] for n, key in enumerate(keys) if key in previous}
+        forwards = planned = 0
+        if todo:
+            groups = confirm_groups([configs[n] for n in todo], self.pool().size)
+            batches = math.ceil(self.plan().heldout_images / self.batch_size)
+            planned = sum(batches * len({a.level for n in group for a in configs[todo[n]].activations}) for group in groups)
+            with progress_bar("confirming", len(groups), self.progress) as advance:
+                answers = self.pool().confirm([[configs[todo[n]].to_dict() for n in group] for group in groups], advance)
+            for group, (answer, count) in zip(groups, answers):
+                results.update((todo[n], result) for n, result in zip(group, answer))
+                forwards += count
+        self.forwards["confirm"] = forwards
         confirmed = [
-            Confirmed(name, config, result["value"], search, self.catalogue.channels(config.ids), trial, result["metrics"])
-            for (name, config, search, trial), result in zip(entries, results)
+            Confirmed(name, config, results[n]["value"], search, self.catalogue.channels(config.ids), trial,
+                      results[n]["metrics"])
+            for n, (name, config, search, trial) in enumerate(entries)
         ]
-        event(f"confirm: best held-out {100 * confirmed[0].heldout:.1f}", heldout=confirmed[0].heldout,
-              configs={c.name: c.heldout for c in confirmed})
+        event(f"confirm: best held-out {100 * confirmed[0].heldout:.1f} ({len(todo)} configs confirmed with {forwards} "
+              f"forwards, {len(entries) - len(todo)} reused)", heldout=confirmed[0].heldout, forwards=forwards, planned=planned,
+              computed=len(todo), reused=len(entries) - len(todo), configs={c.name: c.heldout for c in confirmed})
         return confirmed
+
+    def confirm_key(self, config: FeatureConfig) -> str:
+        """What a held-out score depends on: the config, the confirmation task, its data and options."""
+        parts = {"config": config.to_dict(), "task": self.confirm_task, "dataset": self.space.dataset,
+                 "options": self.space.task_options(self.confirm_task), "label": self.heldout_label}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    @staticmethod
+    def confirmed_before(study: optuna.Study) -> dict[str, dict]:
+        """The held-out results an earlier run of the study recorded, by :meth:`confirm_key`."""
+        return {entry["key"]: {"value": entry["heldout"], "metrics": entry.get("metrics", {})}
+                for entry in study.user_attrs.get("confirmed", []) if "key" in entry}
 
     def write(self, study: optuna.Study, confirmed: list[Confirmed], sweep: SweepResult | None = None) -> list[Path]:
         """Write ``best.yaml`` (the best confirmed config with its score and provenance),
@@ -276,14 +386,17 @@ class Search:
             study.set_user_attr("sweep_key", sweep.key)
         study.set_user_attr("confirmed", [
             {"name": c.name, "heldout": c.heldout, "search": c.search, "channels": c.channels, "trial": c.trial,
-             "activations": [a.label for a in c.config.activations], "config": c.config.to_dict()}
+             "activations": [a.label for a in c.config.activations], "config": c.config.to_dict(),
+             "key": self.confirm_key(c.config), "metrics": c.metrics}
             for c in confirmed
         ])
         return write_results(self.folder, self.space, study, confirmed, self.storage_url, self.study_name,
                              self.heldout_label, self.confirm_task, self.noise_levels)
 
     def run(self) -> SearchOutcome:
-        """Every stage in order; a study this run created is deleted again if it fails before any trial."""
+        """:meth:`check`, then every stage in order; a study this run created is deleted again
+        if it fails before any trial."""
+        self.check()
         with driver_lock(self.storage_url):  # one driver per SQLite file; refused before anything is touched
             return self._run()
 
@@ -294,19 +407,35 @@ class Search:
                 open_study(self.storage, self.study_name, self.identity, optuna.samplers.RandomSampler())  # validates first
                 sweep = self.screen()
                 candidates = self.candidates(sweep)
-                self.cache(candidates)
-                study, stats = self.optimise(candidates)
+                if self.trials_done(candidates):  # a finished study: no cache, no trial (a rerun only confirms what moved)
+                    study, stats = self.open_study(), DriveStats()
+                    self.forwards["cache"] = 0
+                    event(f"search: the study already holds {self.space.search.trials} trials; none run",
+                          evaluated=0, duplicates=0, retried=0, forwards=0, study=self.study_name)
+                else:
+                    self.cache(candidates)
+                    study, stats = self.optimise(candidates)
                 confirmed = self.confirm(study, sweep)
         except BaseException:
             drop_if_empty(self.storage, self.study_name, existed)
             raise
         files = self.write(study, confirmed, sweep)
-        return SearchOutcome(confirmed[0], confirmed, sweep, stats, self.study_name, self.folder, files, self.heldout_label)
+        return SearchOutcome(confirmed[0], confirmed, sweep, stats, self.study_name, self.folder, files, self.heldout_label,
+                             dict(self.forwards))
 
 
 def cache_entries(candidates: list[Candidate]) -> list[tuple[str, int]]:
     """The cache entries, by (id, t), a search needs: every candidate at each of its timesteps, sorted."""
     return sorted({(c.id, t) for c in candidates for t in c.timesteps})
+
+
+def confirm_groups(configs: list[FeatureConfig], workers: int) -> list[list[int]]:
+    """``configs`` (by position) in at most ``workers`` groups, each extracted together on one
+    worker: sorted by their timesteps, so that configs sharing timesteps share forwards."""
+    order = sorted(range(len(configs)), key=lambda n: (sorted(level_key(a.level) for a in configs[n].activations), n))
+    count = max(1, min(workers, len(configs)))
+    size = -(-len(order) // count)
+    return [order[start:start + size] for start in range(0, len(order), size)]
 
 
 def drop_if_empty(storage: optuna.storages.RDBStorage, study_name: str, existed: bool) -> None:

@@ -8,8 +8,9 @@ knob lives in exactly one of them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, Union
 
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from autosel.schema import Section
 
@@ -46,11 +47,12 @@ class Resources(Section):
         workers: model replicas: 0 runs in this process; default one Ray worker per GPU (one on
             a CPU box).
         device: ``cpu``, ``cuda``, ``cuda:1``…; default CUDA when available.
-        batch_size: images per denoiser forward.
+        batch_size: images per denoiser forward; ``"auto"`` (default): the largest that fits the
+            device's free memory by the plan's figures (:func:`autosel.runtime.plan.make_plan`).
         ray_address: join this Ray cluster instead of starting one.
     """
 
     workers: int | None = Field(default=None, ge=0)
     device: str | None = None
-    batch_size: int = Field(default=16, ge=1)
+    batch_size: Union[Literal["auto"], PositiveInt] = "auto"
     ray_address: str | None = None

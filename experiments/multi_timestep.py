@@ -20,10 +20,10 @@ import itertools
 from pathlib import Path
 
 from autosel.aggregation import aggregate
+from autosel.candidates import select_candidates
 from autosel.config import ExtractionSection
 from autosel.denoiser import Denoiser, DenoiserRun
 from autosel.evaluation import image_tensor
-from autosel.candidates import select_candidates
 from autosel.space import load_space
 from autosel.tasks import CorrespondenceTask
 

@@ -145,3 +145,24 @@ def test_a_greedy_plan_recognises_its_trials_when_they_suggest_fewer_parameters_
         seen.append(selection.key)
         study.tell(trial, sum((MORE_IDS.index(name) + 1) * (1 + t) % 7 / 10 for name, t, _ in selection.items))
     assert len(set(seen)) == 30
+
+
+def test_a_space_counts_its_distinct_selections_with_their_weights():
+    from autosel.optimise.strategies import count_selections
+
+    _, candidates = catalogue_and_candidates()  # three candidates, one timestep each
+    assert count_selections(candidates, 1) == 3
+    assert count_selections(candidates, 2) == 3 + 3 * 3**2  # 3 pairs, each with 3 × 3 weightings
+    assert count_selections(candidates, 2, weights=False) == 6
+
+
+@pytest.mark.parametrize("strategy_name", ["random", "tpe", "greedy-tpe"])
+def test_a_space_smaller_than_the_trials_stops_when_all_are_evaluated_without_copies(tmp_path, strategy_name):
+    catalogue, candidates = catalogue_and_candidates()
+    strategy = make_strategy(strategy_name, candidates, 2, 0, trials=400)
+    storage = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    study = open_study(storage, "small", {"model": "tiny"}, strategy.sampler())
+    stats = Driver(study, storage, strategy, OneAtATimePool(), candidates, catalogue, 2, None, progress=False,
+                   poll_seconds=0.01).run(400)
+    assert stats.duplicates == 0 and stats.evaluated == 30
+    assert distinct_selections(study) == len(completed(study)) == 30

@@ -105,3 +105,40 @@ def test_without_a_bar_progress_goes_out_as_messages(monkeypatch):
             advance(1)
     assert [message for message, _ in said] == ["screening: 1/3", "screening: 2/3", "screening: 3/3"]
     assert said[-1][1]["done"] == said[-1][1]["total"] == 3
+
+
+def test_auto_batch_size_is_smaller_on_a_device_with_less_free_memory():
+    space = SearchSpace.from_dict(SMALL)
+    roomy = make_plan(space, "test", "search", "cpu", None, free_memory=64 * 2**30)
+    per_image = roomy.memory["captures"] // roomy.batch_size + roomy.memory["forward"] // roomy.batch_size
+    fixed = roomy.memory["total"] - roomy.memory["captures"] - roomy.memory["forward"]
+    tight = make_plan(space, "test", "search", "cpu", None, free_memory=int((fixed + 3.5 * per_image) / 0.8))
+    assert roomy.batch_size == roomy.search_images and tight.batch_size == 3
+    assert tight.forwards["screen"] == -(-tight.search_images // 3) * len(space.timesteps)
+
+
+def test_when_batch_one_does_not_fit_the_plan_says_what_would():
+    plan = make_plan(SearchSpace.from_dict(SMALL), "test", "search", "cpu", None, free_memory=2**20)
+    assert plan.batch_size == 1
+    note = next(note for note in plan.notes if "batch 1 does not fit" in note)
+    assert "--image-size" in note and "--dtype" in note and "--include" in note
+
+
+def test_under_log_json_the_dry_run_plan_is_one_json_event(cli, tmp_path):
+    import json
+
+    done = cli("--log-json", "sweep", "--model", "tiny", "--pairs", "4", "--timesteps", "50", "--dry-run",
+               cwd=tmp_path, cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    plan = next(e for e in events if e.get("event") == "plan")
+    assert plan["forwards"] == {"screen": 1} and plan["batch_size"] == 8 and plan["seconds_per_image_forward"] > 0
+    assert "plan:" not in done.stdout
+
+
+@pytest.mark.slow
+def test_a_dry_run_plans_without_the_weights_and_says_the_time_is_missing(cli, tmp_path):
+    done = cli("search", "--model", "sd15", "--dataset", "shapes", "--pairs", "4", "--image-size", "128", "--dry-run",
+               cwd=tmp_path, cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    assert "plan: sd15" in done.stdout and "time: not estimated, the weights are not at hand" in done.stdout

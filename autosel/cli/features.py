@@ -56,7 +56,7 @@ def extract_command(
 
 @app.command("evaluate")
 def evaluate_command(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Feature config YAML, or a shipped preset's name (see `autosel presets`).")],
+    config: Annotated[list[Path], typer.Option("--config", "-c", help="Feature config YAML, or a shipped preset's name (see `autosel presets`); repeat it to score several configs with shared denoiser forwards.")],
     task: Annotated[
         str, typer.Option("--task", "-t", help="Proxy task: correspondence, correspondence-trained (gdf's trained head) or segmentation.")
     ] = "correspondence",
@@ -101,34 +101,39 @@ def evaluate_command(
 
     * `autosel evaluate --config meng-practical-sd15 --dataset spair:~/SPair-71k:test`
     * `autosel evaluate --config best.yaml --task segmentation --dataset folder:horse21/ --train-images 30`
+    * `autosel evaluate --config best.yaml --config legacy-tiny --max-pairs 50` (one forward per image batch and timestep for both)
     """
-    from autosel.api import evaluate
+    from autosel.api import evaluate_many
     from autosel.output import print_document
     from autosel.protocols import get_protocol
     from autosel.run_config import Resources
     from autosel.tasks import get_task
 
-    feature_config = load_feature_config(config)
-    size = feature_config.extraction.image_size
+    feature_configs = [load_feature_config(path) for path in config]
+    size = feature_configs[0].extraction.image_size
     chosen = get_protocol(protocol)
-    result = evaluate(
-        with_dtype(feature_config, dtype), task=task, dataset=dataset, role=role, protocol=protocol,
+    results = evaluate_many(
+        [with_dtype(c, dtype) for c in feature_configs], task=task, dataset=dataset, role=role, protocol=protocol,
         resources=Resources(device=device, batch_size=batch_size), progress=not no_progress,
         pairs=pairs, pairs_per_category=pairs_per_category, soft_window=soft_window, train_images=train_images,
         test_images=test_images, train_pairs=train_pairs, shapes_size=size if isinstance(size, int) else 64,
     )
+    described = {"protocol": protocol, "protocol_description": chosen.description} if get_task(task).kind == "correspondence" else {}
     if output_format is not OutputFormat.table:
-        print_document({**result.to_dict(), **({"protocol": protocol, "protocol_description": chosen.description}
-                                               if get_task(task).kind == "correspondence" else {})}, output_format)
+        documents = [{"config": str(path), **result.to_dict(), **described} for path, result in zip(config, results)]
+        print_document(documents[0] if len(documents) == 1 else documents, output_format)
         return
-    records = [
-        {"metric": name, "value": f"{100 * value:.1f}", "meaning": result.descriptions.get(name, "")}
-        for name, value in result.metrics.items()
-    ]
-    title = f"{task} on {dataset} ({role}): {result.n_items} {result.unit}; primary {result.primary} = {100 * result.value:.1f}"
-    if get_task(task).kind == "correspondence":
-        title += f"; protocol {protocol}"
-    print_records(records, output_format, [("metric", "metric"), ("value", "%"), ("meaning", "meaning")], title=title)
+    for path, result in zip(config, results):
+        records = [
+            {"metric": name, "value": f"{100 * value:.1f}", "meaning": result.descriptions.get(name, "")}
+            for name, value in result.metrics.items()
+        ]
+        title = f"{task} on {dataset} ({role}): {result.n_items} {result.unit}; primary {result.primary} = {100 * result.value:.1f}"
+        if get_task(task).kind == "correspondence":
+            title += f"; protocol {protocol}"
+        if len(config) > 1:
+            title = f"{path}: {title}"
+        print_records(records, output_format, [("metric", "metric"), ("value", "%"), ("meaning", "meaning")], title=title)
 
 
 def load_feature_config(path: Path):

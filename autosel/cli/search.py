@@ -53,7 +53,7 @@ def sweep_command(
     pairs_per_category: PairsPerCategoryOpt = None,
     train_images: TrainImagesOpt = None,
     test_images: TestImagesOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser forward.")] = 16,
+    batch_size: Annotated[str, typer.Option("--batch-size", help="Images per denoiser forward, or auto: the largest that fits the device's free memory.")] = "auto",
     device: DeviceOpt = None,
     dry_run: DryRunOpt = False,
     no_progress: NoProgressOpt = False,
@@ -71,7 +71,8 @@ def sweep_command(
     * `autosel sweep --model tiny --timesteps 10,50,150 --include 'up-*'`
     * `autosel sweep --model ./my-pipeline --image-size 256 --pairs 20 --dtype float16 --dry-run`
     """
-    from autosel.encoding import model_run
+    from autosel.log import event
+    from autosel.runtime.plan import make_plan, space_source, time_plan
     from autosel.screen import run_sweep
 
     space = space_for(model, space_file)
@@ -87,12 +88,14 @@ def sweep_command(
 
         preflight(model=space.model, task=space.task, dataset=space.dataset, device=device, out=out)
         SweepStore(storage or default_storage(out))
-    plan = show_plan(space, space_file, model, "sweep", device, batch_size, None, dry_run)
-    run = model_run(space, device=device, batch_size=batch_size)
-    time_plan(plan, run, space, dry_run)
+    plan = make_plan(space, space_source(space.model if model is None else model, space_file, space), "sweep", device,
+                     None if parse_batch_size(batch_size) == "auto" else int(batch_size))
     if dry_run:
+        time_plan(plan, space, device)
+        print_plan(plan)
         return
-    result = run_sweep(space, out=out, storage=storage, device=device, batch_size=batch_size, progress=not no_progress, run=run)
+    event(plan.text(), **{k: v for k, v in plan.to_dict().items() if k != "notes"})
+    result = run_sweep(space, out=out, storage=storage, device=device, batch_size=plan.batch_size, progress=not no_progress)
     best = result.top(top)
     records = [
         {"rank": n + 1, "id": row.id, "timestep": int(row.timestep), "channels": int(row.channels), "value": f"{100 * row.value:.1f}"}
@@ -132,7 +135,7 @@ def search_command(
     pairs_per_category: PairsPerCategoryOpt = None,
     train_images: TrainImagesOpt = None,
     test_images: TestImagesOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per denoiser forward.")] = 16,
+    batch_size: Annotated[str, typer.Option("--batch-size", help="Images per denoiser forward, or auto: the largest that fits the device's free memory.")] = "auto",
     device: DeviceOpt = None,
     confirm_task: Annotated[
         Optional[str], typer.Option("--confirm-task", help="Score the confirmations with this task, e.g. correspondence-trained (gdf's trained head).")
@@ -156,9 +159,11 @@ def search_command(
     * `autosel search --model sdxl --dataset spair:~/SPair-71k --storage postgresql://host/db`
     """
     from autosel.errors import InvalidInputError
+    from autosel.log import event
     from autosel.optimise.strategies import check_strategy
     from autosel.pipeline import Search
     from autosel.run_config import Resources, RunConfig
+    from autosel.runtime.plan import space_source
 
     if trials is not None and trials < 1:
         raise InvalidInputError(f"--trials must be at least 1, got {trials}")
@@ -170,15 +175,16 @@ def search_command(
     space = space.replace(search={**space.search.model_dump(), **{k: v for k, v in changes.items() if v is not None}})
     run = RunConfig(out=out, storage=storage, study=study, cache_dir=cache_dir, cache_memory=cache_memory,
                     progress=not no_progress)
-    resources = Resources(workers=workers, device=device, batch_size=batch_size, ray_address=ray_address)
+    resources = Resources(workers=workers, device=device, batch_size=parse_batch_size(batch_size), ray_address=ray_address)
+    search = Search(space, run, resources)
+    source = space_source(space.model if model is None else model, space_file, space)
     if dry_run:
-        from autosel.encoding import model_run
-
-        plan = show_plan(space, space_file, model, "search", device, batch_size, workers, dry_run)
-        time_plan(plan, model_run(space, device=device, batch_size=batch_size), space, dry_run)
+        print_plan(search.plan(measure=True, source=source))
         return
-    search = Search(space, run, resources)  # bad names, folders or store fail here in one line, before any work
-    show_plan(space, space_file, model, "search", device, batch_size, workers, dry_run)
+    search.check()  # bad names, folders or store fail here in one line, before any work
+    plan = search.plan(source=source)
+    plan.notes.append("time: measured with --dry-run only (the driver loads no model; the workers do)")
+    event(plan.text(), **{k: v for k, v in plan.to_dict().items() if k != "notes"})
     outcome = search.run()
     heldout = "held-out" if outcome.heldout_label == "heldout" else "NOT held-out"
     records = [
@@ -214,34 +220,22 @@ def space_for(model: str | None, path: Path | None):
     return space  # the file's spelling of the model: the same store keys and folders every run
 
 
-def show_plan(space, space_file, model, stage, device, batch_size, workers, dry_run):
-    """Print the plan before any work: on stdout for --dry-run (it is the result), else as a stage message."""
-    from autosel.log import event
-    from autosel.pipeline import presets_for
-    from autosel.runtime.plan import make_plan, space_source
+def parse_batch_size(text: str) -> str | int:
+    """``--batch-size``: ``auto`` or a positive whole number."""
+    from autosel.errors import InvalidInputError
 
-    source = space_source(space.model if model is None else model, space_file, space)
-    plan = make_plan(space, source, stage, device, batch_size, workers, presets_for(space.model) if stage == "search" else ())
-    if stage == "search" and not dry_run:
-        plan.notes.append("time: measured with --dry-run only (the driver loads no model; the workers do)")
-    if dry_run:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise InvalidInputError(f"--batch-size must be auto or a whole number of at least 1, got '{text}'")
+    return int(text)
+
+
+def print_plan(plan) -> None:
+    """The dry run's result: the plan as text on stdout, or as one JSON event with --log-json."""
+    from autosel.log import event, json_lines
+
+    if json_lines():
+        event(plan.text(), **{k: v for k, v in plan.to_dict().items() if k != "notes"}, notes=plan.notes)
+    else:
         typer.echo(plan.text())
-    else:
-        event(plan.text(), **{k: v for k, v in plan.to_dict().items() if k not in ("notes",)})
-    return plan
-
-
-def time_plan(plan, run, space, dry_run) -> None:
-    """Measure one forward of the loaded model and say how long the planned forwards take."""
-    from autosel.candidates import SpaceCatalogue
-    from autosel.log import event
-    from autosel.runtime.plan import measure_forward
-
-    ids = [p.id for p in SpaceCatalogue.of(space, run.catalogue.values()).screened]
-    plan.seconds_per_image_forward = measure_forward(run, ids, space.timesteps[0])
-    if dry_run:
-        typer.echo("  " + plan.time_text())
-    else:
-        event(f"plan: {plan.time_text()}", estimated_seconds=plan.estimated_seconds)
-
-

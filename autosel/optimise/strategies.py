@@ -14,7 +14,8 @@ import optuna
 from optuna.trial import TrialState
 
 from autosel.errors import InvalidInputError, did_you_mean
-from autosel.optimise.selection import Candidate, same_activation, slot_choice
+from autosel.optimise.selection import WEIGHTS, Candidate, same_activation, slot_choice
+from autosel.variants import split_variant
 
 STRATEGIES = ("greedy-tpe", "tpe", "random", "greedy", "exhaustive")
 
@@ -53,14 +54,33 @@ class RandomStrategy(Strategy):
         return optuna.samplers.RandomSampler(seed=self.sampler_seed)
 
 
-def params_of(items: Sequence[tuple[str, int]]) -> dict[str, Any]:
-    """Trial parameters for (candidate id, timestep) slots at weight 1."""
+def params_of(items: Sequence[tuple[str, int]], weights: Sequence[float] | None = None) -> dict[str, Any]:
+    """Trial parameters for (candidate id, timestep) slots, at ``weights`` (default: all 1)."""
     params: dict[str, Any] = {"n": len(items)}
     for slot, (candidate, timestep) in enumerate(items):
         params[f"a{slot}"] = slot_choice(candidate, timestep)
         if len(items) > 1:
-            params[f"w{slot}"] = 1.0
+            params[f"w{slot}"] = 1.0 if weights is None else float(weights[slot])
     return params
+
+
+def count_selections(candidates: Sequence[Candidate], max_activations: int, weights: bool = True) -> int:
+    """How many distinct selections a space holds: sets of up to ``max_activations`` slots (a
+    candidate at one of its timesteps; an id may come at several timesteps, but an id and its
+    post variant at one timestep are one activation) and, in sets of two or more with
+    ``weights``, one of the :data:`~autosel.optimise.selection.WEIGHTS` each."""
+    groups: dict[tuple[str, int], int] = {}  # slots that would extract the same activation
+    for candidate in candidates:
+        for timestep in candidate.timesteps:
+            key = (split_variant(candidate.id)[0], timestep)
+            groups[key] = groups.get(key, 0) + 1
+    # elementary symmetric sums e_k of the groups' sizes (at most one slot per group), by dynamic programming
+    sums = [1] + [0] * max_activations
+    for size in groups.values():
+        for k in range(max_activations, 0, -1):
+            sums[k] += sums[k - 1] * size
+    factor = len(WEIGHTS) if weights else 1
+    return sum(sums[k] * (factor ** k if k > 1 else 1) for k in range(1, max_activations + 1))
 
 
 def params_key(params: dict[str, Any]) -> tuple:
@@ -97,8 +117,10 @@ class ExhaustiveStrategy(RandomStrategy):
 
     name = "exhaustive"
 
-    def __init__(self, candidates: Sequence[Candidate], max_activations: int, seed: int, sampler_seed: int | None = None) -> None:
+    def __init__(self, candidates: Sequence[Candidate], max_activations: int, seed: int, sampler_seed: int | None = None,
+                 weights: bool = False) -> None:
         super().__init__(candidates, max_activations, seed, sampler_seed)
+        self.weights = weights
         self._done = False
         self._plan: Iterator[dict[str, Any]] = iter(self.enumerate())
         self._rescanned = False
@@ -107,8 +129,13 @@ class ExhaustiveStrategy(RandomStrategy):
         slots = [(c.id, t) for c in self.candidates for t in c.timesteps]
         for size in range(1, self.max_activations + 1):
             for members in itertools.combinations(slots, size):  # an id may come at several timesteps
-                if not any(same_activation(a, b) for a, b in itertools.combinations(members, 2)):
+                if any(same_activation(a, b) for a, b in itertools.combinations(members, 2)):
+                    continue
+                if not self.weights or size == 1:
                     yield params_of(list(members))
+                    continue
+                for weights in itertools.product(WEIGHTS, repeat=size):
+                    yield params_of(list(members), weights)
 
     def next_params(self, study: optuna.Study) -> dict[str, Any] | None:
         scores, claimed = study_params(study)
@@ -215,11 +242,18 @@ def check_strategy(name: str) -> None:
 
 
 def make_strategy(
-    name: str, candidates: Sequence[Candidate], max_activations: int, seed: int, sampler_seed: int | None = None
+    name: str, candidates: Sequence[Candidate], max_activations: int, seed: int, sampler_seed: int | None = None,
+    trials: int | None = None,
 ) -> Strategy:
     """The strategy called ``name`` (greedy-tpe, tpe, random, greedy, exhaustive); ``seed`` orders
-    fixed plans, ``sampler_seed`` (default ``seed``) seeds Optuna's sampler."""
+    fixed plans, ``sampler_seed`` (default ``seed``) seeds Optuna's sampler. When ``trials`` cover
+    every distinct selection of the space (:func:`count_selections`), each is enumerated once
+    (weights included) and the search stops when all are evaluated."""
     check_strategy(name)
     kinds = {"greedy-tpe": GreedyThenTPE, "tpe": Strategy, "random": RandomStrategy, "greedy": GreedyStrategy,
              "exhaustive": ExhaustiveStrategy}
+    if trials is not None and name != "exhaustive" and count_selections(candidates, max_activations) <= trials:
+        # the budget covers the whole space: evaluate each selection once, instead of sampling
+        # it and copying the proposals that repeat one (a small space repeats most of them)
+        return ExhaustiveStrategy(candidates, max_activations, seed, sampler_seed, weights=True)
     return kinds[name](candidates, max_activations, seed, sampler_seed)

@@ -20,12 +20,19 @@ Peak memory per worker is estimated as
 
 and forwards per stage as upper bounds (before reusing a stored sweep or cache):
 screen ⌈N/B⌉ × T; cache ⌈N/B⌉ × min(T, top_m × timesteps_per_candidate); confirm
-⌈N_heldout/B⌉ × (confirm_top × min(max_activations, T) + 1 + the presets' timesteps).
+⌈N_heldout/B⌉ × the distinct timesteps of all confirmed configs (they share their forwards:
+at most T, with the presets' timesteps added).
+
+``batch_size=None`` (``--batch-size auto``) picks the largest batch whose peak fits
+:data:`MEMORY_MARGIN` of the device's free memory (:func:`free_device_memory`), at most
+:data:`AUTO_BATCH_MAX` and the number of search images; when even batch 1 does not fit, batch
+1 with a note of what would (a lower ``--image-size``, ``--dtype``, fewer candidates).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import resource
 import sys
 import time
@@ -40,12 +47,20 @@ from autosel import variants
 from autosel.candidates import SpaceCatalogue
 from autosel.catalog import ActivationPoint, measure_catalogue
 from autosel.denoiser import DTYPES, DenoiserRun, resolve_dtype
+from autosel.encoding import model_run
+from autosel.errors import WeightsUnavailableError
 from autosel.limits import check_image_memory
 from autosel.models import resolve_model
 from autosel.models.architecture import Architecture, load_architecture
 from autosel.models.tiny import build_tiny_pipeline
 from autosel.space import SPACES_FOLDER, SearchSpace, space_file
 from autosel.tasks import make_task
+
+AUTO_BATCH_MAX = 64
+"""The largest batch ``--batch-size auto`` picks: beyond it forwards are few and batching gains little."""
+
+MEMORY_MARGIN = 0.8
+"""The share of the device's free memory ``--batch-size auto`` plans to use (the rest: fragmentation, estimate error)."""
 
 SCORER_HELD_BYTES = 16 * 2**20
 """A correspondence scorer closes a batch at 16 MB of held maps (autosel.tasks.correspondence)."""
@@ -117,7 +132,8 @@ class Plan:
     def time_text(self) -> str:
         """The time estimate (after :func:`measure_forward`), or why there is none."""
         if self.estimated_seconds is None:
-            return "time: not measured (no warm-up forward)"
+            missing = [note for note in self.notes if note.startswith("time: not estimated")]
+            return missing[0] if missing else "time: not measured (no warm-up forward)"
         return (f"time ≈ {_duration(self.estimated_seconds)} of denoiser forwards "
                 f"({self.seconds_per_image_forward:.3f} s per image, measured on a warm-up batch)")
 
@@ -142,11 +158,14 @@ def make_plan(
     source: str,
     stage: str = "search",
     device: str | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = 16,
     workers: int | None = None,
     presets: Sequence[Any] = (),
+    free_memory: int | None = None,
 ) -> Plan:
-    """The plan of a ``stage`` (``sweep`` or ``search``) of ``space``, without loading weights."""
+    """The plan of a ``stage`` (``sweep`` or ``search``) of ``space``, without loading weights;
+    ``batch_size=None``: the largest that fits ``free_memory`` (default: the device's free
+    memory, see the module docstring)."""
     spec = resolve_model(space.model)
     architecture = load_architecture(spec)
     dtype = resolve_dtype(space.dtype, device)
@@ -159,35 +178,45 @@ def make_plan(
     screened, candidates = chosen.screened, chosen.candidates
     search_images = len(make_task(space.task, space.dataset, "search", **space.task_options()).images)
     heldout_images = len(make_task(space.task, space.dataset, "heldout", **space.task_options()).images) if stage == "search" else 0
-    steps = len(space.timesteps)
-    forwards = {"screen": math.ceil(search_images / batch_size) * steps}
-    if stage == "search":
-        search = space.search
-        forwards["cache"] = math.ceil(search_images / batch_size) * min(steps, search.top_m * search.timesteps_per_candidate)
-        configs = search.confirm_top * min(search.max_activations, steps) + 1 + sum(len(p.timesteps) for p in presets)
-        forwards["confirm"] = math.ceil(heldout_images / batch_size) * configs
     bytes_per = DTYPES[dtype].itemsize
     notes: list[str] = []
-    work = {
+    per_image = {"captures": sum(_elements(p) for p in screened) * (4 + bytes_per),
+                 "forward": 2 * max(_elements(p) for p in catalogue) * bytes_per}
+    fixed = {
         "encoded": 2 * search_images * _latent_elements(architecture, image_size) * 4,
-        "captures": batch_size * sum(_elements(p) for p in screened) * (4 + bytes_per),
         "scorers": sum(min(SCORER_HELD_BYTES, search_images * _elements(p) * 2) for p in candidates),
-        "forward": 2 * batch_size * max(_elements(p) for p in catalogue) * bytes_per,
     }
     memory = {"baseline": peak_resident_bytes(), "weights": _weight_bytes(spec, architecture, bytes_per, notes)}
     load = _cast_bytes(spec, architecture, dtype)
+    if batch_size is None:
+        free = free_device_memory(target) if free_memory is None else free_memory
+        if target.type != "cuda" and stage == "search":  # CPU workers share the machine's memory
+            free //= max(1, _worker_count(workers))
+        batch_size = auto_batch_size(sum(memory.values()) + max(load, sum(fixed.values())), sum(per_image.values()),
+                                     free, max(1, min(AUTO_BATCH_MAX, search_images)))
+        if batch_size == 0:
+            batch_size = 1
+            notes.append(f"batch 1 does not fit {format_bytes(int(free * MEMORY_MARGIN))} of free {target.type} memory: "
+                         f"try a lower --image-size (now {image_size[0]}x{image_size[1]}), --dtype bfloat16 or float16 "
+                         f"(now {dtype}), or fewer candidates (--include/--exclude; now {len(candidates)})")
+        else:
+            notes.append(f"batch {batch_size}: the largest that fits {format_bytes(int(free * MEMORY_MARGIN))} of free "
+                         f"{target.type} memory (--batch-size auto)")
+    work = {**fixed, **{name: batch_size * value for name, value in per_image.items()}}
+    work = {name: work[name] for name in ("encoded", "captures", "scorers", "forward")}
     if load > sum(work.values()):
         memory["load (cast)"] = load
     else:
         memory.update(work)
     memory["total"] = sum(memory.values())
+    forwards = planned_forwards(space, stage, batch_size, search_images, heldout_images, presets)
     cache_bytes = 0
     if stage == "search":
         search = space.search
         sizes = sorted((_cached_elements(p, search.cache_resolution, search.cache_dim) for p in candidates), reverse=True)
         cache_bytes = search.timesteps_per_candidate * search_images * 2 * sum(sizes[: search.top_m])
     if stage == "search":
-        count = workers if workers is not None else (max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1)
+        count = _worker_count(workers)
         worker_text = "in this process" if count == 0 else f"{count} Ray worker{'s' * (count != 1)}"
     else:
         worker_text = "in this process"
@@ -198,6 +227,59 @@ def make_plan(
         batch_size=batch_size, forwards=forwards, cache_bytes=cache_bytes, memory=memory, space_source=source,
         notes=notes,
     )
+
+
+def _worker_count(workers: int | None) -> int:
+    """Model replicas a search starts: as asked (0: the driver itself), else one per GPU, one on a CPU box."""
+    return workers if workers is not None else (max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1)
+
+
+def planned_forwards(space: SearchSpace, stage: str, batch_size: int, search_images: int, heldout_images: int,
+                     presets: Sequence[Any] = ()) -> dict[str, int]:
+    """Denoiser forwards per stage, before reuse (see the module docstring)."""
+    steps = len(space.timesteps)
+    forwards = {"screen": math.ceil(search_images / batch_size) * steps}
+    if stage == "search":
+        search = space.search
+        forwards["cache"] = math.ceil(search_images / batch_size) * min(steps, search.top_m * search.timesteps_per_candidate)
+        confirmed = set(space.timesteps) | {a.level for preset in presets for a in preset.activations}
+        forwards["confirm"] = math.ceil(heldout_images / batch_size) * len(confirmed)
+    return forwards
+
+
+def auto_batch_size(fixed: int, per_image: int, free: int, largest: int) -> int:
+    """The largest batch (at most ``largest``) whose ``fixed + batch × per_image`` bytes fit
+    :data:`MEMORY_MARGIN` of ``free``; 0 when not even one image does."""
+    room = int(free * MEMORY_MARGIN) - fixed
+    return max(0, min(largest, room // max(per_image, 1)))
+
+
+def free_device_memory(device: torch.device) -> int:
+    """Bytes free on ``device``: CUDA's own count, else the memory the system can still give
+    (``MemAvailable`` on Linux; the physical memory elsewhere)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def time_plan(plan: Plan, space: SearchSpace, device: str | None = None) -> None:
+    """Load the space's model and time one forward for the plan's estimate
+    (:func:`measure_forward`); without the weights, a note says the estimate is missing."""
+    try:
+        run = model_run(space, device=device, batch_size=plan.batch_size)
+    except WeightsUnavailableError as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        plan.notes.append(f"time: not estimated, the weights are not at hand ({reason})")
+        return
+    ids = [p.id for p in SpaceCatalogue.of(space, run.catalogue.values()).screened]
+    plan.seconds_per_image_forward = measure_forward(run, ids, space.timesteps[0])
 
 
 WARM_UP_IMAGES = 4

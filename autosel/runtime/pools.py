@@ -35,6 +35,11 @@ SweepRows = tuple[list[dict[str, Any]], int]
 class WorkerPool:
     """The interface both pools share (see the module docstring)."""
 
+    @property
+    def size(self) -> int:
+        """How many workers the pool has."""
+        raise NotImplementedError
+
     def screen(self, todo: dict[int, list[str]]) -> Iterator[SweepRows]:
         """Sweep rows of ``{timestep: [ids]}``, one timestep per call spread over the workers, as they finish."""
         for rows in self._imap(Worker.screen, [({t: todo[t]},) for t in sorted(todo)]):
@@ -48,9 +53,12 @@ class WorkerPool:
         """Load the cached features of ``entries`` on every worker; forwards each ran."""
         return self._broadcast(Worker.prepare, entries)
 
-    def confirm(self, configs: Sequence[dict[str, Any]], advance: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-        """Held-out results of feature configs (as dicts), in their order; ``advance(1)`` per one finished."""
-        return self._map(Worker.confirm, [(config,) for config in configs], advance)
+    def confirm(
+        self, groups: Sequence[Sequence[dict[str, Any]]], advance: Callable[[int], None] | None = None
+    ) -> list[tuple[list[dict[str, Any]], int]]:
+        """Held-out results of groups of feature configs (as dicts), a group per call (its
+        forwards shared), in order: each group's results and forwards; ``advance(1)`` per group."""
+        return self._map(Worker.confirm, [(list(group),) for group in groups], advance)
 
     def noise_levels(self, levels: Sequence[Any]) -> dict[Any, tuple[float, float]]:
         """(t, σ) of each timestep (or σ) for the space's model at its image size (on the first worker)."""
@@ -95,6 +103,10 @@ class LocalPool(WorkerPool):
 
     def __init__(self, worker: Worker) -> None:
         self.worker, self._ready = worker, []
+
+    @property
+    def size(self) -> int:
+        return 1
 
     def _imap(self, method: WorkerMethod, calls: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
         for args in calls:
@@ -145,6 +157,10 @@ class RayPool(WorkerPool):
         self.actors, self.busy = list(actors), {}
         self.recovering: dict[Any, tuple[Any, float]] = {}  # pid() call → (actor, since)
         self.nodes = self._alive_nodes()
+
+    @property
+    def size(self) -> int:
+        return len(self.actors)
 
     @staticmethod
     def _alive_nodes() -> set[str]:

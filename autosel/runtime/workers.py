@@ -119,15 +119,17 @@ class Worker:
         """The training timestep nearest each σ for this model at the space's image size."""
         return [self.extractor.timestep_for_sigma(sigma) for sigma in sigmas]
 
-    def confirm(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Held-out result of a config through the real extractor at full channels."""
-        from autosel.evaluation import evaluate_config
-        from autosel.extract import FeatureExtractor
+    def confirm(self, configs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        """Held-out results of configs through the real extractor at full channels, their
+        denoiser forwards shared (see :func:`~autosel.evaluation.evaluate_configs`), and the
+        forwards run."""
+        from autosel.evaluation import evaluate_configs
 
-        extractor = FeatureExtractor(
-            FeatureConfig.from_dict(config), denoiser=self.extractor.denoiser, batch_size=self.extractor.batch_size
-        )
-        return evaluate_config(extractor, self.task("heldout", self.confirm_task), progress=False).to_dict()
+        parsed = [FeatureConfig.from_dict(config) for config in configs]
+        before = self.extractor.forward_count
+        results = evaluate_configs(self.extractor.denoiser, parsed, self.task("heldout", self.confirm_task),
+                                   batch_size=self.extractor.batch_size, progress=False)
+        return [result.to_dict() for result in results], self.extractor.forward_count - before
 
 
 class RayWorker(Worker):
