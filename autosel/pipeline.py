@@ -40,7 +40,7 @@ from autosel.protocols import DEFAULT_PROTOCOL
 from autosel.resources import presets_folder
 from autosel.run_config import Resources, RunConfig
 from autosel.runtime.pools import WorkerPool, start_pool
-from autosel.runtime.preflight import preflight
+from autosel.runtime.preflight import check_dataset_names, preflight
 from autosel.screen import SweepResult, run_sweep, select_candidates, variants
 from autosel.screen.sweep import base_config
 from autosel.space import SearchSpace, canonical_model
@@ -108,6 +108,8 @@ class Search:
         preflight(model=space.model, task=space.task, dataset=space.dataset, device=self.resources.device,
                   out=self.run_config.out, cache_dir=self.cache_dir, strategy=space.search.strategy, both_roles=True,
                   allow_same_split=space.allow_same_split)
+        if space.search.confirm_dataset is not None:
+            check_dataset_names(*space.confirmation())
         self.space = space.replace(dtype=resolve_dtype(space.dtype, self.resources.device))
         out = Path(self.run_config.out)
         self.folder = out / Path(space.model).name / space.task
@@ -125,12 +127,13 @@ class Search:
     @property
     def confirm_task(self) -> str:
         """The task the confirmations are scored with."""
-        return self.space.search.confirm_task or self.space.task
+        return self.space.confirmation()[0]
 
     @property
     def heldout_label(self) -> str:
         """How confirmation scores are labelled: ``heldout``, or not held-out for a pinned split."""
-        return "heldout" if shared_split(self.space.dataset) is None else NOT_HELD_OUT
+        dataset = self.space.confirmation()[1]
+        return "heldout" if dataset != self.space.dataset or shared_split(dataset) is None else NOT_HELD_OUT
 
     @functools.cached_property
     def catalogue(self) -> dict[str, ActivationPoint]:
@@ -367,6 +370,9 @@ def write_results(folder: Path, space: SearchSpace, study: optuna.Study, confirm
     presets = {c.name.removeprefix("preset "): round(c.heldout, 6) for c in confirmed if c.name.startswith(("preset", "best single"))}
     primary = get_task(space.task).primary_metric
     normalisation, averaging = metric_parts(primary)
+    confirm_dataset = space.confirmation()[1]
+    confirm_metric = get_task(confirm_task or space.task).primary_metric
+    searched = {"search_metric": primary, "search_dataset": space.dataset} if confirm_metric != primary else {}
     protocol = DEFAULT_PROTOCOL if space.task.startswith("correspondence") else None
     versions = {name: package_version(name) for name in ("autosel", "torch", "diffusers", "optuna", "ray")}
     recorded_storage = mask_password(portable_storage(storage_url))
@@ -374,9 +380,10 @@ def write_results(folder: Path, space: SearchSpace, study: optuna.Study, confirm
 
     def finished(config: FeatureConfig, heldout: float, search: float | None, trial: int | None) -> FeatureConfig:
         return config.replace(
-            score={"task": confirm_task or space.task, "dataset": space.dataset, "split": heldout_label, "metric": primary,
-                   "normalisation": normalisation, "averaging": averaging, "protocol": protocol, "value": heldout,
-                   "search_value": search, "presets": presets},
+            score={"task": confirm_task or space.task, "dataset": confirm_dataset, "split": heldout_label,
+                   "metric": confirm_metric, "normalisation": metric_parts(confirm_metric)[0],
+                   "averaging": metric_parts(confirm_metric)[1], "protocol": protocol, "value": heldout,
+                   "search_value": search, **searched, "presets": presets},
             provenance={"study": study_name, "storage": recorded_storage, "trial": trial,
                         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "versions": versions},
         )
