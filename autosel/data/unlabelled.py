@@ -68,7 +68,7 @@ def load_image_folder(root: str | Path, role: str, count: int | None = None, max
     images = []
     for path in chosen:
         try:
-            images.append(shrink(np.asarray(read_rgb(path)), max_side))
+            images.append(shrink(np.array(read_rgb(path)), max_side))
         except ImageReadError as error:  # the header read but the pixels do not (a truncated file)
             skipped.append(str(error))
     report_unreadable(root, skipped)
@@ -84,7 +84,7 @@ def shrink(image: np.ndarray, max_side: int) -> np.ndarray:
         return image
     scale = max_side / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+    return np.array(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
 
 
 def report_unreadable(root: Path, skipped: list[str]) -> None:

@@ -28,7 +28,7 @@ from autosel.tasks.correspondence import ALPHAS, AVERAGINGS, CorrespondenceTask,
 
 PREFIX = "label-free-"
 FROZEN_RULE: dict[str, Any] = {
-    "views": 1, "rotation": 20.0, "scale": 0.15, "shift": 0.1, "photometric": "hard", "points": "salient", "point_count": 24,
+    "views": 1, "rotation": 40.0, "scale": 0.3, "shift": 0.15, "photometric": "hard", "points": "salient", "point_count": 24,
 }
 """The proxy's rule as frozen by ``experiments/label_free.py`` (the task's defaults)."""
 
