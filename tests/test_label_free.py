@@ -190,3 +190,20 @@ def test_a_label_free_search_with_a_labelled_confirmation_writes_labelled_pck(ru
     score = FeatureConfig.from_yaml(tmp_path / "out" / "tiny" / LABEL_FREE_TASK / "best.yaml").score
     assert (score.task, score.dataset, score.split, score.metric) == ("correspondence", "shapes", "heldout", "pck@0.1/bbox/point")
     assert (score.search_metric, score.search_dataset) == ("label-free-pck@0.1/img/point", f"images:{folder}")
+
+
+@pytest.mark.slow
+def test_a_label_free_search_without_labels_confirms_label_free_on_held_out_images(run_cli, tmp_path):
+    folder = shapes_folder(tmp_path / "images", 8)
+    space = {**small_search_space(trials=2), "dataset": f"images:{folder}"}
+    space["search"] = {**space["search"], "top_m": 2, "confirm_top": 1}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+
+    result = run_cli("search", "--space", path, "--pairs", "4", "--workers", "0", "--out", tmp_path / "out",
+                     "--cache-dir", tmp_path / "cache", "--no-progress")
+
+    assert result.returncode == 0, result.stderr
+    score = FeatureConfig.from_yaml(tmp_path / "out" / "tiny" / LABEL_FREE_TASK / "best.yaml").score
+    assert (score.task, score.split, score.metric) == (LABEL_FREE_TASK, "heldout", "label-free-pck@0.1/img/point")
+    assert score.search_metric is None  # the search and the confirmation measure the same thing
