@@ -164,7 +164,7 @@ def main() -> None:
     chosen_variants = {k: v for k, v in VARIANTS.items() if not args.variants or any(k.startswith(p) for p in args.variants)}
     lines = []
     stages = {"tune": ("search", chosen_variants),
-              "check": ("heldout", FROZEN)}
+              "check": ("heldout", {**FROZEN, **(chosen_variants if args.variants else {})})}  # variants: after the fact
     for stage, (role, chosen) in stages.items():
         if args.stage not in (stage, "both"):
             continue
