@@ -184,6 +184,10 @@ class ScoreSection(Section):
     protocol: str | None = Field(default=None, description="evaluation protocol (autosel.protocols), e.g. autosel or dift")
     value: float
     search_value: float | None = None
+    search_metric: str | None = Field(
+        default=None, description="the metric of search_value where it differs from metric (a label-free search confirmed on labels)"
+    )
+    search_dataset: str | None = Field(default=None, description="the dataset of search_value where it differs from dataset")
     presets: dict[str, float] = Field(default_factory=dict)
 
 

@@ -45,7 +45,7 @@ from autosel.resources import presets_folder
 from autosel.run_config import Resources, RunConfig
 from autosel.runtime.plan import Plan, make_plan, space_source, time_plan
 from autosel.runtime.pools import WorkerPool, start_pool
-from autosel.runtime.preflight import preflight
+from autosel.runtime.preflight import check_dataset_names, preflight
 from autosel.schema import Sigma, level_key
 from autosel.screen import SweepResult, run_sweep
 from autosel.screen.sweep import base_config
@@ -140,6 +140,8 @@ class Search:
         preflight(model=self.space.model, task=self.space.task, dataset=self.space.dataset, device=self.resources.device,
                   out=self.run_config.out, cache_dir=self.cache_dir, strategy=self.space.search.strategy, both_roles=True,
                   allow_same_split=self.space.allow_same_split)
+        if self.space.search.confirm_dataset is not None:
+            check_dataset_names(*self.space.confirmation())
         self.storage  # noqa: B018 - opened now: a bad URL fails before any work
         self._checked = True
 
@@ -179,12 +181,13 @@ class Search:
     @property
     def confirm_task(self) -> str:
         """The task the confirmations are scored with."""
-        return self.space.search.confirm_task or self.space.task
+        return self.space.confirmation()[0]
 
     @property
     def heldout_label(self) -> str:
         """How confirmation scores are labelled: ``heldout``, or not held-out for a pinned split."""
-        return "heldout" if shared_split(self.space.dataset) is None else NOT_HELD_OUT
+        dataset = self.space.confirmation()[1]
+        return "heldout" if dataset != self.space.dataset or shared_split(dataset) is None else NOT_HELD_OUT
 
     @functools.cached_property
     def catalogue(self) -> SpaceCatalogue:
@@ -369,7 +372,7 @@ class Search:
 
     def confirm_key(self, config: FeatureConfig) -> str:
         """What a held-out score depends on: the config, the confirmation task, its data and options."""
-        parts = {"config": config.to_dict(), "task": self.confirm_task, "dataset": self.space.dataset,
+        parts = {"config": config.to_dict(), "task": self.confirm_task, "dataset": self.space.confirmation()[1],
                  "options": self.space.task_options(self.confirm_task), "label": self.heldout_label}
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -510,6 +513,9 @@ def write_results(folder: Path, space: SearchSpace, study: optuna.Study, confirm
     presets = {c.name.removeprefix("preset "): round(c.heldout, 6) for c in confirmed if c.name.startswith(("preset", "best single"))}
     primary = get_task(space.task).primary_metric
     normalisation, averaging = metric_parts(primary)
+    confirm_dataset = space.confirmation()[1]
+    confirm_metric = get_task(confirm_task or space.task).primary_metric
+    searched = {"search_metric": primary, "search_dataset": space.dataset} if confirm_metric != primary else {}
     protocol = DEFAULT_PROTOCOL if get_task(space.task).kind == "correspondence" else None
     versions = {name: package_version(name) for name in ("autosel", "torch", "diffusers", "optuna", "ray")}
     recorded_storage = mask_password(portable_storage(storage_url))
@@ -517,9 +523,10 @@ def write_results(folder: Path, space: SearchSpace, study: optuna.Study, confirm
 
     def finished(config: FeatureConfig, heldout: float, search: float | None, trial: int | None) -> FeatureConfig:
         return config.with_noise_levels(levels).replace(
-            score={"task": confirm_task or space.task, "dataset": space.dataset, "split": heldout_label, "metric": primary,
-                   "normalisation": normalisation, "averaging": averaging, "protocol": protocol, "value": heldout,
-                   "search_value": search, "presets": presets},
+            score={"task": confirm_task or space.task, "dataset": confirm_dataset, "split": heldout_label,
+                   "metric": confirm_metric, "normalisation": metric_parts(confirm_metric)[0],
+                   "averaging": metric_parts(confirm_metric)[1], "protocol": protocol, "value": heldout,
+                   "search_value": search, **searched, "presets": presets},
             provenance={"study": study_name, "storage": recorded_storage, "trial": trial,
                         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "versions": versions},
         )

@@ -21,6 +21,7 @@ from autosel.models.families import registered_families
 from autosel.resources import spaces_folder
 from autosel.schema import Section, check_sigma, check_timestep, read_yaml, validate
 from autosel.tasks import get_task
+from autosel.tasks.label_free import LABEL_FREE_TASK
 
 SPACES_FOLDER = "search_spaces"
 DEFAULT_TIMESTEPS = (10, 50, 150, 300, 500)
@@ -65,6 +66,10 @@ class SearchSection(Section):
     confirm_task: str | None = Field(
         default=None, description="score the confirmations with this task (e.g. correspondence-trained); default: the search's"
     )
+    confirm_dataset: str | None = Field(
+        default=None, description="score the confirmations on this dataset (e.g. a few labelled pairs after a label-free "
+        "search); default: the search's"
+    )
 
 
 class SearchSpace(Section):
@@ -96,6 +101,14 @@ class SearchSpace(Section):
     allow_same_split: bool = Field(
         default=False, description="accept a dataset split pinned for both roles; scores are then labelled not held-out"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _label_free_on_plain_images(cls, data: Any) -> Any:
+        """Correspondence on ``images:PATH`` (no labels) is the label-free task."""
+        if isinstance(data, dict) and is_plain_images(str(data.get("dataset", ""))) and data.get("task", "correspondence") == "correspondence":
+            data = {**data, "task": LABEL_FREE_TASK}
+        return data
 
     @field_validator("image_size")
     @classmethod
@@ -164,10 +177,26 @@ class SearchSpace(Section):
         return FeatureConfig(model=self.model_section(), extraction=self.extraction_section(),
                              activations=[dict(activation) for activation in activations])
 
+    def confirmation(self) -> tuple[str, str]:
+        """(task, dataset) the confirmations are scored with: ``search.confirm_task`` and
+        ``search.confirm_dataset``, else the search's own; a label-free search confirmed on a
+        labelled dataset is scored with (labelled) ``correspondence`` there."""
+        dataset = self.search.confirm_dataset or self.dataset
+        if self.search.confirm_task is not None:
+            return self.search.confirm_task, dataset
+        if self.task == LABEL_FREE_TASK and self.search.confirm_dataset is not None and not is_plain_images(dataset):
+            return "correspondence", dataset
+        return self.task, dataset
+
     def task_options(self, task: str | None = None) -> dict[str, Any]:
         """Keyword options for :func:`autosel.tasks.make_task` from the proxy section (for the
         space's task, or ``task``: e.g. the confirmation's)."""
         return {name: getattr(self.proxy, name) for name in get_task(task or self.task).proxy_options}
+
+
+def is_plain_images(dataset: str) -> bool:
+    """True for an ``images:PATH`` dataset spec (a folder of images without labels)."""
+    return dataset.startswith("images:")
 
 
 def space_file(model: str) -> Path | None:

@@ -14,6 +14,7 @@ Run: python experiments/gpu_check.py            (on a machine with CUDA)
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -81,7 +82,7 @@ def check(model: str, candidates_from: str | None, device: torch.device, dtype: 
     with torch.no_grad():
         for batch in (1, 8):
             args, kwargs = inputs(batch)
-            seconds = timed(lambda: denoiser(*args, **kwargs), device, repeats)
+            seconds = timed(functools.partial(denoiser, *args, **kwargs), device, repeats)
             result[f"ms_per_forward_batch{batch}"] = 1000 * seconds
             result[f"flops_batch{batch}"] = forward_flops(architecture, size, batch)
             result[f"tflops_per_s_batch{batch}"] = result[f"flops_batch{batch}"] / seconds / 1e12

@@ -140,6 +140,10 @@ def search_command(
     confirm_task: Annotated[
         Optional[str], typer.Option("--confirm-task", help="Score the confirmations with this task, e.g. correspondence-trained (gdf's trained head).")
     ] = None,
+    confirm_dataset: Annotated[
+        Optional[str], typer.Option("--confirm-dataset", help="Score the confirmations on this dataset, e.g. a few labelled pairs "
+                                    "after a label-free search on images:PATH (spair:PATH --pairs-per-category 2); default: the search's.")
+    ] = None,
     allow_same_split: Annotated[
         bool, typer.Option("--allow-same-split", help="Accept a dataset split pinned for both roles (spair:PATH:test); scores are labelled not held-out.")
     ] = False,
@@ -157,6 +161,7 @@ def search_command(
 
     * `autosel search --model tiny`
     * `autosel search --model sdxl --dataset spair:~/SPair-71k --storage postgresql://host/db`
+    * `autosel search --model sd15 --dataset images:~/photos --confirm-dataset spair:~/SPair-71k --pairs-per-category 2`
     """
     from autosel.errors import InvalidInputError
     from autosel.log import event
@@ -171,7 +176,7 @@ def search_command(
         check_strategy(strategy)
     space = space_for(model, space_file).replace(task=task, dataset=dataset, seed=seed, allow_same_split=allow_same_split or None)
     space = with_overrides(space, image_size, dtype, pairs, pairs_per_category, train_images, test_images)
-    changes = {"trials": trials, "strategy": strategy, "confirm_task": confirm_task}
+    changes = {"trials": trials, "strategy": strategy, "confirm_task": confirm_task, "confirm_dataset": confirm_dataset}
     space = space.replace(search={**space.search.model_dump(), **{k: v for k, v in changes.items() if v is not None}})
     run = RunConfig(out=out, storage=storage, study=study, cache_dir=cache_dir, cache_memory=cache_memory,
                     progress=not no_progress)
@@ -193,10 +198,14 @@ def search_command(
         for c in outcome.confirmed
     ]
     metric = outcome.sweep.metric
+    title = f"{space.model} · {space.task} · {metric} ({heldout}: {space.dataset})"
+    confirm_task, confirm_dataset = space.confirmation()
+    if (confirm_task, confirm_dataset) != (space.task, space.dataset):  # e.g. label-free search, labelled confirmation
+        title = f"{space.model} · {space.task} · {metric} on {space.dataset}; {heldout}: {confirm_task} on {confirm_dataset}"
     print_records(
         records, OutputFormat.table,
         [("config", "config"), ("activations", "activations"), ("channels", "C"), ("search", "search %*"), ("heldout", f"{heldout} %")],
-        title=f"{space.model} · {space.task} · {metric} ({heldout}: {space.dataset})",
+        title=title,
     )
     typer.echo("* search split, two measurements: trials on the cached maps (pooled and projected), the best single "
                "activation on full maps in the sweep; held-out: every row through the real extractor at full channels")

@@ -2,7 +2,9 @@
 
 - ``shapes`` — the built-in procedural data (splits ``search`` and ``heldout``);
 - ``spair:PATH[:split]`` — SPair-71k (split ``trn``, ``val`` or ``test``);
-- ``folder:PATH`` — image + integer label files (segmentation).
+- ``folder:PATH`` — image + integer label files (segmentation);
+- ``images:PATH`` — any folder of plain images, no labels (the label-free proxy,
+  :mod:`autosel.data.unlabelled`).
 
 A search reads its proxy data in one of two *roles*: ``search`` (selection) and ``heldout``
 (every reported number). Without an explicit split, SPair uses ``val`` for search and
@@ -19,9 +21,10 @@ from autosel.data.folder import load_folder
 from autosel.data.records import CorrespondenceData, KeypointPair, SegmentationData
 from autosel.data.shapes import CATEGORIES, ShapesDataset
 from autosel.data.spair import SPAIR_SPLITS, load_spair
+from autosel.data.unlabelled import ImageSet, load_image_folder
 from autosel.errors import DatasetError, did_you_mean
 
-KINDS = ("shapes", "spair", "folder")
+KINDS = ("shapes", "spair", "folder", "images")
 ROLES = ("search", "heldout")
 _SPAIR_ROLE_SPLIT = {"search": "val", "heldout": "test"}
 
@@ -36,14 +39,14 @@ class DatasetSpec:
 
     @classmethod
     def parse(cls, text: str) -> DatasetSpec:
-        """Parse ``shapes``, ``spair:PATH[:split]`` or ``folder:PATH``.
+        """Parse ``shapes``, ``spair:PATH[:split]``, ``folder:PATH`` or ``images:PATH``.
 
         Raises:
             DatasetError: an unknown kind or a missing path.
         """
         kind, _, rest = text.partition(":")
         if kind not in KINDS:
-            raise DatasetError(f"unknown dataset '{text}':{did_you_mean(kind, KINDS)} use shapes, spair:PATH[:split] or folder:PATH")
+            raise DatasetError(f"unknown dataset '{text}':{did_you_mean(kind, KINDS)} use shapes, spair:PATH[:split], folder:PATH or images:PATH")
         if kind == "shapes":
             if rest:
                 raise DatasetError(f"dataset 'shapes' takes no path, got '{text}'")
@@ -88,6 +91,9 @@ def load_correspondence(
     if spec.kind == "spair":
         assert spec.path is not None
         return load_spair(spec.path, spec.split or _SPAIR_ROLE_SPLIT[role], pairs_per_category, pairs, seed=seed)
+    if spec.kind == "images":
+        raise DatasetError(f"dataset '{spec}' holds no keypoint pairs: use the task correspondence-label-free on it, "
+                           "or shapes or spair:PATH for labelled correspondence")
     raise DatasetError(f"dataset '{spec}' holds segmentation labels, not keypoint pairs: use shapes or spair:PATH for correspondence")
 
 
@@ -142,7 +148,28 @@ def load_segmentation(
             data.test = data.test[:test_images]
         data.name = f"{data.name} ({role})"
         return data
-    raise DatasetError(f"dataset '{spec}' holds keypoint pairs, not segmentation labels: use shapes or folder:PATH for segmentation")
+    what = "no labels" if spec.kind == "images" else "keypoint pairs, not segmentation labels"
+    raise DatasetError(f"dataset '{spec}' holds {what}: use shapes or folder:PATH for segmentation")
+
+
+def load_plain_images(
+    spec: str | DatasetSpec, role: str = "search", count: int | None = None, shapes_size: int = 64
+) -> ImageSet:
+    """The images of ``role`` without their labels: a plain folder (``images:PATH``) or the
+    built-in shapes (the first ``count`` of the role's split; default 100).
+
+    Raises:
+        DatasetError: another kind of spec, or an unusable folder.
+    """
+    spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(spec)
+    _check_role(role)
+    if spec.kind == "images":
+        assert spec.path is not None
+        return load_image_folder(spec.path, role, count)
+    if spec.kind == "shapes":
+        dataset = ShapesDataset(role, size=shapes_size)
+        return ImageSet(name=f"shapes:{role}", images=[dataset[index].image for index in range(count or 100)])
+    raise DatasetError(f"dataset '{spec}': the label-free proxy reads images:PATH (any folder of images) or shapes")
 
 
 def shared_split(spec: str | DatasetSpec) -> str | None:

@@ -41,23 +41,23 @@ class Worker:
         self.progress = not quiet
         self.extractor = model_run(self.space, device=device, batch_size=batch_size)
         self.cache = ActivationCache(Path(cache_dir), memory_budget=cache_memory)
-        self._tasks: dict[str, Any] = {}
+        self._tasks: dict[tuple[str, str, str], Any] = {}
         self._arrays: dict[tuple[str, int], Any] = {}
         self._prepared: tuple[tuple[str, int], ...] = ()
         self._encoded: Any = None
-        self.confirm_task = self.space.search.confirm_task or self.space.task
+        self.confirm_task, self.confirm_dataset = self.space.confirmation()
 
     def pid(self) -> int:
         return os.getpid()
 
-    def task(self, role: str, name: str | None = None) -> Any:
-        """The search's task (or task ``name``, e.g. the confirmation's) on ``role``'s split, built once."""
+    def task(self, role: str, name: str | None = None, dataset: str | None = None) -> Any:
+        """The search's task (or task ``name`` on ``dataset``, e.g. the confirmation's) on ``role``'s split, built once."""
         from autosel.tasks import make_task
 
-        name = name or self.space.task
-        if (name, role) not in self._tasks:
-            self._tasks[name, role] = make_task(name, self.space.dataset, role, **self.space.task_options(name))
-        return self._tasks[name, role]
+        name, dataset = name or self.space.task, dataset or self.space.dataset
+        if (name, role, dataset) not in self._tasks:
+            self._tasks[name, role, dataset] = make_task(name, dataset, role, **self.space.task_options(name))
+        return self._tasks[name, role, dataset]
 
     def encoded(self) -> Any:
         """The search split's latents and noise, encoded once per worker."""
@@ -127,7 +127,7 @@ class Worker:
 
         parsed = [FeatureConfig.from_dict(config) for config in configs]
         before = self.extractor.forward_count
-        results = evaluate_configs(self.extractor.denoiser, parsed, self.task("heldout", self.confirm_task),
+        results = evaluate_configs(self.extractor.denoiser, parsed, self.task("heldout", self.confirm_task, self.confirm_dataset),
                                    batch_size=self.extractor.batch_size, progress=False)
         return [result.to_dict() for result in results], self.extractor.forward_count - before
 

@@ -1,6 +1,7 @@
 """Proxy tasks that score feature maps (they never run the diffusion model themselves).
 
-``get_task("correspondence")``, ``"correspondence-trained"`` and ``"segmentation"`` give the registered classes;
+``get_task("correspondence")``, ``"correspondence-trained"``, ``"correspondence-label-free"`` and
+``"segmentation"`` give the registered classes;
 add a task with :func:`register_task`.
 """
 
@@ -24,13 +25,16 @@ from autosel.tasks.correspondence import (
     pck,
     prepare_features,
 )
+from autosel.tasks.label_free import LABEL_FREE_TASK, LabelFreeCorrespondenceTask, label_free_metric
 from autosel.tasks.segmentation import SegmentationTask
 from autosel.tasks.trained import TrainedCorrespondenceTask
 
 __all__ = [
+    "LABEL_FREE_TASK",
     "TASKS",
     "CorrespondenceTask",
     "FeatureMaps",
+    "LabelFreeCorrespondenceTask",
     "Scorer",
     "SegmentationTask",
     "Task",
@@ -39,6 +43,7 @@ __all__ = [
     "best_points",
     "feature_map",
     "get_task",
+    "label_free_metric",
     "make_task",
     "match_points",
     "match_prepared",
