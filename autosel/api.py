@@ -21,6 +21,7 @@ from pathlib import Path
 from autosel.config import FeatureConfig
 from autosel.pipeline import Search, SearchOutcome
 from autosel.run_config import Resources, RunConfig
+from autosel.runtime.plan import Plan
 from autosel.screen import SweepResult
 from autosel.space import SearchSpace
 from autosel.tasks import TaskResult, get_task
@@ -57,23 +58,42 @@ def as_space(space: SearchSpace | str | Path) -> SearchSpace:
     raise TypeError(f"space must be a SearchSpace, a model name or the path of a space YAML file, got {type(space).__name__} {space!r:.60}")
 
 
+def sweep_plan(space: SearchSpace | str | Path, resources: Resources | None = None, source: str | None = None,
+               measure: bool = False) -> Plan:
+    """What a sweep of ``space`` will do and cost (the dry run): forwards, memory and the batch
+    ``auto`` resolves to, from the offline catalogue; ``measure`` loads the model and times one
+    forward (without the weights, a note says the estimate is missing). ``source``: where the
+    space came from, for the plan's text."""
+    from autosel.runtime.plan import make_plan, space_source, time_plan
+
+    space = as_space(space)
+    resources = resources or Resources()
+    requested = resources.batch_size
+    plan = make_plan(space, source or space_source(space.model, None, space), "sweep", resources.device,
+                     None if requested == "auto" else requested)
+    if measure:
+        time_plan(plan, space, resources.device)
+    return plan
+
+
 def sweep(space: SearchSpace | str | Path, run: RunConfig | None = None, resources: Resources | None = None,
-          write_files: bool = True) -> SweepResult:
+          write_files: bool = True, source: str | None = None) -> SweepResult:
     """Score every candidate of ``space`` (as :func:`search` takes it) alone at every timestep on
     the search split, in this process (rows already in the store are reused); writes
-    ``sweep-HxW-DTYPE-KEY.csv`` and ``.png``."""
+    ``sweep-HxW-DTYPE-KEY.csv`` and ``.png``. Checks names, folders and the store first (one
+    line each, before any work), then logs the plan (:func:`sweep_plan`)."""
+    from autosel.log import event
     from autosel.runtime.preflight import preflight
     from autosel.screen import run_sweep
+    from autosel.store import SweepStore, default_storage
 
     space = as_space(space)
     run, resources = run or RunConfig(), resources or Resources()
     preflight(model=space.model, task=space.task, dataset=space.dataset, device=resources.device, out=run.out)
-    batch_size = resources.batch_size
-    if batch_size == "auto":
-        from autosel.runtime.plan import make_plan
-
-        batch_size = make_plan(space, space.model, "sweep", resources.device, None).batch_size
-    return run_sweep(space, out=run.out, storage=run.storage, device=resources.device, batch_size=batch_size,
+    SweepStore(run.storage or default_storage(run.out))  # an unusable store fails now, not after the screen
+    plan = sweep_plan(space, resources, source)
+    event(plan.text(), **{k: v for k, v in plan.to_dict().items() if k != "notes"})
+    return run_sweep(space, out=run.out, storage=run.storage, device=resources.device, batch_size=plan.batch_size,
                      progress=run.progress, write_files=write_files)
 
 

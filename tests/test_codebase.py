@@ -202,3 +202,25 @@ def test_every_post_a_feature_config_accepts_is_a_registered_post_processor():
     from autosel.postprocess import POST_PROCESSORS
 
     assert set(typing.get_args(Activation.model_fields["post"].annotation)) == set(POST_PROCESSORS)
+
+
+def stage_submodule_imports(cli: Path, stages: tuple[str, ...] = ("screen", "cache", "optimise")) -> list[str]:
+    """``file: module`` of every import in ``cli`` of a stage package's own module (not the package's
+    public names, ``autosel.screen`` itself, nor the API)."""
+    found = []
+    for path in sorted(cli.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            found += [f"{path.name}: {name}" for name in names
+                      if any(name.startswith(f"autosel.{stage}.") for stage in stages)]
+    return found
+
+
+def test_the_cli_reaches_screening_caching_and_optimising_only_through_public_names():
+    assert stage_submodule_imports(ROOT / "autosel" / "cli") == []
+
+
+def test_the_cli_rule_sees_an_import_of_a_stage_module(tmp_path):
+    (tmp_path / "command.py").write_text("from autosel.screen.sweep import run_sweep\nfrom autosel.screen import run_sweep\n")
+    assert stage_submodule_imports(tmp_path) == ["command.py: autosel.screen.sweep"]

@@ -71,9 +71,9 @@ def sweep_command(
     * `autosel sweep --model tiny --timesteps 10,50,150 --include 'up-*'`
     * `autosel sweep --model ./my-pipeline --image-size 256 --pairs 20 --dtype float16 --dry-run`
     """
-    from autosel.log import event
-    from autosel.runtime.plan import make_plan, space_source, time_plan
-    from autosel.screen import run_sweep
+    from autosel import api
+    from autosel.run_config import Resources, RunConfig
+    from autosel.runtime.plan import space_source
 
     space = space_for(model, space_file)
     candidates = None
@@ -82,20 +82,12 @@ def sweep_command(
                       "exclude": exclude or space.candidates.exclude}
     space = space.replace(task=task, dataset=dataset, timesteps=parse_timesteps(timesteps), candidates=candidates)
     space = with_overrides(space, image_size, dtype, pairs, pairs_per_category, train_images, test_images)
-    if not dry_run:  # bad names, folders or store fail in one line, before the plan and any work
-        from autosel.runtime.preflight import preflight
-        from autosel.store import SweepStore, default_storage
-
-        preflight(model=space.model, task=space.task, dataset=space.dataset, device=device, out=out)
-        SweepStore(storage or default_storage(out))
-    plan = make_plan(space, space_source(space.model if model is None else model, space_file, space), "sweep", device,
-                     None if parse_batch_size(batch_size) == "auto" else int(batch_size))
+    resources = Resources(device=device, batch_size=parse_batch_size(batch_size))
+    source = space_source(space.model if model is None else model, space_file, space)
     if dry_run:
-        time_plan(plan, space, device)
-        print_plan(plan)
+        print_plan(api.sweep_plan(space, resources, source, measure=True))
         return
-    event(plan.text(), **{k: v for k, v in plan.to_dict().items() if k != "notes"})
-    result = run_sweep(space, out=out, storage=storage, device=device, batch_size=plan.batch_size, progress=not no_progress)
+    result = api.sweep(space, RunConfig(out=out, storage=storage, progress=not no_progress), resources, source=source)
     best = result.top(top)
     records = [
         {"rank": n + 1, "id": row.id, "timestep": int(row.timestep), "channels": int(row.channels), "value": f"{100 * row.value:.1f}"}
@@ -165,7 +157,7 @@ def search_command(
     """
     from autosel.errors import InvalidInputError
     from autosel.log import event
-    from autosel.optimise.strategies import check_strategy
+    from autosel.optimise import check_strategy
     from autosel.pipeline import Search
     from autosel.run_config import Resources, RunConfig
     from autosel.runtime.plan import space_source

@@ -73,7 +73,7 @@ def dashboard_command(
     Example: autosel dashboard --storage sqlite:///runs/autosel.db --port 8080
     """
     from autosel.config import mask_password
-    from autosel.optimise.study import open_storage, quiet_optuna
+    from autosel.optimise import open_storage, quiet_optuna
 
     url = existing_storage(storage)
     check_port_free(port)
