@@ -180,3 +180,12 @@ def test_inspect_rows_record_the_sigma_of_their_timestep():
     tokens = (64 // 4 // 2) ** 2  # the twin's 4× VAE, then FLUX's 2×2 packing
     expected = FlowNoise(FLUX_SCHEDULER_CONFIG, timestep_scale=1.0).sigma(260, tokens)
     assert row.sigma == round(expected, 4) and row.to_dict()["sigma"] == row.sigma and row.sigma > 0.26
+
+
+def test_a_sigma_on_the_generic_path_runs_at_the_pipelines_nearest_timestep():
+    by_sigma = FeatureExtractor(config({"id": "vit-block0-out", "sigma": 0.5}, model="tiny-qwen-image-random"), device="cpu")
+    t, sigma = by_sigma.noise_level(Sigma(0.5))
+    below, above = by_sigma.noise_level(int(t) - 1)[1], by_sigma.noise_level(int(t) + 1)[1]
+    assert abs(sigma - 0.5) <= min(abs(below - 0.5), abs(above - 0.5))  # no schedule point is nearer
+    by_t = FeatureExtractor(config({"id": "vit-block0-out", "timestep": int(t)}, model="tiny-qwen-image-random"), device="cpu")
+    assert torch.equal(by_sigma(images())["vit-block0-out"], by_t(images())["vit-block0-out"])

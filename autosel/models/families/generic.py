@@ -20,6 +20,7 @@ What a hand-written family states, this one measures:
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -154,9 +155,8 @@ class Generic(Architecture):
         """Arguments of one forward at config ``timestep``, from the pipeline's recorded call."""
         recorder = recorder_for(pipeline)
         if isinstance(timestep, Sigma):
-            if recorder.flow:
-                raise InvalidInputError(_NO_SIGMA)
-            timestep = DDPMNoise(pipeline.scheduler.config).timestep_of(timestep)
+            timestep = (nearest_recorded_timestep(recorder, timestep, conditioning["image_hw"], conditioning["prompt"])
+                        if recorder.flow else DDPMNoise(pipeline.scheduler.config).timestep_of(timestep))
         recorded = recorder.call(conditioning["prompt"], conditioning["image_hw"], timestep)
         model_timestep = recorded.timestep_input(len(sample), sample.device)
         if not recorder.flow:  # DDPM: the timestep input is t itself, in the recorded dtype
@@ -191,27 +191,39 @@ def is_image_transformer_class(class_name: str) -> bool:
     )
 
 
-_NO_SIGMA = (
-    "sigma: is not supported on the generic path yet (its σ comes from the pipeline's own scheduler for "
-    "a timestep): give timestep: (0…999) instead; `autosel` records the σ it means"
-)
+def nearest_recorded_timestep(recorder: CallRecorder, sigma: float, image_hw: tuple[int, int], prompt: str = "") -> int:
+    """The training timestep whose σ in the pipeline's own recorded call at ``image_hw`` is nearest
+    ``sigma`` (ties: the lower t), by bisection (σ grows with t): a ``sigma:`` on the generic path
+    runs at the pipeline's own schedule point nearest it, as a DDPM model's does."""
+    sigma_at = functools.lru_cache(maxsize=None)(
+        lambda t: float(recorder.call(prompt, tuple(image_hw), t).sigma or 0.0)
+    )
+    low, high = 0, recorder.num_train_timesteps - 1
+    while low < high:  # the first t with σ(t) ≥ sigma
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if sigma_at(middle) < sigma else (low, middle)
+    if low > 0 and abs(sigma_at(low - 1) - sigma) <= abs(sigma_at(low) - sigma):
+        return low - 1
+    return low
 
 
 class RecordedFlowNoise(NoiseProcess):
     """x_t = (1 − σ)·x_0 + σ·ε with σ as the pipeline's own scheduler sets it for t/1000 (its
-    shift, static or resolution-dependent); the timestep input is the recorded one."""
+    shift, static or resolution-dependent); the timestep input is the recorded one. A
+    :class:`~autosel.schema.Sigma` runs at the timestep whose recorded σ is nearest it
+    (:func:`nearest_recorded_timestep`)."""
 
     def __init__(self, recorder: CallRecorder) -> None:
         self.recorder = recorder
 
     def level(self, level, tokens, image_hw=None, prompt=""):
         if isinstance(level, Sigma):
-            raise InvalidInputError(_NO_SIGMA)
+            level = nearest_recorded_timestep(self.recorder, level, image_hw, prompt)
         return float(level), float(self.recorder.call(prompt, tuple(image_hw), level).sigma or 0.0)
 
     def __call__(self, latents, noise, timestep, tokens, image_hw=None, prompt=""):
         if isinstance(timestep, Sigma):
-            raise InvalidInputError(_NO_SIGMA)
+            timestep = nearest_recorded_timestep(self.recorder, timestep, image_hw, prompt)
         recorded = self.recorder.call(prompt, tuple(image_hw), timestep)
         sigma = float(recorded.sigma or 0.0)
         noisy = (1.0 - sigma) * latents + sigma * noise
