@@ -27,9 +27,14 @@ def sweep_heatmap(table: pd.DataFrame, path: str | Path, title: str, metric_labe
     height = max(3.0, 0.17 * len(ids) + 1.6)
     figure, axes = plt.subplots(figsize=(3.2 + 0.75 * len(timesteps) + 3.6, height))
     image = axes.imshow(100 * grid.to_numpy(dtype=float), aspect="auto", cmap="viridis", interpolation="nearest")
-    axes.set_xticks(range(len(timesteps)), [str(t) for t in timesteps])
+    if "sigma" in table:  # the noise level each timestep means for this model and size
+        sigma = table.drop_duplicates("timestep").set_index("timestep")["sigma"]
+        axes.set_xticks(range(len(timesteps)), [f"{t}\nσ {sigma[t]:.2f}" for t in timesteps])
+        axes.set_xlabel("timestep t (σ)")
+    else:
+        axes.set_xticks(range(len(timesteps)), [str(t) for t in timesteps])
+        axes.set_xlabel("timestep t")
     axes.set_yticks(range(len(ids)), ids, fontsize=6.5 if len(ids) > 40 else 8)
-    axes.set_xlabel("timestep t")
     axes.set_title(_wrap(title, figure), fontsize=10)
     start = 0
     for row in range(1, len(ids) + 1):

@@ -131,6 +131,12 @@ def test_a_search_records_t_and_sigma_in_its_configs_and_tables(finished_search)
     assert {int(t): s for t, s in zip(sweep["timestep"], sweep["sigma"])} == expected
     confirmed = pd.read_csv(folder / "confirmed.csv")
     assert confirmed["sigmas"].astype(str).str.len().min() > 0
+    trials = pd.read_csv(folder / "trials.csv")
+    complete = trials[trials["state"] == "COMPLETE"]
+    assert len(complete) and all(
+        {float(part) for part in str(text).split(" + ")} <= {round(value, 3) for value in expected.values()}
+        for text in complete["sigmas"]
+    )
 
 
 def test_a_search_space_gives_timesteps_or_sigmas_not_both():

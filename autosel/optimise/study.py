@@ -90,14 +90,20 @@ def states(study: optuna.Study) -> Counter:
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, state, score, channels, cost, selection, params, times."""
+    """One row per trial: number, state, score, channels, cost, selection, the σ of each of its
+    activations' timesteps (as the search recorded them in the study), params, times."""
+    levels = study.user_attrs.get("noise_levels", {})  # {"t": [t, σ]}
     rows = []
     for trial in study.get_trials(deepcopy=False):
+        items = trial.user_attrs.get("items") or []
+        sigmas = [levels.get(str(int(t))) for _, t, _ in items]
         rows.append({
             "number": trial.number, "state": trial.state.name,
             "score": trial.values[0] if trial.values else None,
             "channels": trial.user_attrs.get("channels"), "cost": trial.user_attrs.get("cost"),
-            "selection": trial.user_attrs.get("selection"), "feasible": trial.user_attrs.get("feasible"),
+            "selection": trial.user_attrs.get("selection"),
+            "sigmas": " + ".join(f"{level[1]:.3f}" for level in sigmas) if sigmas and all(sigmas) else None,
+            "feasible": trial.user_attrs.get("feasible"),
             "duplicate_of": trial.user_attrs.get("duplicate_of"), "driver": trial.user_attrs.get("driver"),
             "seconds": (trial.datetime_complete - trial.datetime_start).total_seconds()
             if trial.datetime_complete and trial.datetime_start else None,
