@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -37,6 +36,7 @@ from autosel.limits import check_image_memory
 from autosel.models import Architecture, load_pipeline, resolve_model
 from autosel.models.architecture import ImageSize, load_architecture
 from autosel.models.families import expand_rows
+from autosel.noise import nearest_timestep
 from autosel.prompts import image_prompts
 from autosel.schema import Level, Sigma, check_sigma, check_timestep, level_key
 
@@ -173,14 +173,7 @@ class Denoiser:
     def timestep_for_sigma(self, sigma: float, image_hw: tuple[int, int], prompt: str = "") -> int:
         """The training timestep whose σ at ``image_hw`` is nearest ``sigma`` (ties: the lower t),
         found by bisection (σ grows with t in every schedule)."""
-        sigma_at = functools.lru_cache(maxsize=None)(lambda t: self.noise_level(t, image_hw, prompt)[1])
-        low, high = 0, self.num_train_timesteps - 1
-        while low < high:  # the first t with σ(t) ≥ sigma
-            middle = (low + high) // 2
-            low, high = (middle + 1, high) if sigma_at(middle) < sigma else (low, middle)
-        if low > 0 and abs(sigma_at(low - 1) - sigma) <= abs(sigma_at(low) - sigma):
-            return low - 1
-        return low
+        return nearest_timestep(lambda t: self.noise_level(t, image_hw, prompt)[1], sigma, self.num_train_timesteps)
 
     # -- the steps -----------------------------------------------------------------------
 

@@ -16,7 +16,9 @@ x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε, and a σ given to a DDPM family pick
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -175,3 +177,16 @@ def noise_process(family: Any, scheduler_config: Any) -> NoiseProcess:
     if family.flow:
         return FlowNoise(scheduler_config, family.flow_timestep_scale)
     return DDPMNoise(scheduler_config)
+
+
+def nearest_timestep(sigma_at: Callable[[int], float], sigma: float, num_train_timesteps: int) -> int:
+    """The training timestep whose σ (``sigma_at(t)``, growing with t as in every schedule) is
+    nearest ``sigma`` (ties: the lower t), by bisection: about ten ``sigma_at`` calls."""
+    sigma_at = functools.lru_cache(maxsize=None)(sigma_at)
+    low, high = 0, num_train_timesteps - 1
+    while low < high:  # the first t with σ(t) ≥ sigma
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if sigma_at(middle) < sigma else (low, middle)
+    if low > 0 and abs(sigma_at(low - 1) - sigma) <= abs(sigma_at(low) - sigma):
+        return low - 1
+    return low

@@ -20,7 +20,6 @@ What a hand-written family states, this one measures:
 
 from __future__ import annotations
 
-import functools
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -36,7 +35,7 @@ from autosel.errors import InvalidInputError, UnsupportedModelError
 from autosel.models.calls import CallRecorder, RecordedCall
 from autosel.models.families.base import Architecture, DiscoveredPoint
 from autosel.models.families.dit import DIT_KINDS, denoiser_input
-from autosel.noise import DDPMNoise, NoiseProcess
+from autosel.noise import DDPMNoise, NoiseProcess, nearest_timestep
 from autosel.schema import Sigma
 
 FEED_FORWARD_NAMES = ("ff", "mlp", "feed_forward", "img_mlp", "ffn", "mlp_img")
@@ -195,16 +194,8 @@ def nearest_recorded_timestep(recorder: CallRecorder, sigma: float, image_hw: tu
     """The training timestep whose σ in the pipeline's own recorded call at ``image_hw`` is nearest
     ``sigma`` (ties: the lower t), by bisection (σ grows with t): a ``sigma:`` on the generic path
     runs at the pipeline's own schedule point nearest it, as a DDPM model's does."""
-    sigma_at = functools.lru_cache(maxsize=None)(
-        lambda t: float(recorder.call(prompt, tuple(image_hw), t).sigma or 0.0)
-    )
-    low, high = 0, recorder.num_train_timesteps - 1
-    while low < high:  # the first t with σ(t) ≥ sigma
-        middle = (low + high) // 2
-        low, high = (middle + 1, high) if sigma_at(middle) < sigma else (low, middle)
-    if low > 0 and abs(sigma_at(low - 1) - sigma) <= abs(sigma_at(low) - sigma):
-        return low - 1
-    return low
+    return nearest_timestep(lambda t: float(recorder.call(prompt, tuple(image_hw), t).sigma or 0.0), sigma,
+                            recorder.num_train_timesteps)
 
 
 class RecordedFlowNoise(NoiseProcess):
