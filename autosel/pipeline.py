@@ -219,28 +219,37 @@ class Search:
     @property
     def noise_levels(self) -> dict[Any, tuple[float, float]]:
         """(t, σ) of each of the space's timesteps for its model and image size, recorded in the
-        sweep table and every written config: from the study when an earlier run stored them,
-        else from a worker (the driver loads no weights)."""
+        sweep table and every written config: from the study when an earlier run at the same
+        size and prompt stored them, else from a worker (the driver loads no weights)."""
         if self._noise_levels is None:
             study = self.open_study()
-            stored = {int(t): tuple(level) for t, level in study.user_attrs.get("noise_levels", {}).items()}
+            record = study.user_attrs.get("noise_levels", {})
+            stored = {int(t): tuple(level) for t, level in record.get("levels", {}).items()} \
+                if record.get("at") == self._noise_setting() else {}
             if not set(self.space.timesteps) <= set(stored):
                 stored.update(self.pool().noise_levels(list(self.space.timesteps)))
-                study.set_user_attr("noise_levels", {str(t): list(level) for t, level in stored.items()})
+                study.set_user_attr("noise_levels", {"at": self._noise_setting(),
+                                                     "levels": {str(t): list(level) for t, level in stored.items()}})
             self._noise_levels = stored
         return self._noise_levels
 
+    def _noise_setting(self) -> str:
+        """What a timestep's σ depends on besides the model (a flow shift can follow the image size)."""
+        return json.dumps({"image_size": self.space.image_size, "prompt": self.space.prompt}, default=str)
+
     def resolve_sigmas(self) -> None:
         """A space given as ``sigmas:`` becomes the integer timesteps nearest them (the store and
-        cache key by t), from the study when an earlier run resolved them, else from a worker."""
+        cache key by t), from the study when an earlier run at the same size and prompt resolved
+        them, else from a worker."""
         sigmas = self.space.sigmas
         if sigmas is None:
             return
         study = self.open_study()
-        stored = study.user_attrs.get("sigma_timesteps", {})
+        record = study.user_attrs.get("sigma_timesteps", {})
+        stored = record.get("timesteps", {}) if record.get("at") == self._noise_setting() else {}
         if not all(str(sigma) in stored for sigma in sigmas):
             stored = {**stored, **dict(zip(map(str, sigmas), self.pool().timesteps_for(sigmas)))}
-            study.set_user_attr("sigma_timesteps", stored)
+            study.set_user_attr("sigma_timesteps", {"at": self._noise_setting(), "timesteps": stored})
         self.space = self.space.with_timesteps([stored[str(sigma)] for sigma in sigmas])
         event(f"sigmas {sigmas} are timesteps {self.space.timesteps} here", timesteps=self.space.timesteps)
 

@@ -195,3 +195,30 @@ def test_a_sigma_on_the_generic_path_runs_at_the_pipelines_nearest_timestep():
     assert abs(sigma - 0.5) <= min(abs(below - 0.5), abs(above - 0.5))  # no schedule point is nearer
     by_t = FeatureExtractor(config({"id": "vit-block0-out", "timestep": int(t)}, model="tiny-qwen-image-random"), device="cpu")
     assert torch.equal(by_sigma(images())["vit-block0-out"], by_t(images())["vit-block0-out"])
+
+
+def test_a_study_reuses_its_recorded_noise_levels_only_at_the_same_image_size(tmp_path):
+    from autosel.pipeline import Search
+    from autosel.run_config import Resources, RunConfig
+    from autosel.space import SearchSpace
+
+    asked = []
+
+    class RecordingPool:  # stands in for the workers: what the search asks of them
+        def noise_levels(self, levels):
+            asked.append(list(levels))
+            return {t: (float(t), t / 1000) for t in levels}
+
+        def close(self):
+            pass
+
+    def levels_of(space):
+        search = Search(space, RunConfig(out=tmp_path, progress=False), Resources(workers=0))
+        search._pool = RecordingPool()
+        return search.noise_levels
+
+    space = SearchSpace(model="tiny", image_size=64, timesteps=[50])
+    assert levels_of(space) == {50: (50.0, 0.05)}
+    assert levels_of(space) == {50: (50.0, 0.05)} and len(asked) == 1  # the same size: read back from the study
+    levels_of(space.replace(image_size=32))
+    assert len(asked) == 2  # another size: asked again (a flow shift can follow the size)

@@ -92,7 +92,7 @@ def states(study: optuna.Study) -> Counter:
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, score, channels, cost, selection, the σ of each of its
     activations' timesteps (as the search recorded them in the study), params, times."""
-    levels = study.user_attrs.get("noise_levels", {})  # {"t": [t, σ]}
+    levels = study.user_attrs.get("noise_levels", {}).get("levels", {})  # {"t": [t, σ]} (see Search.noise_levels)
     rows = []
     for trial in study.get_trials(deepcopy=False):
         items = trial.user_attrs.get("items") or []
