@@ -186,26 +186,28 @@ def noisy_ddpm(pipeline: Any, latents: torch.Tensor, noise: torch.Tensor, timest
 NO_GUIDANCE = "autosel takes features from the conditional branch: classifier-free guidance off"
 
 
-def test_sd_denoiser_call_equals_the_stable_diffusion_pipeline():
-    pipeline, denoiser, latents, noise = prepared("tiny-random")
+def ddpm_calls(name: str, component: str, change: Callable[[Any], Any] | None = None, **extra: Any):
+    """(autosel's call, its output, the pipeline's call, its output) of twin ``name`` at the first
+    timestep of a 2-step grid: the pipeline is given autosel's noisy latent through ``latents=``
+    (no guidance: NO_GUIDANCE); ``extra`` goes to the pipeline as well."""
+    pipeline, denoiser, latents, noise = prepared(name, change)
     timestep = ddpm_first_timestep(pipeline, 2)
     ours, our_output = autosel_call(denoiser, latents, noise, timestep)
     theirs, their_output = pipeline_call(
-        pipeline, "unet", prompt=PROMPT, height=SIZE, width=SIZE, num_inference_steps=2,
-        latents=noisy_ddpm(pipeline, latents, noise, timestep), guidance_scale=1.0, output_type="latent",
-    )  # guidance_scale=1: NO_GUIDANCE
+        pipeline, component, prompt=PROMPT, height=SIZE, width=SIZE, num_inference_steps=2,
+        latents=noisy_ddpm(pipeline, latents, noise, timestep), guidance_scale=1.0, output_type="latent", **extra,
+    )
+    return ours, our_output, theirs, their_output
+
+
+def test_sd_denoiser_call_equals_the_stable_diffusion_pipeline():
+    ours, our_output, theirs, their_output = ddpm_calls("tiny-random", "unet")
     assert_same_call(ours, theirs)
     assert_same_output(our_output, their_output)
 
 
 def test_sdxl_denoiser_call_equals_the_stable_diffusion_xl_pipeline():
-    pipeline, denoiser, latents, noise = prepared("tiny-xl-random")
-    timestep = ddpm_first_timestep(pipeline, 2)
-    ours, our_output = autosel_call(denoiser, latents, noise, timestep)
-    theirs, their_output = pipeline_call(
-        pipeline, "unet", prompt=PROMPT, height=SIZE, width=SIZE, num_inference_steps=2,
-        latents=noisy_ddpm(pipeline, latents, noise, timestep), guidance_scale=1.0, output_type="latent",
-    )
+    ours, our_output, theirs, their_output = ddpm_calls("tiny-xl-random", "unet")
     assert_same_call(ours, theirs)
     assert_same_output(our_output, their_output)
 
@@ -332,12 +334,8 @@ def test_ddpm_denoiser_call_equals_the_ddpm_pipeline():
 
 
 def test_pixart_denoiser_call_equals_the_pixart_pipeline():
-    pipeline, denoiser, latents, noise = prepared("tiny-pixart-random")
-    timestep = ddpm_first_timestep(pipeline, 2)
-    ours, our_output = autosel_call(denoiser, latents, noise, timestep)
-    theirs, their_output = pipeline_call(
-        pipeline, "transformer", prompt=PROMPT, height=SIZE, width=SIZE, num_inference_steps=2,
-        latents=noisy_ddpm(pipeline, latents, noise, timestep), guidance_scale=1.0, output_type="latent",
+    ours, our_output, theirs, their_output = ddpm_calls(
+        "tiny-pixart-random", "transformer",
         use_resolution_binning=False,  # autosel extracts at the size asked for, not a trained bin's
     )
     assert_same_call(ours, theirs)
@@ -358,14 +356,8 @@ def with_f8_vae(pipeline: Any) -> Any:
 
 
 def test_hunyuan_dit_denoiser_call_equals_the_hunyuan_dit_pipeline():
-    pipeline, denoiser, latents, noise = prepared("tiny-hunyuan-random", with_f8_vae)
-    timestep = ddpm_first_timestep(pipeline, 2)
-    ours, our_output = autosel_call(denoiser, latents, noise, timestep)
-    theirs, their_output = pipeline_call(
-        pipeline, "transformer", prompt=PROMPT, height=SIZE, width=SIZE, num_inference_steps=2,
-        latents=noisy_ddpm(pipeline, latents, noise, timestep), guidance_scale=1.0, output_type="latent",
-        use_resolution_binning=False,
-    )
+    ours, our_output, theirs, their_output = ddpm_calls("tiny-hunyuan-random", "transformer", with_f8_vae,
+                                                        use_resolution_binning=False)
     assert_same_call(ours, theirs)
     assert_same_output(our_output, their_output)
 
