@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,20 +60,30 @@ def as_space(space: SearchSpace | str | Path) -> SearchSpace:
 
 
 def sweep_plan(space: SearchSpace | str | Path, resources: Resources | None = None, source: str | None = None,
-               measure: bool = False) -> Plan:
-    """What a sweep of ``space`` will do and cost (the dry run): forwards, memory and the batch
-    ``auto`` resolves to, from the offline catalogue; ``measure`` loads the model and times one
-    forward (without the weights, a note says the estimate is missing). ``source``: where the
-    space came from, for the plan's text."""
+               measure: bool = False, run: RunConfig | None = None) -> Plan:
+    """What a sweep of ``space`` will do and cost (the dry run): forwards (with ``run``, only for
+    the rows its store does not hold yet; it is read, not written), memory and the batch ``auto``
+    resolves to, from the offline catalogue; ``measure`` loads the model and times one forward
+    when there is any to run (without the weights, a note says the estimate is missing).
+    ``source``: where the space came from, for the plan's text."""
+    from autosel.denoiser import resolve_dtype
     from autosel.runtime.plan import make_plan, space_source, time_plan
+    from autosel.screen.sweep import screen_todo
+    from autosel.store import default_storage
 
     space = as_space(space)
     resources = resources or Resources()
     requested = resources.batch_size
     plan = make_plan(space, source or space_source(space.model, None, space), "sweep", resources.device,
                      None if requested == "auto" else requested)
-    if measure:
+    if run is not None and space.sigmas is None:  # σ spaces: their timesteps are known once the model loads
+        storage = run.storage or default_storage(run.out, make_folder=False)
+        todo = screen_todo(space.replace(dtype=resolve_dtype(space.dtype, resources.device)), storage)
+        plan.forwards["screen"] = math.ceil(plan.search_images / plan.batch_size) * len(todo)
+    if measure and plan.total_forwards:
         time_plan(plan, space, resources.device)
+    elif measure:
+        plan.notes.append("time: no forward to run, the store holds the whole sweep (no model loads)")
     return plan
 
 
@@ -90,8 +101,9 @@ def sweep(space: SearchSpace | str | Path, run: RunConfig | None = None, resourc
     space = as_space(space)
     run, resources = run or RunConfig(), resources or Resources()
     preflight(model=space.model, task=space.task, dataset=space.dataset, device=resources.device, out=run.out)
-    SweepStore(run.storage or default_storage(run.out))  # an unusable store fails now, not after the screen
-    plan = sweep_plan(space, resources, source)
+    storage = run.storage or default_storage(run.out)
+    SweepStore(storage)  # an unusable store fails now, not after the screen
+    plan = sweep_plan(space, resources, source, run=run)
     event(plan.text(), **{k: v for k, v in plan.to_dict().items() if k != "notes"})
     return run_sweep(space, out=run.out, storage=run.storage, device=resources.device, batch_size=plan.batch_size,
                      progress=run.progress, write_files=write_files)

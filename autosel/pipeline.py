@@ -27,7 +27,8 @@ import optuna
 import pandas as pd
 
 from autosel import atomic
-from autosel.cache import default_cache_dir, parse_bytes
+from autosel.cache import ActivationCache, default_cache_dir, parse_bytes
+from autosel.cache.fill import search_cache_keys
 from autosel.candidates import SpaceCatalogue
 from autosel.config import FeatureConfig, mask_password
 from autosel.data.specs import shared_split
@@ -38,20 +39,28 @@ from autosel.log import event
 from autosel.optimise.driver import Driver, DriveStats
 from autosel.optimise.selection import TRIAL_ENCODING, Candidate, Selection
 from autosel.optimise.strategies import count_selections, make_strategy
-from autosel.optimise.study import completed, open_storage, open_study, pareto_front, quiet_optuna, trials_frame
+from autosel.optimise.study import (
+    completed,
+    existing_study,
+    open_storage,
+    open_study,
+    pareto_front,
+    quiet_optuna,
+    trials_frame,
+)
 from autosel.progress import progress_bar
 from autosel.protocols import DEFAULT_PROTOCOL
 from autosel.resources import presets_folder
 from autosel.run_config import Resources, RunConfig
-from autosel.runtime.plan import Plan, make_plan, space_source, time_plan
+from autosel.runtime.plan import Plan, make_plan, planned_forwards, space_source, time_plan, worker_count
 from autosel.runtime.pools import WorkerPool, start_pool
 from autosel.runtime.preflight import check_dataset_names, preflight
 from autosel.schema import Sigma, level_key
 from autosel.screen import SweepResult, run_sweep
-from autosel.screen.sweep import base_config
+from autosel.screen.sweep import base_config, screen_todo, stored_sweep
 from autosel.space import SearchSpace, canonical_model
 from autosel.store import default_storage, driver_lock, portable_storage
-from autosel.tasks import get_task
+from autosel.tasks import get_task, make_task
 
 NOT_HELD_OUT = "not held-out (same split as the search)"
 
@@ -156,17 +165,55 @@ class Search:
         return open_storage(self.storage_url)
 
     def plan(self, measure: bool = False, source: str | None = None) -> Plan:
-        """What the search will do and cost (the dry run), from the offline catalogue: no weights
-        load unless ``measure``, which times one forward (a note says why when the weights are
-        not at hand). Resolves ``--batch-size auto``."""
+        """What the search will do and cost (the dry run), from the offline catalogue and what
+        the store already holds (:meth:`count_reuse`; nothing is written): no weights load
+        unless ``measure``, which times one forward when there is any to run (a note says why
+        when the weights are not at hand). Resolves ``--batch-size auto``."""
         if self._plan is None:
             requested = self.resources.batch_size
             self._plan = make_plan(self.space, source or space_source(self.space.model, None, self.space), "search",
                                    self.resources.device, None if requested == "auto" else requested,
-                                   self.resources.workers, presets_for(self.space.model))
+                                   self.resources.workers, presets_for(self.space.model),
+                                   cache_memory=parse_bytes(self.run_config.cache_memory))
+            self.count_reuse(self._plan)
         if measure and self._plan.seconds_per_image_forward is None:
-            time_plan(self._plan, self.space, self.resources.device)
+            if self._plan.total_forwards:
+                time_plan(self._plan, self.space, self.resources.device)
+            else:
+                self._plan.notes.append("time: no forward to run, everything is stored (no model loads)")
         return self._plan
+
+    def count_reuse(self, plan: Plan) -> None:
+        """Count in ``plan`` what the store already holds, reading it without writing: a stored
+        screen runs no forward, and the top candidates it gives make the cache's count exact
+        (the timesteps with an entry missing from the activation cache); a finished study
+        caches nothing and confirms exactly the configs it has no held-out score for. A space given as
+        ``sigmas:`` keeps the fresh counts (its timesteps are resolved by the run)."""
+        if self.space.sigmas is not None:
+            return
+        url = self.run_config.storage or default_storage(self.run_config.out, make_folder=False)
+        sweep = stored_sweep(self.space, url)
+        if sweep is None:
+            todo = screen_todo(self.space, url)  # a screen cut short: only its missing timesteps run
+            plan.forwards["screen"] = math.ceil(plan.search_images / plan.batch_size) * len(todo)
+            if len(todo) < len(self.space.timesteps) and "cache" not in plan.upper_bounds:  # keeps only what it runs
+                plan.forwards["cache"] = planned_forwards(self.space, "search", plan.batch_size, plan.search_images,
+                                                          plan.heldout_images)["cache"]
+                plan.upper_bounds = ["cache", *plan.upper_bounds]
+            return
+        candidates = self.candidates(sweep)
+        plan.forwards["screen"] = 0
+        study = existing_study(url, self.study_name)
+        if study is not None and self.trials_done(candidates, study):
+            configs = [config for _, config, _, _ in self.confirm_entries(study, sweep)]
+            previous = self.confirmed_before(study)
+            todo = [config for config in configs if self.confirm_key(config) not in previous]
+            plan.forwards.update(cache=0, confirm=self.confirm_forwards(todo, worker_count(self.resources.workers)))
+            plan.upper_bounds = []
+            return
+        missing = self.uncached_timesteps(cache_entries(candidates))
+        plan.forwards["cache"] = math.ceil(plan.search_images / plan.batch_size) * len(missing)
+        plan.upper_bounds = [stage for stage in plan.upper_bounds if stage != "cache"]
 
     @property
     def batch_size(self) -> int:
@@ -285,11 +332,18 @@ class Search:
         return candidates
 
     def cache(self, candidates: list[Candidate]) -> list[tuple[str, int]]:
-        """Fill the activation cache with the candidates' (id, t), timestep by timestep on the
-        first worker, then load it on every worker; returns the (id, t) cached."""
+        """Fill the activation cache with the candidates' (id, t): from the captures the
+        screen kept where it did (:func:`~autosel.runtime.plan.keeps_screen`), the rest
+        timestep by timestep on the first worker; then load it on every worker. Returns the
+        (id, t) cached."""
         cached = cache_entries(candidates)
-        timesteps = sorted({t for _, t in cached})
         pool = self.pool()
+        event(f"caching {len(cached)} (id, t) of the top {len(candidates)} candidates", entries=len(cached))
+        kept = pool.write_screened(cached)  # what the screen captured: no forward for those
+        if kept:
+            event(f"cached {kept} (id, t) from the screen's own captures", entries=kept)
+        timesteps = self.uncached_timesteps(cached)
+        planned = math.ceil(self.plan().search_images / self.batch_size) * len(timesteps)  # the plan's count, now that the top is known
         forwards = 0
         with progress_bar("caching timesteps", len(timesteps), self.progress) as advance:
             for timestep in timesteps:
@@ -299,21 +353,28 @@ class Search:
                 advance(1)
         forwards += sum(pool.prepare(cached))
         self.forwards["cache"] = forwards
-        planned = math.ceil(self.plan().search_images / self.batch_size) * len(timesteps)  # the plan, now that the top is known
         event(f"cache: {len(cached)} (id, t) of the top {len(candidates)} candidates ready ({forwards} forwards)",
               entries=len(cached), forwards=forwards, planned=planned)
         return cached
+
+    def uncached_timesteps(self, entries: list[tuple[str, int]]) -> list[int]:
+        """The timesteps of ``entries`` with an entry the activation cache does not hold (each
+        costs a forward per image batch to fill), read without loading the model."""
+        task = make_task(self.space.task, self.space.dataset, "search", **self.space.task_options())
+        cache = ActivationCache(self.cache_dir)
+        keys = search_cache_keys(self.space, task, self.plan().image_size, entries)
+        return sorted({t for (_, t), key in keys.items() if not cache.holds(key)})
 
     def open_study(self) -> optuna.Study:
         """The search's study (created on first use; one of another model or task is refused)."""
         return open_study(self.storage, self.study_name, self.identity, optuna.samplers.RandomSampler())
 
-    def trials_done(self, candidates: list[Candidate]) -> bool:
-        """True when the study already holds ``search.trials`` COMPLETE trials, or every distinct
-        selection of a smaller space."""
+    def trials_done(self, candidates: list[Candidate], study: optuna.Study | None = None) -> bool:
+        """True when the study (default: the search's) already holds ``search.trials`` COMPLETE
+        trials, or every distinct selection of a smaller space."""
         search = self.space.search
         wanted = min(search.trials, count_selections(candidates, search.max_activations))
-        return len(completed(self.open_study())) >= wanted
+        return len(completed(study or self.open_study())) >= wanted
 
     def optimise(self, candidates: list[Candidate]) -> tuple[optuna.Study, DriveStats]:
         """Run trials on the cached features until the study holds ``search.trials`` COMPLETE ones."""
@@ -333,9 +394,9 @@ class Search:
               evaluated=stats.evaluated, duplicates=stats.duplicates, retried=stats.retried, forwards=0, study=self.study_name)
         return study, stats
 
-    def confirm(self, study: optuna.Study, sweep: SweepResult) -> list[Confirmed]:
-        """Score the ``confirm_top`` best distinct trials, the best single activation and the
-        model's presets on the held-out split through the real extractor at full channels."""
+    def confirm_entries(self, study: optuna.Study, sweep: SweepResult) -> list[tuple[str, FeatureConfig, float | None, int | None]]:
+        """What :meth:`confirm` scores, as (name, config, search score, trial): the ``confirm_top``
+        best distinct feasible trials, the best single activation and the model's presets."""
         space = self.space
         entries: list[tuple[str, FeatureConfig, float | None, int | None]] = []
         seen = set()
@@ -353,6 +414,20 @@ class Search:
                         base_config(space, single["id"], int(single["timestep"])), float(single["value"]), None))
         for path, preset in presets_items(space.model):
             entries.append((f"preset {path.stem}", preset.replace(extraction=space.extraction_section()), None, None))
+        return entries
+
+    def confirm_forwards(self, configs: list[FeatureConfig], workers: int) -> int:
+        """Denoiser forwards confirming ``configs`` on ``workers`` takes: per worker group
+        (:func:`confirm_groups`), one per held-out batch and distinct timestep of its configs."""
+        batches = math.ceil(self.plan().heldout_images / self.batch_size)
+        return sum(batches * len({a.level for n in group for a in configs[n].activations})
+                   for group in confirm_groups(configs, workers)) if configs else 0
+
+    def confirm(self, study: optuna.Study, sweep: SweepResult) -> list[Confirmed]:
+        """Score the ``confirm_top`` best distinct trials, the best single activation and the
+        model's presets (:meth:`confirm_entries`) on the held-out split through the real
+        extractor at full channels; configs the study already holds a score for are not redone."""
+        entries = self.confirm_entries(study, sweep)
         configs = [config for _, config, _, _ in entries]
         previous = self.confirmed_before(study)
         keys = [self.confirm_key(config) for config in configs]
@@ -361,8 +436,7 @@ class Search:
         forwards = planned = 0
         if todo:
             groups = confirm_groups([configs[n] for n in todo], self.pool().size)
-            batches = math.ceil(self.plan().heldout_images / self.batch_size)
-            planned = sum(batches * len({a.level for n in group for a in configs[todo[n]].activations}) for group in groups)
+            planned = self.confirm_forwards([configs[n] for n in todo], self.pool().size)
             with progress_bar("confirming", len(groups), self.progress) as advance:
                 answers = self.pool().confirm([[configs[todo[n]].to_dict() for n in group] for group in groups], advance)
             for group, (answer, count) in zip(groups, answers):

@@ -63,10 +63,12 @@ class StorageError(AutoselError):
     """The SQL store cannot be reached or used (the message masks any password)."""
 
 
-def default_storage(out: str | Path) -> str:
-    """The embedded default: a SQLite file in the output folder (shared with the study)."""
+def default_storage(out: str | Path, make_folder: bool = True) -> str:
+    """The embedded default: a SQLite file in the output folder (shared with the study), the
+    folder made unless ``make_folder`` is false (a dry run only reads)."""
     path = Path(out).resolve() / "autosel.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
 
 
@@ -215,12 +217,35 @@ def storage_error(url: str, error: BaseException) -> StorageError:
     return StorageError(f"cannot use storage {mask_url(url)}: {mask_in(reason, url)}")
 
 
+def existing_engine(url: str, table: str) -> sa.Engine | None:
+    """An engine for ``url`` when its database already exists and holds ``table``, else ``None``;
+    creates nothing (a dry run looks at what is stored and writes nothing)."""
+    try:
+        check_storage_url(url)
+        path = sqlite_file(url)
+        if path is not None and not path.is_file():  # connecting would create the file
+            return None
+        engine = sa.create_engine(url, **engine_options(url))
+        if sa.inspect(engine).has_table(table):
+            return engine
+        engine.dispose()
+    except (sa.exc.SQLAlchemyError, AutoselError, ImportError, ValueError):  # no usable store: nothing stored
+        pass
+    return None
+
+
 class SweepStore:
     """Read and append screening rows."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, engine: sa.Engine | None = None) -> None:
         self.url = url
-        self.engine = connect(url)
+        self.engine = engine or connect(url)
+
+    @classmethod
+    def existing(cls, url: str) -> SweepStore | None:
+        """The store at ``url`` when it already holds screening rows' table, else ``None`` (creates nothing)."""
+        engine = existing_engine(url, sweep_table.name)
+        return None if engine is None else cls(url, engine)
 
     def rows(self, sweep_key: str | None = None) -> pd.DataFrame:
         """All rows of one sweep (or of every sweep), in insertion order."""

@@ -2,7 +2,7 @@
 forwards and wall time per stage, on the tiny model (its shipped space) and on an SD1.5-layout
 pipeline folder with random weights at 128 px (a small space: see ``SD15_SPACE``).
 
-    python experiments/bench_search.py --before /tmp/base358 [--only tiny|sd15] [--out docs/...]
+    python experiments/bench_search.py --before /tmp/base358 [--only tiny|sd15] [--rounds 3]
 
 ``--before`` is a checkout of the code to compare with (e.g. ``git worktree add /tmp/base358
 358b4c3``); the "after" code is this checkout. Each search runs in its own process, in the
@@ -10,7 +10,9 @@ driver (``--workers 0``, so every forward is counted here), with the code's defa
 forwards are counted at the capture hook (``Denoiser.capture``'s ``forward_count``) and each
 stage (``Search.screen``, ``cache``, ``optimise``, ``confirm``) is timed by wrapping it. The
 "after" search of each model is then run again on the same store (a finished search's rerun).
-Runs alternate (before, after) so that a busy machine slows both alike. Prints a Markdown table.
+Runs alternate (before, after), ``--rounds`` times on fresh stores, so that a busy machine slows
+both alike; the speed-up is reported per round and as the median of the rounds. Prints a
+Markdown table.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,7 +101,9 @@ def search(code: Path, args: list[str], folder: Path) -> dict:
     measured = json.loads(report.read_text())
     best = next(Path(folder).rglob("best.yaml"), None)
     measured["wall"] = wall
-    measured["best"] = yaml.safe_load(best.read_text())["activations"] if best else None
+    # the chosen activations, not how they are written (later code records each one's σ beside t)
+    measured["best"] = ([(a["id"], a["timestep"], a.get("weight", 1.0), a.get("post", "none"))
+                         for a in yaml.safe_load(best.read_text())["activations"]] if best else None)
     return measured
 
 
@@ -130,25 +135,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, required=True, help="checkout of the code to compare with")
     parser.add_argument("--only", choices=["tiny", "sd15"])
+    parser.add_argument("--rounds", type=int, default=1, help="before/after pairs per model (fresh stores each)")
     args = parser.parse_args()
     after = HERE.parent
     lines = ["| model | code | screen (forwards / s) | cache | optimise | confirm | forwards in all | wall |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     with tempfile.TemporaryDirectory() as temp:
         for name, model_args in models(args.only, Path(temp)):
-            runs = {}
-            for code, checkout in (("before", args.before), ("after", after)):
-                folder = Path(temp) / f"{name.split()[0]}-{code}"
-                folder.mkdir()
-                runs[code] = search(checkout, model_args, folder)
-                lines.append(row(name, code, runs[code]))
-                print(lines[-1], flush=True)
-            rerun = search(after, model_args, Path(temp) / f"{name.split()[0]}-after")
+            speeds = []
+            for round_ in range(args.rounds):
+                runs = {}
+                for code, checkout in (("before", args.before), ("after", after)):
+                    folder = Path(temp) / f"{name.split()[0]}-{code}-{round_}"
+                    folder.mkdir()
+                    runs[code] = search(checkout, model_args, folder)
+                    lines.append(row(name, code, runs[code]))
+                    print(lines[-1], flush=True)
+                speeds.append(runs["before"]["wall"] / runs["after"]["wall"])
+            rerun = search(after, model_args, Path(temp) / f"{name.split()[0]}-after-{args.rounds - 1}")
             lines.append(row(name, "after, rerun", rerun))
             same = "the same" if runs["before"]["best"] == runs["after"]["best"] == rerun["best"] else "DIFFERENT"
-            speed = runs["before"]["wall"] / runs["after"]["wall"]
+            rounds = ", ".join(f"{speed:.2f}×" for speed in speeds)
             lines.append(f"| {name} | after vs before | | | | | {runs['before']['forwards']} → {runs['after']['forwards']} "
-                         f"| {speed:.2f}× faster; best.yaml activations {same} |")
+                         f"| {statistics.median(speeds):.2f}× faster (median; rounds {rounds}); best.yaml activations {same} |")
             print("\n".join(lines[-2:]), flush=True)
     print("\n".join(lines))
 

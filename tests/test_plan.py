@@ -39,7 +39,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(cli, tmp_path):
     work.mkdir()
     done = cli("search", "--model", "tiny", "--pairs", "8", "--dry-run", cwd=work, cache=cache)
     assert done.returncode == 0, done.stderr
-    for fact in ("denoiser forwards", "screen 5, cache 5", "peak memory per worker", "activation cache", "time ≈", "float32 on cpu"):
+    for fact in ("denoiser forwards", "screen 5, cache 0, confirm ≤", "(≤: at most; confirm", "kept for the cache",
+                 "peak memory per worker", "activation cache",
+                 "time ≈", "float32 on cpu"):
         assert fact in done.stdout, fact
     assert list(work.iterdir()) == [] and not cache.exists()
 
@@ -65,6 +67,29 @@ def test_planned_screen_forwards_are_what_the_sweep_runs(tmp_path):
     plan = make_plan(space, "test", stage="sweep", device="cpu", batch_size=4)
     result = run_sweep(space, out=tmp_path, batch_size=4, progress=False, write_files=False)
     assert plan.forwards["screen"] == result.forwards == 8  # 16 images / 4 per batch x 2 timesteps
+
+
+def test_a_sweep_plan_counts_only_the_timesteps_its_store_lacks(tmp_path):
+    from autosel import api
+    from autosel.run_config import Resources, RunConfig
+
+    space = SearchSpace.from_dict(SMALL)
+    run_sweep(space.replace(timesteps=[50]), out=tmp_path, batch_size=4, progress=False, write_files=False)
+    plan = api.sweep_plan(space, Resources(batch_size=4), "test", run=RunConfig(out=tmp_path))
+    assert plan.forwards["screen"] == 4  # t=300 only: 16 images / 4 per batch
+    result = run_sweep(space, out=tmp_path, batch_size=4, progress=False, write_files=False)
+    assert result.forwards == plan.forwards["screen"]
+
+
+def test_a_dry_run_reads_a_store_that_does_not_exist_without_creating_it(tmp_path):
+    from autosel import api
+    from autosel.run_config import Resources, RunConfig
+
+    store = tmp_path / "nowhere" / "autosel.db"
+    plan = api.sweep_plan(SearchSpace.from_dict(SMALL), Resources(batch_size=4), "test",
+                          run=RunConfig(out=tmp_path / "out", storage=f"sqlite:///{store}"))
+    assert plan.forwards["screen"] == 8
+    assert not store.parent.exists() and not (tmp_path / "out").exists()
 
 
 def test_without_a_gpu_the_default_dtype_is_float32():

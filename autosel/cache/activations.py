@@ -131,6 +131,11 @@ class ActivationCache:
     def resident_bytes(self) -> int:
         return sum(array.nbytes for array in self._resident.values())
 
+    def holds(self, key: CacheKey) -> bool:
+        """Whether ``key``'s entry was committed (its files exist; not read nor verified: what
+        a plan counts, while :meth:`get` checks the data)."""
+        return all(path.is_file() for path in self._paths(key.digest))
+
     def get(self, key: CacheKey) -> np.ndarray | None:
         """The committed array of ``key`` (in RAM or memory-mapped), or ``None``."""
         digest = key.digest

@@ -85,7 +85,7 @@ def sweep_command(
     resources = Resources(device=device, batch_size=parse_batch_size(batch_size))
     source = space_source(space.model if model is None else model, space_file, space)
     if dry_run:
-        print_plan(api.sweep_plan(space, resources, source, measure=True))
+        print_plan(api.sweep_plan(space, resources, source, measure=True, run=RunConfig(out=out, storage=storage)))
         return
     result = api.sweep(space, RunConfig(out=out, storage=storage, progress=not no_progress), resources, source=source)
     best = result.top(top)

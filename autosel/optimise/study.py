@@ -18,7 +18,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from autosel.errors import InvalidInputError
-from autosel.store import engine_options, with_schema
+from autosel.store import engine_options, existing_engine, with_schema
 from autosel.urls import check_storage_url
 
 DIRECTIONS = ("maximize",)
@@ -51,6 +51,20 @@ def open_storage(url: str, heartbeat: int | None = None, grace: int | None = Non
         grace_period=grace or GRACE_SECONDS,
         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
     ))
+
+
+def existing_study(url: str, name: str) -> optuna.Study | None:
+    """Study ``name`` when the store at ``url`` already holds it, else ``None``; creates
+    nothing (no file, table or study: what a dry run's plan reads)."""
+    engine = existing_engine(url, "studies")
+    if engine is None:
+        return None
+    engine.dispose()
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url), skip_table_creation=True)
+        return optuna.load_study(study_name=name, storage=storage)
+    except (KeyError, ValueError, RuntimeError, optuna.exceptions.StorageInternalError):  # no such study, or an older schema
+        return None
 
 
 def open_study(

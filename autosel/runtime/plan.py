@@ -18,10 +18,13 @@ Peak memory per worker is estimated as
   + scorer buffers (per candidate, its held maps: min(16 MB, N·C·H·W·2 B) in float16)
   + the forward's own working set (≈ 2 × B × the largest activation × dtype bytes)
 
-and forwards per stage as upper bounds (before reusing a stored sweep or cache):
-screen ⌈N/B⌉ × T; cache ⌈N/B⌉ × min(T, top_m × timesteps_per_candidate); confirm
-⌈N_heldout/B⌉ × the distinct timesteps of all confirmed configs (they share their forwards:
-at most T, with the presets' timesteps added).
+and forwards per stage: screen ⌈N/B⌉ × T, exact; cache ⌈N/B⌉ × min(T, top_m ×
+timesteps_per_candidate) and confirm ⌈N_heldout/B⌉ × the distinct timesteps of all confirmed
+configs (they share their forwards: at most T, with the presets' timesteps added; once per
+worker group with several workers) as upper bounds (``Plan.upper_bounds``): which timesteps the
+best candidates use is known only after the screen. A search's plan then counts what its store
+already holds (:meth:`autosel.pipeline.Search.plan`): a stored screen costs nothing and makes the
+cache count exact; a finished study's rerun counts exactly what it will confirm (usually 0).
 
 ``batch_size=None`` (``--batch-size auto``) picks the largest batch whose peak fits
 :data:`MEMORY_MARGIN` of the device's free memory (:func:`free_device_memory`), at most
@@ -36,7 +39,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,8 @@ from typing import Any
 import torch
 
 from autosel import variants
+from autosel.cache.activations import ActivationCache
+from autosel.cache.fill import cached_shape, kept_bytes
 from autosel.candidates import SpaceCatalogue
 from autosel.catalog import ActivationPoint, measure_catalogue
 from autosel.denoiser import DTYPES, DenoiserRun, resolve_dtype
@@ -89,6 +94,8 @@ class Plan:
     space_source: str
     seconds_per_image_forward: float | None = None
     notes: list[str] = field(default_factory=list)
+    upper_bounds: list[str] = field(default_factory=list)
+    """Stages whose forward count is an upper bound (the run may do fewer), not the exact count."""
 
     @property
     def total_forwards(self) -> int:
@@ -111,7 +118,8 @@ class Plan:
     def text(self) -> str:
         """The plan for people, one fact a line."""
         height, width = self.image_size
-        forwards = ", ".join(f"{stage} {count:,}" for stage, count in self.forwards.items())
+        forwards = ", ".join(f"{stage} {'≤ ' * (stage in self.upper_bounds)}{count:,}" for stage, count in self.forwards.items())
+        total = f"{'≤ ' * bool(self.upper_bounds)}{self.total_forwards:,}"
         memory = " + ".join(f"{name} {format_bytes(value)}" for name, value in self.memory.items() if name != "total")
         held_out = f", {self.heldout_images} held-out images" if self.heldout_images else ""
         lines = [
@@ -119,8 +127,11 @@ class Plan:
             f"  space: {self.space_source}",
             f"  images: {height}x{width} px; {self.task} on {self.dataset}: {self.search_images} search images{held_out}",
             f"  screen: {self.candidates} candidates x {len(self.timesteps)} timesteps {self.timesteps}",
-            f"  denoiser forwards (batch {self.batch_size}, before reuse): {forwards}; total {self.total_forwards:,}",
+            f"  denoiser forwards (batch {self.batch_size}): {forwards}; total {total}",
         ]
+        if self.upper_bounds:
+            verb = "uses" if len(self.upper_bounds) == 1 else "use"
+            lines.append(f"  (≤: at most; {' and '.join(self.upper_bounds)} {verb} the timesteps the screen finds best)")
         if self.cache_bytes:
             lines.append(f"  activation cache: at most {format_bytes(self.cache_bytes)}")
         lines.append(f"  peak memory per worker ≈ {format_bytes(self.memory['total'])} ({memory})")
@@ -162,10 +173,13 @@ def make_plan(
     workers: int | None = None,
     presets: Sequence[Any] = (),
     free_memory: int | None = None,
+    cache_memory: int | None = None,
 ) -> Plan:
     """The plan of a ``stage`` (``sweep`` or ``search``) of ``space``, without loading weights;
     ``batch_size=None``: the largest that fits ``free_memory`` (default: the device's free
-    memory, see the module docstring)."""
+    memory, see the module docstring); ``cache_memory``: the workers' activation-cache budget
+    (default :data:`~autosel.cache.activations.ActivationCache`'s), which decides whether the
+    screen keeps its captures for the cache (:func:`keeps_screen`)."""
     spec = resolve_model(space.model)
     architecture = load_architecture(spec)
     dtype = resolve_dtype(space.dtype, device)
@@ -186,12 +200,18 @@ def make_plan(
         "encoded": 2 * search_images * _latent_elements(architecture, image_size) * 4,
         "scorers": sum(min(SCORER_HELD_BYTES, search_images * _elements(p) * 2) for p in candidates),
     }
+    budget = ActivationCache().memory_budget if cache_memory is None else cache_memory
+    keeps = stage == "search" and keeps_screen(space, catalogue, search_images, budget)
+    if keeps:
+        search = space.search
+        fixed["kept for the cache"] = kept_bytes(candidates, len(space.timesteps), search_images, search.cache_resolution,
+                                                 search.cache_dim)
     memory = {"baseline": peak_resident_bytes(), "weights": _weight_bytes(spec, architecture, bytes_per, notes)}
     load = _cast_bytes(spec, architecture, dtype)
     if batch_size is None:
         free = free_device_memory(target) if free_memory is None else free_memory
         if target.type != "cuda" and stage == "search":  # CPU workers share the machine's memory
-            free //= max(1, _worker_count(workers))
+            free //= max(1, worker_count(workers))
         batch_size = auto_batch_size(sum(memory.values()) + max(load, sum(fixed.values())), sum(per_image.values()),
                                      free, max(1, min(AUTO_BATCH_MAX, search_images)))
         if batch_size == 0:
@@ -203,20 +223,22 @@ def make_plan(
             notes.append(f"batch {batch_size}: the largest that fits {format_bytes(int(free * MEMORY_MARGIN))} of free "
                          f"{target.type} memory (--batch-size auto)")
     work = {**fixed, **{name: batch_size * value for name, value in per_image.items()}}
-    work = {name: work[name] for name in ("encoded", "captures", "scorers", "forward")}
+    work = {name: work[name] for name in ("encoded", "captures", "scorers", "kept for the cache", "forward") if name in work}
     if load > sum(work.values()):
         memory["load (cast)"] = load
     else:
         memory.update(work)
     memory["total"] = sum(memory.values())
-    forwards = planned_forwards(space, stage, batch_size, search_images, heldout_images, presets)
+    forwards = planned_forwards(space, stage, batch_size, search_images, heldout_images, presets, worker_count(workers))
+    if keeps:  # the screen's own captures fill the cache
+        forwards["cache"] = 0
     cache_bytes = 0
     if stage == "search":
         search = space.search
-        sizes = sorted((_cached_elements(p, search.cache_resolution, search.cache_dim) for p in candidates), reverse=True)
+        sizes = sorted((math.prod(cached_shape(p, 1, search.cache_resolution, search.cache_dim)) for p in candidates), reverse=True)
         cache_bytes = search.timesteps_per_candidate * search_images * 2 * sum(sizes[: search.top_m])
     if stage == "search":
-        count = _worker_count(workers)
+        count = worker_count(workers)
         worker_text = "in this process" if count == 0 else f"{count} Ray worker{'s' * (count != 1)}"
     else:
         worker_text = "in this process"
@@ -225,25 +247,36 @@ def make_plan(
         image_size=image_size, task=space.task, dataset=space.dataset, search_images=search_images,
         heldout_images=heldout_images, candidates=len(candidates), timesteps=list(space.timesteps),
         batch_size=batch_size, forwards=forwards, cache_bytes=cache_bytes, memory=memory, space_source=source,
-        notes=notes,
+        notes=notes, upper_bounds=[name for name in ("cache", "confirm") if name in forwards and not (name == "cache" and keeps)],
     )
 
 
-def _worker_count(workers: int | None) -> int:
+def keeps_screen(space: SearchSpace, catalogue: Iterable[ActivationPoint], images: int, budget: int) -> bool:
+    """Whether a search's screen keeps the cache form of every (candidate, timestep) it captures
+    (:class:`~autosel.cache.fill.ScreenedFeatures`), so that the cache stage runs no forward: when
+    they fit ``budget`` bytes (the activation cache's memory budget, unused while the screen runs)."""
+    search = space.search
+    candidates = SpaceCatalogue.of(space, catalogue).candidates
+    return kept_bytes(candidates, len(space.timesteps), images, search.cache_resolution, search.cache_dim) <= budget
+
+
+def worker_count(workers: int | None) -> int:
     """Model replicas a search starts: as asked (0: the driver itself), else one per GPU, one on a CPU box."""
     return workers if workers is not None else (max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1)
 
 
 def planned_forwards(space: SearchSpace, stage: str, batch_size: int, search_images: int, heldout_images: int,
-                     presets: Sequence[Any] = ()) -> dict[str, int]:
-    """Denoiser forwards per stage, before reuse (see the module docstring)."""
+                     presets: Sequence[Any] = (), workers: int = 1) -> dict[str, int]:
+    """Denoiser forwards per stage, before reuse: the screen's exact, the cache's and the
+    confirmation's upper bounds (see the module docstring)."""
     steps = len(space.timesteps)
     forwards = {"screen": math.ceil(search_images / batch_size) * steps}
     if stage == "search":
         search = space.search
         forwards["cache"] = math.ceil(search_images / batch_size) * min(steps, search.top_m * search.timesteps_per_candidate)
         confirmed = set(space.timesteps) | {a.level for preset in presets for a in preset.activations}
-        forwards["confirm"] = math.ceil(heldout_images / batch_size) * len(confirmed)
+        groups = max(1, min(workers, search.confirm_top + 1 + len(presets)))  # each worker's group runs its own forwards
+        forwards["confirm"] = math.ceil(heldout_images / batch_size) * len(confirmed) * groups
     return forwards
 
 
@@ -302,11 +335,6 @@ def measure_forward(run: DenoiserRun, ids: Sequence[str], timestep: int) -> floa
 
 def _elements(point: ActivationPoint) -> int:
     return point.channels * point.height * point.width
-
-
-def _cached_elements(point: ActivationPoint, resolution: int, dim: int | None) -> int:
-    channels = point.channels if dim is None else min(point.channels, dim)
-    return channels * min(point.height, resolution) * min(point.width, resolution)
 
 
 def _latent_elements(architecture: Architecture, image_size: tuple[int, int]) -> int:

@@ -2,7 +2,7 @@
 
 A pool's stage calls are typed methods — :meth:`WorkerPool.screen` (spread round-robin,
 results as they finish), :meth:`~WorkerPool.fill` (on the first worker),
-:meth:`~WorkerPool.prepare` (on every worker), :meth:`~WorkerPool.confirm` (results in call
+:meth:`~WorkerPool.write_screened` and :meth:`~WorkerPool.prepare` (on every worker), :meth:`~WorkerPool.confirm` (results in call
 order) — and ``submit``/``poll``/``idle`` serve the trial driver (one trial per worker at a
 time; :class:`~autosel.optimise.driver.TrialRunner`). Below them each pool runs a
 :class:`~autosel.runtime.workers.Worker` method given as the function itself. An error a Ray
@@ -48,6 +48,11 @@ class WorkerPool:
     def fill(self, entries: Sequence[tuple[str, int]]) -> int:
         """Compute the missing cache entries ``entries`` on the first worker; forwards run."""
         return self._on_one(Worker.fill, entries)
+
+    def write_screened(self, entries: Sequence[tuple[str, int]]) -> int:
+        """Write the cache entries of ``entries`` each worker kept from its part of the screen
+        (no forward); the entries written."""
+        return sum(self._broadcast(Worker.write_screened, entries))
 
     def prepare(self, entries: Sequence[tuple[str, int]]) -> list[int]:
         """Load the cached features of ``entries`` on every worker; forwards each ran."""

@@ -45,6 +45,7 @@ class Worker:
         self._arrays: dict[tuple[str, int], Any] = {}
         self._prepared: tuple[tuple[str, int], ...] = ()
         self._encoded: Any = None
+        self._screened: Any = None  # ScreenedFeatures while a screen's captures are kept for the cache
         self.confirm_task, self.confirm_dataset = self.space.confirmation()
 
     def pid(self) -> int:
@@ -73,9 +74,42 @@ class Worker:
 
         todo = {int(t): list(names) for t, names in todo.items()}
         before = self.extractor.forward_count
-        rows = list(screen_rows(self.space, self.task("search"), self.extractor, todo, self.progress, self.encoded()))
+        keeper = self._keeper(todo)
+        rows = list(screen_rows(self.space, self.task("search"), self.extractor, todo, self.progress, self.encoded(),
+                                keeper.add if keeper is not None else None))
         forwards = self.extractor.forward_count - before
         return [(records, forwards if n == 0 else 0) for n, records in enumerate(rows)]
+
+    def _keeper(self, todo: dict[int, list[str]]) -> Any:
+        """The :class:`~autosel.cache.fill.ScreenedFeatures` this screen adds to, when the whole
+        screen's cache forms fit the cache's memory budget (:func:`~autosel.runtime.plan.keeps_screen`);
+        else ``None``."""
+        from autosel import variants
+        from autosel.cache.fill import ScreenedFeatures, cached_shape
+        from autosel.runtime.plan import keeps_screen
+
+        if not keeps_screen(self.space, self.extractor.catalogue.values(), len(self.task("search").images),
+                            self.cache.memory_budget):
+            return None
+        points = variants.with_variants(self.extractor.catalogue, [name for names in todo.values() for name in names])
+        pairs = [(name, t) for t, names in todo.items() for name in names]
+        keys = self._keys(pairs)
+        shapes = {pair: cached_shape(points[pair[0]], len(self.task("search").images), keys[pair].resolution,
+                                     keys[pair].projection) for pair in pairs}
+        if self._screened is None:
+            self._screened = ScreenedFeatures(keys, shapes)
+        else:
+            self._screened.keys.update(keys)
+            self._screened.shapes.update(shapes)
+        return self._screened
+
+    def write_screened(self, entries: Sequence[tuple[str, int]]) -> int:
+        """Write the kept screen captures of ``entries`` to the cache (no forward) and drop the
+        rest; how many entries were written."""
+        screened, self._screened = self._screened, None
+        if screened is None:
+            return 0
+        return screened.write(self.cache, [(name, int(t)) for name, t in entries])
 
     def fill(self, entries: Sequence[tuple[str, int]]) -> int:
         """Compute the cache entries of ``entries`` that are missing; forwards run."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,17 +174,11 @@ def run_sweep(
             for records, count in compute(todo):
                 store.add(key, records)
                 forwards += count
-    rows = store.rows(key)
-    wanted = {(p.id, t) for p in candidates for t in space.timesteps}
-    rows = rows[[(i, int(t)) in wanted for i, t in zip(rows["id"], rows["timestep"])]]
-    order = {p.id: n for n, p in enumerate(candidates)}
-    rows = rows.assign(_order=rows["id"].map(order)).sort_values(["_order", "timestep", "metric"], kind="stable")
-    rows = rows.drop(columns=["_order", "row", "sweep_key", "created"]).reset_index(drop=True)
     if noise_levels is None and extractor is not None:
         noise_levels = {t: extractor.noise_level(t) for t in space.timesteps}
-    if noise_levels:  # σ of each timestep at this size, beside t (rectified flow: after the scheduler's shift)
-        rows.insert(rows.columns.get_loc("timestep") + 1, "sigma", [round(noise_levels[int(t)][1], 4) for t in rows["timestep"]])
-    result = SweepResult(rows, task.primary_metric, forwards, computed, len(wanted) - computed, key=key)
+    rows = _space_rows(store, key, candidates, space.timesteps, noise_levels)
+    wanted = len(candidates) * len(space.timesteps)
+    result = SweepResult(rows, task.primary_metric, forwards, computed, wanted - computed, key=key)
     if write_files:
         folder = out / Path(space.model).name / space.task
         folder.mkdir(parents=True, exist_ok=True)
@@ -193,6 +187,48 @@ def run_sweep(
         title = f"{space.model} · {space.task} on {space.dataset} (search) · {task.primary_metric}"
         result.heatmap = sweep_heatmap(result.primary, result.csv.with_suffix(".png"), title, f"{task.primary_metric} (%)")
     return result
+
+
+def stored_sweep(space: SearchSpace, storage: str) -> SweepResult | None:
+    """The sweep of ``space`` when ``storage`` already holds every (candidate, timestep) of it,
+    else ``None``; loads no model, writes nothing (what a plan needs to count reuse)."""
+    store, key, candidates, task = _stored(space, storage)
+    if store is None or not {(p.id, t) for p in candidates for t in space.timesteps} <= store.done(key):
+        return None
+    rows = _space_rows(store, key, candidates, space.timesteps, None)
+    return SweepResult(rows, task.primary_metric, 0, 0, len(candidates) * len(space.timesteps), key=key)
+
+
+def screen_todo(space: SearchSpace, storage: str) -> dict[int, list[str]]:
+    """``{timestep: [ids]}`` of the sweep of ``space`` that ``storage`` does not hold yet (all
+    of it without a store): a sweep runs one forward per image batch for each of these
+    timesteps. Loads no model, writes nothing."""
+    store, key, candidates, _ = _stored(space, storage)
+    done = store.done(key) if store is not None else set()
+    todo = {t: [p.id for p in candidates if (p.id, t) not in done] for t in space.timesteps}
+    return {t: names for t, names in todo.items() if names}
+
+
+def _stored(space: SearchSpace, storage: str) -> tuple[SweepStore | None, str, tuple[ActivationPoint, ...], Task]:
+    """The existing store (or ``None``), the sweep key, the candidates and the task of ``space``'s sweep."""
+    candidates = SpaceCatalogue.of(space).candidates
+    task = make_task(space.task, space.dataset, "search", **space.task_options())
+    return SweepStore.existing(storage), sweep_key(space, task, _image_size(space)), candidates, task
+
+
+def _space_rows(store: SweepStore, key: str, candidates: Sequence[ActivationPoint], timesteps: Iterable[int],
+                noise_levels: Mapping[int, tuple[float, float]] | None) -> pd.DataFrame:
+    """The stored rows of ``candidates`` × ``timesteps`` in catalogue order, with a ``sigma``
+    column when ``noise_levels`` are known."""
+    rows = store.rows(key)
+    wanted = {(p.id, t) for p in candidates for t in timesteps}
+    rows = rows[[(i, int(t)) in wanted for i, t in zip(rows["id"], rows["timestep"])]]
+    order = {p.id: n for n, p in enumerate(candidates)}
+    rows = rows.assign(_order=rows["id"].map(order)).sort_values(["_order", "timestep", "metric"], kind="stable")
+    rows = rows.drop(columns=["_order", "row", "sweep_key", "created"]).reset_index(drop=True)
+    if noise_levels:  # σ of each timestep at this size, beside t (rectified flow: after the scheduler's shift)
+        rows.insert(rows.columns.get_loc("timestep") + 1, "sigma", [round(noise_levels[int(t)][1], 4) for t in rows["timestep"]])
+    return rows
 
 
 def _image_size(space: SearchSpace) -> tuple[int, int]:
@@ -210,12 +246,14 @@ def screen_rows(
     todo: dict[int, list[str]],
     progress: bool = True,
     encoded: Encoded | None = None,
+    keep: Callable[[str, int, list[int], torch.Tensor], None] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Score ``{timestep: [ids]}``, yielding each timestep's rows (every metric) when done.
 
     Images are encoded and noised once (or taken from ``encoded``); then one forward per image
     batch and timestep captures every id of that timestep, and each id's map goes straight to
-    its own scorer.
+    its own scorer (and to ``keep(id, timestep, image indices, maps)`` when given: see
+    :class:`~autosel.cache.fill.ScreenedFeatures`).
     """
     encoded = encoded if encoded is not None else encode_images(task, extractor, progress)
     image_batches = [batch for batch, _, _ in encoded]
@@ -236,6 +274,8 @@ def screen_rows(
                     started = time.perf_counter()
                     base, _ = variants.split_variant(name)
                     value = variants.apply(captured[base], name)
+                    if keep is not None:
+                        keep(name, timestep, batch, value)
                     maps = combine_features(configs[name], {base: value}).cpu().to(torch.float16)
                     for index, value in zip(batch, maps):
                         scorers[name].add(index, value)

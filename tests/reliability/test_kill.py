@@ -13,9 +13,10 @@ import pytest
 from cli_runner import invoke_cli
 from conftest import SEARCH_TRIALS, search_command, search_results
 
-STAGES = ("screening t=", "caching t=", "cache:", "search:")
-"""Kill points: the first screening forward, mid-caching, the trials (right after the cache is
-ready), the confirmation (right after the trials)."""
+STAGES = ("screening t=", "caching ", "cache:", "search:")
+"""Kill points: the first screening forward, the start of caching (writing the entries the
+screen kept), the trials (right after the cache is ready), the confirmation (right after the
+trials)."""
 
 
 def run_until(command: list[str], stage: str) -> bool:
