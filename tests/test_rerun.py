@@ -114,6 +114,7 @@ def test_the_captures_a_screen_keeps_are_bitwise_the_entries_a_fill_computes(tmp
     assert kept.forwards["cache"] == 0 and filled.forwards["cache"] > 0
     assert kept.plan().forwards["cache"] == 0 and "cache" not in kept.plan().upper_bounds
     assert filled.plan().forwards["cache"] >= filled.forwards["cache"] and "cache" in filled.plan().upper_bounds
+    assert any("exceed --cache-memory" in note for note in filled.plan().notes)
     assert from_screen.keys() == from_fill.keys()
     for pair, array in from_screen.items():
         assert array.tobytes() == from_fill[pair].tobytes(), pair

@@ -202,10 +202,12 @@ def make_plan(
     }
     budget = ActivationCache().memory_budget if cache_memory is None else cache_memory
     keeps = stage == "search" and keeps_screen(space, catalogue, search_images, budget)
+    kept = screen_keep_bytes(space, catalogue, search_images)
     if keeps:
-        search = space.search
-        fixed["kept for the cache"] = kept_bytes(candidates, len(space.timesteps), search_images, search.cache_resolution,
-                                                 search.cache_dim)
+        fixed["kept for the cache"] = kept
+    elif stage == "search":
+        notes.append(f"cache: the screen's captures ({format_bytes(kept)}) exceed --cache-memory ({format_bytes(budget)}), so the "
+                     f"cache stage runs its own forwards; with a larger budget the screen keeps them and it runs none")
     memory = {"baseline": peak_resident_bytes(), "weights": _weight_bytes(spec, architecture, bytes_per, notes)}
     load = _cast_bytes(spec, architecture, dtype)
     if batch_size is None:
@@ -255,9 +257,14 @@ def keeps_screen(space: SearchSpace, catalogue: Iterable[ActivationPoint], image
     """Whether a search's screen keeps the cache form of every (candidate, timestep) it captures
     (:class:`~autosel.cache.fill.ScreenedFeatures`), so that the cache stage runs no forward: when
     they fit ``budget`` bytes (the activation cache's memory budget, unused while the screen runs)."""
+    return screen_keep_bytes(space, catalogue, images) <= budget
+
+
+def screen_keep_bytes(space: SearchSpace, catalogue: Iterable[ActivationPoint], images: int) -> int:
+    """Bytes the cache form of a whole screen of ``space`` on ``images`` images takes (see :func:`keeps_screen`)."""
     search = space.search
     candidates = SpaceCatalogue.of(space, catalogue).candidates
-    return kept_bytes(candidates, len(space.timesteps), images, search.cache_resolution, search.cache_dim) <= budget
+    return kept_bytes(candidates, len(space.timesteps), images, search.cache_resolution, search.cache_dim)
 
 
 def worker_count(workers: int | None) -> int:
