@@ -85,6 +85,14 @@ def test_rerunning_continues_the_study_without_recomputing(ray_cluster, tmp_path
 
 
 @pytest.mark.slow
+def test_two_ray_workers_each_keep_their_part_of_the_screen_for_the_cache(ray_cluster, tmp_path):
+    spread = run_search(tmp_path / "two", workers=2, trials=4)
+    alone = run_search(tmp_path / "driver", workers=0, trials=4)
+    assert spread.forwards["cache"] == alone.forwards["cache"] == 0 and spread.forwards["screen"] > 0
+    assert [(c.name, c.heldout) for c in spread.confirmed] == [(c.name, c.heldout) for c in alone.confirmed]
+
+
+@pytest.mark.slow
 def test_search_with_postgresql_storage(tmp_path, postgres_url):
     outcome = run_search(tmp_path, workers=0, trials=4, storage=postgres_url)
     assert len(completed(study_of(postgres_url))) == 4
