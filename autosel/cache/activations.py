@@ -115,12 +115,16 @@ class CacheEntryWriter:
         self.partial.unlink(missing_ok=True)
 
 
+DEFAULT_MEMORY_BUDGET = 4 * 10**9
+"""Bytes of cached activations a worker holds in RAM (``--cache-memory 4GB``); beyond it they are memory-mapped."""
+
+
 @dataclass
 class ActivationCache:
     """Disk-backed cache of proxy-resolution activations with an in-memory budget."""
 
     root: Path = field(default_factory=default_cache_dir)
-    memory_budget: int = 4 * 10**9
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
     _resident: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -128,7 +129,6 @@ def _compute(
         raise
 
 
-
 def cached_shape(point: ActivationPoint, images: int, resolution: int, projection: int | None) -> tuple[int, int, int, int]:
     """The N×C×H×W shape of ``point``'s cache entry: pooled to ``resolution`` cells a side, projected to ``projection`` channels."""
     channels = point.channels if projection is None else min(point.channels, projection)
@@ -137,7 +137,7 @@ def cached_shape(point: ActivationPoint, images: int, resolution: int, projectio
 
 def kept_bytes(points: Iterable[ActivationPoint], timesteps: int, images: int, resolution: int, projection: int | None) -> int:
     """Bytes :class:`ScreenedFeatures` holds for a screen of ``points`` × ``timesteps`` on ``images`` (float16)."""
-    return 2 * timesteps * sum(int(np.prod(cached_shape(p, images, resolution, projection))) for p in points)
+    return 2 * timesteps * sum(math.prod(cached_shape(p, images, resolution, projection)) for p in points)
 
 
 class ScreenedFeatures:

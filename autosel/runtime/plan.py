@@ -17,14 +17,17 @@ Peak memory per worker is estimated as
     model-dtype value and its float32 copy)
   + scorer buffers (per candidate, its held maps: min(16 MB, N·C·H·W·2 B) in float16)
   + the forward's own working set (≈ 2 × B × the largest activation × dtype bytes)
+  + the screen's captures kept for the cache, when they fit the cache's memory budget
+    (:func:`keeps_screen`: Σ over candidates × T of N·min(C, cache_dim)·min(H, r)·min(W, r)·2 B)
 
-and forwards per stage: screen ⌈N/B⌉ × T, exact; cache ⌈N/B⌉ × min(T, top_m ×
-timesteps_per_candidate) and confirm ⌈N_heldout/B⌉ × the distinct timesteps of all confirmed
-configs (they share their forwards: at most T, with the presets' timesteps added; once per
-worker group with several workers) as upper bounds (``Plan.upper_bounds``): which timesteps the
-best candidates use is known only after the screen. A search's plan then counts what its store
-already holds (:meth:`autosel.pipeline.Search.plan`): a stored screen costs nothing and makes the
-cache count exact; a finished study's rerun counts exactly what it will confirm (usually 0).
+and forwards per stage: screen ⌈N/B⌉ × T, exact; cache 0 when the screen keeps its captures,
+else ⌈N/B⌉ × min(T, top_m × timesteps_per_candidate), and confirm ⌈N_heldout/B⌉ × the distinct
+timesteps of all confirmed configs (they share their forwards: at most T, with the presets'
+timesteps added; once per worker group with several workers), as upper bounds
+(``Plan.upper_bounds``): which timesteps the best candidates use is known only after the screen.
+A search's plan then counts what its store and activation cache already hold
+(:meth:`autosel.pipeline.Search.count_reuse`): a stored screen costs nothing and makes the cache
+count exact; a finished study's rerun counts exactly what it will confirm (usually 0).
 
 ``batch_size=None`` (``--batch-size auto``) picks the largest batch whose peak fits
 :data:`MEMORY_MARGIN` of the device's free memory (:func:`free_device_memory`), at most
@@ -47,7 +50,7 @@ from typing import Any
 import torch
 
 from autosel import variants
-from autosel.cache.activations import ActivationCache
+from autosel.cache.activations import DEFAULT_MEMORY_BUDGET
 from autosel.cache.fill import cached_shape, kept_bytes
 from autosel.candidates import SpaceCatalogue
 from autosel.catalog import ActivationPoint, measure_catalogue
@@ -178,8 +181,8 @@ def make_plan(
     """The plan of a ``stage`` (``sweep`` or ``search``) of ``space``, without loading weights;
     ``batch_size=None``: the largest that fits ``free_memory`` (default: the device's free
     memory, see the module docstring); ``cache_memory``: the workers' activation-cache budget
-    (default :data:`~autosel.cache.activations.ActivationCache`'s), which decides whether the
-    screen keeps its captures for the cache (:func:`keeps_screen`)."""
+    (default :data:`~autosel.cache.activations.DEFAULT_MEMORY_BUDGET`), which decides whether
+    the screen keeps its captures for the cache (:func:`keeps_screen`)."""
     spec = resolve_model(space.model)
     architecture = load_architecture(spec)
     dtype = resolve_dtype(space.dtype, device)
@@ -200,7 +203,7 @@ def make_plan(
         "encoded": 2 * search_images * _latent_elements(architecture, image_size) * 4,
         "scorers": sum(min(SCORER_HELD_BYTES, search_images * _elements(p) * 2) for p in candidates),
     }
-    budget = ActivationCache().memory_budget if cache_memory is None else cache_memory
+    budget = DEFAULT_MEMORY_BUDGET if cache_memory is None else cache_memory
     keeps = stage == "search" and keeps_screen(space, catalogue, search_images, budget)
     kept = screen_keep_bytes(space, catalogue, search_images)
     if keeps:

@@ -2,8 +2,8 @@
 
 A pool's stage calls are typed methods — :meth:`WorkerPool.screen` (spread round-robin,
 results as they finish), :meth:`~WorkerPool.fill` (on the first worker),
-:meth:`~WorkerPool.write_screened` and :meth:`~WorkerPool.prepare` (on every worker), :meth:`~WorkerPool.confirm` (results in call
-order) — and ``submit``/``poll``/``idle`` serve the trial driver (one trial per worker at a
+:meth:`~WorkerPool.write_screened` and :meth:`~WorkerPool.prepare` (on every worker),
+:meth:`~WorkerPool.confirm` (results in call order) — and ``submit``/``poll``/``idle`` serve the trial driver (one trial per worker at a
 time; :class:`~autosel.optimise.driver.TrialRunner`). Below them each pool runs a
 :class:`~autosel.runtime.workers.Worker` method given as the function itself. An error a Ray
 worker raised reaches the caller as the worker's own :class:`~autosel.errors.AutoselError` (see
