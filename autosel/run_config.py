@@ -28,7 +28,8 @@ class RunConfig(Section):
         study: study name; default ``<model>-<task>``.
         cache_dir: activation cache folder; default ``$AUTOSEL_CACHE_DIR`` or ``~/.cache/autosel/activations``.
         cache_memory: RAM for cached activations per worker (``"4GB"`` or bytes); beyond it
-            they are memory-mapped.
+            they are memory-mapped. A screen whose captures fit it keeps them for the cache
+            stage, which then runs no forward (:func:`autosel.runtime.plan.keeps_screen`).
         progress: show progress bars.
     """
 

@@ -56,7 +56,7 @@ def extract_command(
 
 @app.command("evaluate")
 def evaluate_command(
-    config: Annotated[list[Path], typer.Option("--config", "-c", help="Feature config YAML, or a shipped preset's name (see `autosel presets`); repeat it to score several configs with shared denoiser forwards.")],
+    config: Annotated[list[Path], typer.Option("--config", "-c", metavar="PATH|PRESET", help="Feature config YAML, or a shipped preset's name (see `autosel presets`); repeat it to score several configs with shared denoiser forwards.")],
     task: Annotated[
         str, typer.Option("--task", "-t", help="Proxy task: correspondence, correspondence-trained (gdf's trained head) or segmentation.")
     ] = "correspondence",

@@ -120,7 +120,7 @@ def search_command(
         Optional[str], typer.Option("--strategy", help="greedy-tpe (greedy forward selection, then TPE), tpe, random, greedy or exhaustive; default: the space's (greedy-tpe).")
     ] = None,
     cache_dir: CacheDirOpt = None,
-    cache_memory: Annotated[str, typer.Option("--cache-memory", help="RAM for cached activations per worker; beyond it they are memory-mapped.")] = "4GB",
+    cache_memory: Annotated[str, typer.Option("--cache-memory", help="RAM for cached activations per worker; beyond it they are memory-mapped. A screen whose captures fit it keeps them, and the cache stage runs no forward.")] = "4GB",
     image_size: ImageSizeOpt = None,
     dtype: DtypeOpt = None,
     pairs: PairsOpt = None,
