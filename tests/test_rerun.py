@@ -142,6 +142,21 @@ def test_after_the_screen_the_plan_counts_the_cache_exactly(tmp_path):
     assert tiny_search(tmp_path, trials=6).plan().forwards["cache"] == 0  # now it is all cached
 
 
+def test_a_search_plan_reads_a_server_store_without_creating_a_table(tmp_path, postgres_url):
+    import sqlalchemy as sa
+
+    space = SearchSpace.from_dict(small_search_space(trials=6))
+    search = Search(space, autosel.RunConfig(out=tmp_path, storage=postgres_url, cache_dir=tmp_path / "cache", progress=False),
+                    autosel.Resources(workers=0, batch_size=16))
+    plan = search.plan()
+    assert plan.forwards["screen"] > 0 and plan.upper_bounds == ["confirm"]
+    engine = sa.create_engine(postgres_url)
+    try:
+        assert sa.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+
+
 def test_the_plans_cache_keys_are_the_ones_the_workers_fill(tmp_path):
     from autosel.cache.fill import cache_keys, search_cache_keys
     from autosel.encoding import model_run
