@@ -68,7 +68,7 @@ def sweep_plan(space: SearchSpace | str | Path, resources: Resources | None = No
     ``source``: where the space came from, for the plan's text."""
     from autosel.denoiser import resolve_dtype
     from autosel.runtime.plan import make_plan, space_source, time_plan
-    from autosel.screen.sweep import screen_todo
+    from autosel.screen.sweep import stored_screen
     from autosel.store import default_storage
 
     space = as_space(space)
@@ -78,7 +78,7 @@ def sweep_plan(space: SearchSpace | str | Path, resources: Resources | None = No
                      None if requested == "auto" else requested)
     if run is not None and space.sigmas is None:  # σ spaces: their timesteps are known once the model loads
         storage = run.storage or default_storage(run.out, make_folder=False)
-        todo = screen_todo(space.replace(dtype=resolve_dtype(space.dtype, resources.device)), storage)
+        todo, _ = stored_screen(space.replace(dtype=resolve_dtype(space.dtype, resources.device)), storage)
         plan.forwards["screen"] = math.ceil(plan.search_images / plan.batch_size) * len(todo)
     if measure and plan.total_forwards:
         time_plan(plan, space, resources.device)

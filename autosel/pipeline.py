@@ -57,10 +57,10 @@ from autosel.runtime.pools import WorkerPool, start_pool
 from autosel.runtime.preflight import check_dataset_names, preflight
 from autosel.schema import Sigma, level_key
 from autosel.screen import SweepResult, run_sweep
-from autosel.screen.sweep import base_config, screen_todo, stored_sweep
+from autosel.screen.sweep import base_config, stored_screen
 from autosel.space import SearchSpace, canonical_model
 from autosel.store import default_storage, driver_lock, portable_storage
-from autosel.tasks import get_task, make_task
+from autosel.tasks import Task, get_task, make_task
 
 NOT_HELD_OUT = "not held-out (same split as the search)"
 
@@ -192,9 +192,8 @@ class Search:
         if self.space.sigmas is not None:
             return
         url = self.run_config.storage or default_storage(self.run_config.out, make_folder=False)
-        sweep = stored_sweep(self.space, url)
-        if sweep is None:
-            todo = screen_todo(self.space, url)  # a screen cut short: only its missing timesteps run
+        todo, sweep = stored_screen(self.space, url, self.search_task)
+        if sweep is None:  # a screen not run, or cut short: only its missing timesteps run
             plan.forwards["screen"] = math.ceil(plan.search_images / plan.batch_size) * len(todo)
             if len(todo) < len(self.space.timesteps) and "cache" not in plan.upper_bounds:  # keeps only what it runs
                 plan.forwards["cache"] = planned_forwards(self.space, "search", plan.batch_size, plan.search_images,
@@ -214,6 +213,11 @@ class Search:
         missing = self.uncached_timesteps(cache_entries(candidates))
         plan.forwards["cache"] = math.ceil(plan.search_images / plan.batch_size) * len(missing)
         plan.upper_bounds = [stage for stage in plan.upper_bounds if stage != "cache"]
+
+    @functools.cached_property
+    def search_task(self) -> Task:
+        """The search split's proxy task as the driver sees it (for keys and counts; the workers build their own)."""
+        return make_task(self.space.task, self.space.dataset, "search", **self.space.task_options())
 
     @property
     def batch_size(self) -> int:
@@ -360,9 +364,8 @@ class Search:
     def uncached_timesteps(self, entries: list[tuple[str, int]]) -> list[int]:
         """The timesteps of ``entries`` with an entry the activation cache does not hold (each
         costs a forward per image batch to fill), read without loading the model."""
-        task = make_task(self.space.task, self.space.dataset, "search", **self.space.task_options())
         cache = ActivationCache(self.cache_dir)
-        keys = search_cache_keys(self.space, task, self.plan().image_size, entries)
+        keys = search_cache_keys(self.space, self.search_task, self.plan().image_size, entries)
         return sorted({t for (_, t), key in keys.items() if not cache.holds(key)})
 
     def open_study(self) -> optuna.Study:

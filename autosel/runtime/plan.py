@@ -204,8 +204,8 @@ def make_plan(
         "scorers": sum(min(SCORER_HELD_BYTES, search_images * _elements(p) * 2) for p in candidates),
     }
     budget = DEFAULT_MEMORY_BUDGET if cache_memory is None else cache_memory
-    keeps = stage == "search" and keeps_screen(space, catalogue, search_images, budget)
     kept = screen_keep_bytes(space, catalogue, search_images)
+    keeps = stage == "search" and kept <= budget  # keeps_screen's rule, its bytes needed for the note too
     if keeps:
         fixed["kept for the cache"] = kept
     elif stage == "search":

@@ -46,6 +46,7 @@ class Worker:
         self._prepared: tuple[tuple[str, int], ...] = ()
         self._encoded: Any = None
         self._screened: Any = None  # ScreenedFeatures while a screen's captures are kept for the cache
+        self._keeps: bool | None = None  # whether they are (keeps_screen), decided at the first screen call
         self.confirm_task, self.confirm_dataset = self.space.confirmation()
 
     def pid(self) -> int:
@@ -88,8 +89,10 @@ class Worker:
         from autosel.cache.fill import ScreenedFeatures, cached_shape
         from autosel.runtime.plan import keeps_screen
 
-        if not keeps_screen(self.space, self.extractor.catalogue.values(), len(self.task("search").images),
-                            self.cache.memory_budget):
+        if self._keeps is None:  # one decision for the whole screen, whichever timesteps come to this worker
+            self._keeps = keeps_screen(self.space, self.extractor.catalogue.values(), len(self.task("search").images),
+                                       self.cache.memory_budget)
+        if not self._keeps:
             return None
         points = variants.with_variants(self.extractor.catalogue, [name for names in todo.values() for name in names])
         pairs = [(name, t) for t, names in todo.items() for name in names]

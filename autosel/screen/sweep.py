@@ -189,31 +189,22 @@ def run_sweep(
     return result
 
 
-def stored_sweep(space: SearchSpace, storage: str) -> SweepResult | None:
-    """The sweep of ``space`` when ``storage`` already holds every (candidate, timestep) of it,
-    else ``None``; loads no model, writes nothing (what a plan needs to count reuse)."""
-    store, key, candidates, task = _stored(space, storage)
-    if store is None or not {(p.id, t) for p in candidates for t in space.timesteps} <= store.done(key):
-        return None
-    rows = _space_rows(store, key, candidates, space.timesteps, None)
-    return SweepResult(rows, task.primary_metric, 0, 0, len(candidates) * len(space.timesteps), key=key)
-
-
-def screen_todo(space: SearchSpace, storage: str) -> dict[int, list[str]]:
-    """``{timestep: [ids]}`` of the sweep of ``space`` that ``storage`` does not hold yet (all
-    of it without a store): a sweep runs one forward per image batch for each of these
-    timesteps. Loads no model, writes nothing."""
-    store, key, candidates, _ = _stored(space, storage)
+def stored_screen(space: SearchSpace, storage: str, task: Task | None = None) -> tuple[dict[int, list[str]], SweepResult | None]:
+    """What ``storage`` holds of the sweep of ``space`` (on ``task``, default the space's search
+    task): ``{timestep: [ids]}`` still to score (all of it without a store; a sweep runs one
+    forward per image batch for each of these timesteps) and, when nothing is left, the stored
+    sweep. Loads no model, writes nothing (what a plan needs to count reuse)."""
+    candidates = SpaceCatalogue.of(space).candidates
+    task = task or make_task(space.task, space.dataset, "search", **space.task_options())
+    key = sweep_key(space, task, _image_size(space))
+    store = SweepStore.existing(storage)
     done = store.done(key) if store is not None else set()
     todo = {t: [p.id for p in candidates if (p.id, t) not in done] for t in space.timesteps}
-    return {t: names for t, names in todo.items() if names}
-
-
-def _stored(space: SearchSpace, storage: str) -> tuple[SweepStore | None, str, tuple[ActivationPoint, ...], Task]:
-    """The existing store (or ``None``), the sweep key, the candidates and the task of ``space``'s sweep."""
-    candidates = SpaceCatalogue.of(space).candidates
-    task = make_task(space.task, space.dataset, "search", **space.task_options())
-    return SweepStore.existing(storage), sweep_key(space, task, _image_size(space)), candidates, task
+    todo = {t: names for t, names in todo.items() if names}
+    if todo or store is None:
+        return todo, None
+    rows = _space_rows(store, key, candidates, space.timesteps, None)
+    return todo, SweepResult(rows, task.primary_metric, 0, 0, len(candidates) * len(space.timesteps), key=key)
 
 
 def _space_rows(store: SweepStore, key: str, candidates: Sequence[ActivationPoint], timesteps: Iterable[int],
