@@ -177,12 +177,18 @@ def test_a_label_free_sweep_runs_from_the_cli_and_says_it_is_label_free(run_cli,
 
 
 @pytest.mark.slow
-def test_a_label_free_search_with_a_labelled_confirmation_writes_labelled_pck(run_cli, tmp_path):
+def label_free_space_file(tmp_path, trials: int):
+    """A small search space file on an ``images:`` folder of 8 shapes images; (the file, the folder)."""
     folder = shapes_folder(tmp_path / "images", 8)
-    space = {**small_search_space(trials=3), "dataset": f"images:{folder}"}
+    space = {**small_search_space(trials=trials), "dataset": f"images:{folder}"}
     space["search"] = {**space["search"], "top_m": 2, "confirm_top": 1}
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(space))
+    return path, folder
+
+
+def test_a_label_free_search_with_a_labelled_confirmation_writes_labelled_pck(run_cli, tmp_path):
+    path, folder = label_free_space_file(tmp_path, trials=3)
 
     result = run_cli("search", "--space", path, "--confirm-dataset", "shapes", "--pairs", "4", "--workers", "0",
                      "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache", "--no-progress")
@@ -195,11 +201,7 @@ def test_a_label_free_search_with_a_labelled_confirmation_writes_labelled_pck(ru
 
 @pytest.mark.slow
 def test_a_label_free_search_without_labels_confirms_label_free_on_held_out_images(run_cli, tmp_path):
-    folder = shapes_folder(tmp_path / "images", 8)
-    space = {**small_search_space(trials=2), "dataset": f"images:{folder}"}
-    space["search"] = {**space["search"], "top_m": 2, "confirm_top": 1}
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(space))
+    path, _ = label_free_space_file(tmp_path, trials=2)
 
     result = run_cli("search", "--space", path, "--pairs", "4", "--workers", "0", "--out", tmp_path / "out",
                      "--cache-dir", tmp_path / "cache", "--no-progress")

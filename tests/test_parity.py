@@ -400,18 +400,23 @@ def pack_2x2(latents: torch.Tensor) -> torch.Tensor:
             .reshape(rows, (height // 2) * (width // 2), channels * 4))
 
 
-def test_sd3_denoiser_call_equals_the_stable_diffusion_3_pipeline():
-    pipeline, denoiser, latents, noise = prepared("tiny-sd3-random")
-    timestep = 260
-    ours, our_output = autosel_call(denoiser, latents, noise, timestep)
-    theirs, their_output = pipeline_call(
+def sd3_calls(pipeline: Any, denoiser: Denoiser, latents: torch.Tensor, noise: torch.Tensor, timestep: int, **options: Any):
+    """autosel's and the SD3 pipeline's first transformer call at ``timestep`` (one flow step, no
+    guidance); ``options`` go to the pipeline: ((our call, our output), (theirs, their output))."""
+    ours = autosel_call(denoiser, latents, noise, timestep)
+    theirs = pipeline_call(
         pipeline, "transformer", prompt=PROMPT, height=SIZE, width=SIZE, num_inference_steps=1,
         sigmas=[timestep / 1000], latents=noisy_flow(denoiser, latents, noise, timestep), guidance_scale=1.0,
-        output_type="latent",
-        # the tiny SD3 models share one 16-token CLIP tokenizer for all three encoders, whose
-        # context autosel keeps (tiny-dit was trained at it); real checkpoints get the pipeline's 256
-        max_sequence_length=16,
+        output_type="latent", **options,
     )
+    return ours, theirs
+
+
+def test_sd3_denoiser_call_equals_the_stable_diffusion_3_pipeline():
+    pipeline, denoiser, latents, noise = prepared("tiny-sd3-random")
+    # the tiny SD3 models share one 16-token CLIP tokenizer for all three encoders, whose
+    # context autosel keeps (tiny-dit was trained at it); real checkpoints get the pipeline's 256
+    (ours, our_output), (theirs, their_output) = sd3_calls(pipeline, denoiser, latents, noise, 260, max_sequence_length=16)
     assert_same_call(ours, theirs)
     assert_same_output(our_output, their_output)
 
@@ -429,13 +434,8 @@ def with_t5_tokenizer(pipeline: Any) -> Any:
 
 def test_sd3_t5_prompt_has_the_pipelines_default_length_not_the_tokenizers_maximum():
     pipeline, denoiser, latents, noise = prepared("tiny-sd3-random", with_t5_tokenizer)
-    timestep = 260
-    ours, our_output = autosel_call(denoiser, latents, noise, timestep)
-    theirs, their_output = pipeline_call(  # max_sequence_length left at the pipeline's default
-        pipeline, "transformer", prompt=PROMPT, height=SIZE, width=SIZE, num_inference_steps=1,
-        sigmas=[timestep / 1000], latents=noisy_flow(denoiser, latents, noise, timestep), guidance_scale=1.0,
-        output_type="latent",
-    )
+    # max_sequence_length left at the pipeline's default
+    (ours, our_output), (theirs, their_output) = sd3_calls(pipeline, denoiser, latents, noise, 260)
     clip_tokens = pipeline.tokenizer.model_max_length
     assert theirs["encoder_hidden_states"].shape[1] == clip_tokens + 256
     assert_same_output(our_output, their_output)  # SD3 attends to every T5 token, padding included
