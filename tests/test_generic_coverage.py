@@ -4,13 +4,11 @@ unit of the shape-only forward), with no code branching on a model, pipeline or 
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from experiments_loader import load_experiment
 
 from autosel.catalog import forward_flops, list_activations
 from autosel.errors import InvalidInputError, UnsupportedModelError
@@ -19,17 +17,11 @@ from autosel.models.families import Architecture
 from autosel.models.families.generic import RealOnMeta, block_lists
 from autosel.models.tiny import build_tiny_pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def coverage():
     """The coverage experiment (its small setups and ``try_class``)."""
-    spec = importlib.util.spec_from_file_location("diffusers_coverage", ROOT / "experiments" / "diffusers_coverage.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["diffusers_coverage"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("diffusers_coverage")
 
 
 def small(coverage, class_name: str):

@@ -5,27 +5,20 @@ in the project, so the DIFT half runs only given a checkout (results/peers.md)."
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import types
-from pathlib import Path
 
 import pytest
 import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from experiments_loader import load_experiment
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE, PROMPT, ENSEMBLE, T = 64, "a photo of a cat", 3, 261
 
 
 @pytest.fixture(scope="module")
 def peer_check():
-    spec = importlib.util.spec_from_file_location("peer_check", ROOT / "experiments" / "peer_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["peer_check"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("peer_check")
 
 
 @pytest.fixture(scope="module")
